@@ -1,0 +1,316 @@
+//! The API key ("Credential Secret") format and its public half, the Credential ID.
+//!
+//! A key looks like `atna_<id>_<secret>_<checksum>`:
+//!
+//! * `atna_` identifies the issuer, so secret scanners can match it with one regular expression;
+//! * `<id>` is the Credential ID: 16 base62 characters (≈ 95 bits) from the OS CSPRNG, public and safe to log;
+//! * `<secret>` is 43 base62 characters (≈ 256 bits) from the OS CSPRNG;
+//! * `<checksum>` is the CRC32 of everything before its `_`, as 6 base62 digits, so a mistyped or truncated key is
+//!   rejected offline, without touching the store.
+//!
+//! The server stores only the SHA-256 of the whole key. A fast hash is right here: the input is a long random secret,
+//! not a human password, so there is nothing for a slow hash to protect against and every request pays for it.
+
+use std::fmt;
+
+use rand::rngs::OsRng;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Every atna key starts with this.
+pub const PREFIX: &str = "atna_";
+/// Characters in a Credential ID.
+pub const ID_LEN: usize = 16;
+/// Characters in the random secret part.
+pub const SECRET_LEN: usize = 43;
+/// Characters of the base62-encoded CRC32 checksum.
+pub const CHECKSUM_LEN: usize = 6;
+/// Length of a whole key: `atna_` + id + `_` + secret + `_` + checksum.
+pub const KEY_LEN: usize = PREFIX.len() + ID_LEN + 1 + SECRET_LEN + 1 + CHECKSUM_LEN;
+/// The regular expression a secret scanner can use to find atna keys.
+pub const KEY_REGEX: &str = r"\batna_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}\b";
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const ID_START: usize = PREFIX.len();
+const ID_END: usize = ID_START + ID_LEN;
+const SECRET_START: usize = ID_END + 1;
+const SECRET_END: usize = SECRET_START + SECRET_LEN;
+const CHECKSUM_START: usize = SECRET_END + 1;
+
+fn random_base62<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for c in &mut out {
+        // gen_range rejects biased draws, so every character is uniform over the 62 symbols.
+        *c = BASE62[OsRng.gen_range(0..BASE62.len())];
+    }
+    out
+}
+
+fn is_base62(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+fn checksum_chars(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(body) as u64;
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for c in out.iter_mut().rev() {
+        *c = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// The public identifier of a key: shown in lists, URLs and logs, and embedded in the key itself.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialId([u8; ID_LEN]);
+
+impl CredentialId {
+    /// A fresh random ID.
+    pub fn generate() -> Self {
+        Self(random_base62())
+    }
+
+    /// Parses an ID as shown to users (16 base62 characters).
+    pub fn parse(s: &str) -> Result<Self, InvalidCredentialId> {
+        let bytes = s.as_bytes();
+        if bytes.len() != ID_LEN || !bytes.iter().copied().all(is_base62) {
+            return Err(InvalidCredentialId);
+        }
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(bytes);
+        Ok(Self(id))
+    }
+
+    /// The ID as text.
+    pub fn as_str(&self) -> &str {
+        // Only base62 ASCII is ever stored in an ID, so this cannot fail.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialId({})", self.as_str())
+    }
+}
+
+impl serde::Serialize for CredentialId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The text is not a Credential ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a Credential ID is 16 letters and digits")]
+pub struct InvalidCredentialId;
+
+/// The SHA-256 of a whole key: what the store keeps instead of the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecretHash([u8; 32]);
+
+impl SecretHash {
+    /// Hashes a key.
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Rebuilds a hash read back from storage.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    /// The raw digest, for storage.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality: how long it takes does not depend on where two hashes differ.
+    pub fn matches(&self, other: &SecretHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// A whole API key in clear text. It exists only between generation and the one response that shows it; `Debug`
+/// never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    /// The key itself, for the single place that must show it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKeySecret([redacted])")
+    }
+}
+
+/// A new key: its ID, the secret to show once, and the hash to store.
+#[derive(Debug)]
+pub struct GeneratedKey {
+    pub id: CredentialId,
+    pub secret: ApiKeySecret,
+    pub hash: SecretHash,
+}
+
+impl GeneratedKey {
+    /// Generates a key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let id = CredentialId::generate();
+        let secret: [u8; SECRET_LEN] = random_base62();
+        let mut key = Vec::with_capacity(KEY_LEN);
+        key.extend_from_slice(PREFIX.as_bytes());
+        key.extend_from_slice(&id.0);
+        key.push(b'_');
+        key.extend_from_slice(&secret);
+        let sum = checksum_chars(&key);
+        key.push(b'_');
+        key.extend_from_slice(&sum);
+        let key = String::from_utf8(key).unwrap_or_default();
+        let hash = SecretHash::of(&key);
+        Self { id, secret: ApiKeySecret(key), hash }
+    }
+}
+
+/// Why a presented key is not an atna key at all. Decided without any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedKey {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key does not start with `atna_`")]
+    WrongPrefix,
+    #[error("the key has the wrong length (an atna key is {KEY_LEN} characters); was it cut off when copied?")]
+    WrongLength,
+    #[error("the key contains characters an atna key never has")]
+    BadCharacter,
+    #[error("the key's checksum does not match; it was mistyped or altered")]
+    BadChecksum,
+}
+
+/// A key that has the right shape and checksum: its ID is known, its secret not yet checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ParsedKey<'a> {
+    pub id: CredentialId,
+    key: &'a str,
+}
+
+impl<'a> ParsedKey<'a> {
+    /// Checks the format and checksum of a presented key.
+    pub fn parse(key: &'a str) -> Result<Self, MalformedKey> {
+        let b = key.as_bytes();
+        if b.is_empty() {
+            return Err(MalformedKey::Empty);
+        }
+        if !b.starts_with(PREFIX.as_bytes()) {
+            return Err(MalformedKey::WrongPrefix);
+        }
+        if b.len() != KEY_LEN {
+            return Err(MalformedKey::WrongLength);
+        }
+        if b[ID_END] != b'_' || b[SECRET_END] != b'_' {
+            return Err(MalformedKey::BadCharacter);
+        }
+        let parts = [&b[ID_START..ID_END], &b[SECRET_START..SECRET_END], &b[CHECKSUM_START..]];
+        if !parts.iter().all(|p| p.iter().copied().all(is_base62)) {
+            return Err(MalformedKey::BadCharacter);
+        }
+        if checksum_chars(&b[..SECRET_END]) != b[CHECKSUM_START..] {
+            return Err(MalformedKey::BadChecksum);
+        }
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&b[ID_START..ID_END]);
+        Ok(Self { id: CredentialId(id), key })
+    }
+
+    /// The hash to compare with the stored one.
+    pub fn hash(&self) -> SecretHash {
+        SecretHash::of(self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_hash_to_what_is_stored() {
+        let k = GeneratedKey::generate();
+        let s = k.secret.expose();
+        assert_eq!(s.len(), KEY_LEN);
+        assert!(s.starts_with("atna_"));
+        let p = ParsedKey::parse(s).unwrap();
+        assert_eq!(p.id, k.id);
+        assert!(p.hash().matches(&k.hash));
+        assert!(s.contains(k.id.as_str()));
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        let a = GeneratedKey::generate();
+        let b = GeneratedKey::generate();
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.secret, b.secret);
+    }
+
+    #[test]
+    fn malformed_keys_are_told_apart() {
+        let k = GeneratedKey::generate();
+        let s = k.secret.expose().to_string();
+        assert_eq!(ParsedKey::parse("").unwrap_err(), MalformedKey::Empty);
+        assert_eq!(ParsedKey::parse("ghp_abc").unwrap_err(), MalformedKey::WrongPrefix);
+        assert_eq!(ParsedKey::parse(&s[..KEY_LEN - 1]).unwrap_err(), MalformedKey::WrongLength);
+        assert_eq!(ParsedKey::parse(&format!("{s}x")).unwrap_err(), MalformedKey::WrongLength);
+        let mut bad = s.clone().into_bytes();
+        bad[30] = b'-';
+        assert_eq!(ParsedKey::parse(std::str::from_utf8(&bad).unwrap()).unwrap_err(), MalformedKey::BadCharacter);
+        // One changed character in the secret: right shape, wrong checksum.
+        let mut typo = s.clone().into_bytes();
+        typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
+        assert_eq!(ParsedKey::parse(std::str::from_utf8(&typo).unwrap()).unwrap_err(), MalformedKey::BadChecksum);
+        // Multi-byte characters must not panic on slicing.
+        let wide = format!("atna_{}", "é".repeat((KEY_LEN - 5) / 2));
+        assert!(ParsedKey::parse(&wide).is_err());
+    }
+
+    #[test]
+    fn hashes_compare_by_value() {
+        let a = SecretHash::of("x");
+        assert!(a.matches(&SecretHash::of("x")));
+        assert!(!a.matches(&SecretHash::of("y")));
+        assert_eq!(SecretHash::from_slice(a.as_bytes()), Some(a));
+        assert_eq!(SecretHash::from_slice(&[1, 2]), None);
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let k = GeneratedKey::generate();
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains(k.secret.expose()));
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn credential_ids_parse() {
+        let id = CredentialId::generate();
+        assert_eq!(CredentialId::parse(id.as_str()), Ok(id));
+        assert!(CredentialId::parse("short").is_err());
+        assert!(CredentialId::parse("0123456789abcde!").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! atna's domain: the credential format, names, scopes, users and passwords, and the lifecycle rules that decide
+//! whether a key is good. Pure functions and parsing newtypes; no I/O, so everything here is unit-tested in process
+//! and shared by the CLI, the REST API, the dashboard and every storage backend.
+
+pub mod credential;
+pub mod lifecycle;
+pub mod name;
+pub mod scope;
+pub mod user;
+
+pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
+pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
+pub use name::{KeyName, KeyNameError};
+pub use scope::{Scope, ScopeError, Scopes};
+pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId};
+
+/// Milliseconds since the Unix epoch, the one time representation every backend stores.
+pub type Millis = i64;

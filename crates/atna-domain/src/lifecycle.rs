@@ -1,0 +1,155 @@
+//! Lifecycle rules: whether a key is good right now, and the best-practice flags the dashboard shows (rotation due,
+//! unused).
+
+use crate::Millis;
+
+/// Keys older than this are due for rotation (the seed doc: "at least every three months").
+pub const ROTATION_AFTER_DAYS: i64 = 90;
+/// Keys unused for this long are flagged "unused — consider deleting".
+pub const UNUSED_AFTER_DAYS: i64 = 30;
+/// A key never used is flagged once it is this old, so a key made a minute ago is not nagged about.
+pub const NEVER_USED_GRACE_DAYS: i64 = 1;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A key's stored status. Expiry is not a status: it is computed from `expires_at` at the moment of the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Disabled,
+    /// Deleted by its owner or an operator: it never works again. The record stays for the audit trail.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The stored and displayed form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => KeyStatus::Active,
+            "disabled" => KeyStatus::Disabled,
+            "revoked" => KeyStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// The outcome of verifying a presented key, as reported by `POST /v1/keys/verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyCode {
+    Valid,
+    /// Not an atna key at all (shape or checksum); decided without a lookup.
+    Malformed,
+    /// No key has this Credential ID.
+    NotFound,
+    /// The Credential ID exists but the secret is wrong.
+    InvalidSecret,
+    Expired,
+    /// The key was deleted.
+    Revoked,
+    /// The key, or its owner's account, is disabled.
+    Disabled,
+}
+
+impl VerifyCode {
+    /// The stable machine-readable form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "VALID",
+            VerifyCode::Malformed => "MALFORMED",
+            VerifyCode::NotFound => "NOT_FOUND",
+            VerifyCode::InvalidSecret => "INVALID_SECRET",
+            VerifyCode::Expired => "EXPIRED",
+            VerifyCode::Revoked => "REVOKED",
+            VerifyCode::Disabled => "DISABLED",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn explain(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "The key is valid.",
+            VerifyCode::Malformed => "This is not an atna API key: check that it was copied whole.",
+            VerifyCode::NotFound => "No API key has this Credential ID.",
+            VerifyCode::InvalidSecret => "The API key's secret is wrong.",
+            VerifyCode::Expired => "The API key has expired.",
+            VerifyCode::Revoked => "The API key was deleted and no longer works.",
+            VerifyCode::Disabled => "The API key, or the account that owns it, is disabled.",
+        }
+    }
+}
+
+/// Whether a key whose secret matched may be used now.
+pub fn decide(status: KeyStatus, owner_disabled: bool, expires_at: Option<Millis>, now: Millis) -> VerifyCode {
+    match status {
+        KeyStatus::Revoked => VerifyCode::Revoked,
+        KeyStatus::Disabled => VerifyCode::Disabled,
+        KeyStatus::Active if owner_disabled => VerifyCode::Disabled,
+        KeyStatus::Active => match expires_at {
+            Some(at) if at <= now => VerifyCode::Expired,
+            _ => VerifyCode::Valid,
+        },
+    }
+}
+
+/// The best-practice flags for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyHealth {
+    /// Older than 90 days: rotate it.
+    pub rotation_due: bool,
+    /// Never used (past a day's grace) or unused for 30 days: consider deleting it.
+    pub unused: bool,
+    /// Age in whole days.
+    pub age_days: i64,
+}
+
+impl KeyHealth {
+    /// Computes the flags at `now`.
+    pub fn at(created_at: Millis, last_used_at: Option<Millis>, now: Millis) -> Self {
+        let age_days = (now - created_at).max(0) / DAY_MS;
+        let unused = match last_used_at {
+            None => age_days >= NEVER_USED_GRACE_DAYS,
+            Some(t) => (now - t) / DAY_MS >= UNUSED_AFTER_DAYS,
+        };
+        Self { rotation_due: age_days >= ROTATION_AFTER_DAYS, unused, age_days }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        use KeyStatus::*;
+        assert_eq!(decide(Active, false, None, 10), VerifyCode::Valid);
+        assert_eq!(decide(Active, false, Some(11), 10), VerifyCode::Valid);
+        assert_eq!(decide(Active, false, Some(10), 10), VerifyCode::Expired);
+        assert_eq!(decide(Active, true, None, 10), VerifyCode::Disabled);
+        assert_eq!(decide(Disabled, false, None, 10), VerifyCode::Disabled);
+        assert_eq!(decide(Revoked, false, Some(1), 10), VerifyCode::Revoked);
+    }
+
+    #[test]
+    fn health_flags() {
+        let now = 200 * DAY_MS;
+        let h = KeyHealth::at(now - 91 * DAY_MS, Some(now - DAY_MS), now);
+        assert!(h.rotation_due && !h.unused);
+        assert_eq!(h.age_days, 91);
+        assert!(KeyHealth::at(now - 2 * DAY_MS, None, now).unused);
+        assert!(!KeyHealth::at(now - 1000, None, now).unused, "a brand-new key is not nagged");
+        assert!(KeyHealth::at(now - 60 * DAY_MS, Some(now - 31 * DAY_MS), now).unused);
+        assert!(!KeyHealth::at(now - 89 * DAY_MS, Some(now), now).rotation_due);
+        for s in [KeyStatus::Active, KeyStatus::Disabled, KeyStatus::Revoked] {
+            assert_eq!(KeyStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}
