@@ -1,1 +1,384 @@
+//! The embedded SQLite backend: one file, WAL, foreign keys on, `synchronous = FULL` so a key whose secret was
+//! shown is on disk before the response leaves.
 
+mod rows;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atna_domain::{CredentialId, Email, Millis, PasswordHash, UserId};
+use atna_store::*;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, USER_COLUMNS};
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl SqliteStore {
+    /// Opens (and migrates) the database at a `sqlite:` URL. The file is created only when `create` is true, so a
+    /// mistyped path is an error instead of a new, empty database.
+    pub async fn open(url: &str, create: bool) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Database(format!("cannot open {url}: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating {url}: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Opens (creating if needed) the database file at a path.
+    pub async fn open_file(path: &Path) -> StoreResult<Self> {
+        Self::open(&format!("sqlite://{}", path.display()), true).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(u.email.as_str())
+        .bind(u.password_hash.as_str())
+        .bind(u.is_admin)
+        .bind(u.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| rows::conflict(e, "a user with this e-mail address"))?;
+        user_from_row(&row)
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await.map_err(db)
+    }
+
+    async fn set_user_disabled(&self, id: UserId, disabled: bool, at: Millis) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let n = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id.0).execute(&mut *tx).await.map_err(db)?;
+        }
+        sqlx::query("INSERT INTO changes (user_id, at) VALUES (?, ?)")
+            .bind(id.0)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn set_password(&self, id: UserId, hash: &PasswordHash) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash.as_str())
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(k.id.as_str())
+        .bind(k.owner.0)
+        .bind(k.name.as_str())
+        .bind(&k.hash.as_bytes()[..])
+        .bind(k.scopes.to_stored())
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| rows::conflict(e, "a key with this name"))?;
+        audit(&mut tx, k.created_at, k.owner, k.actor, "key.created", &k.id, k.name.as_str()).await?;
+        tx.commit().await.map_err(db)?;
+        key_from_row(&row)
+    }
+
+    async fn get_key(&self, owner: UserId, id: &CredentialId) -> StoreResult<Option<KeyRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ? AND owner_id = ? AND status <> 'revoked'"
+        ))
+        .bind(id.as_str())
+        .bind(owner.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
+        let (after_t, after_id) = match &q.after {
+            Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE owner_id = ?1 AND status <> 'revoked'
+               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id < ?3))
+               AND (?4 IS NULL OR instr(lower(name), lower(?4)) > 0)
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        ))
+        .bind(owner.0)
+        .bind(after_t)
+        .bind(after_id)
+        .bind(q.search.as_deref())
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE owner_id = ?1 AND status <> 'revoked'
+             AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0)",
+        )
+        .bind(owner.0)
+        .bind(search)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn revoke_key(
+        &self,
+        owner: Option<UserId>,
+        id: &CredentialId,
+        actor: Actor,
+        at: Millis,
+    ) -> StoreResult<Option<KeyRecord>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET status = 'revoked', revoked_at = ?1
+             WHERE id = ?2 AND (?3 IS NULL OR owner_id = ?3) AND status <> 'revoked' RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(id.as_str())
+        .bind(owner.map(|o| o.0))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut rec = key_from_row(&row)?;
+        sqlx::query("INSERT INTO changes (key_id, at) VALUES (?, ?)")
+            .bind(id.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        audit(&mut tx, at, rec.owner, actor, "key.deleted", id, rec.name.as_str()).await?;
+        tx.commit().await.map_err(db)?;
+        rec.status = atna_domain::KeyStatus::Revoked;
+        Ok(Some(rec))
+    }
+
+    async fn auth_record(&self, id: &CredentialId) -> StoreResult<Option<AuthRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT k.*, u.email AS owner_email, u.disabled AS owner_disabled
+             FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(rows::auth_from_row).transpose()
+    }
+
+    async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for u in batch {
+            // Right-hand sides see the old row, so the IP is chosen against the old last_used_at.
+            sqlx::query(
+                "UPDATE api_keys SET use_count = use_count + ?1,
+                    last_used_ip = CASE WHEN ?2 >= COALESCE(last_used_at, 0) THEN ?3 ELSE last_used_ip END,
+                    last_used_at = MAX(COALESCE(last_used_at, 0), ?2)
+                 WHERE id = ?4",
+            )
+            .bind(u.count)
+            .bind(u.last_used_at)
+            .bind(u.last_used_ip.as_deref())
+            .bind(u.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn latest_change(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes").fetch_one(&self.pool).await.map_err(db)
+    }
+
+    async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query("SELECT seq, key_id, user_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(rows::change_from_row).collect()
+    }
+
+    async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events
+             WHERE owner_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+        )
+        .bind(owner.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(rows::audit_from_row).collect()
+    }
+
+    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf, created_at, idle_expires_at, absolute_expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.token_hash[..])
+        .bind(s.user.0)
+        .bind(&s.csrf)
+        .bind(s.created_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT u.*, s.csrf, s.created_at AS s_created_at, s.idle_expires_at, s.absolute_expires_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ?1 AND s.idle_expires_at > ?2 AND s.absolute_expires_at > ?2"
+        ))
+        .bind(&token_hash[..])
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(rows::session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, token_hash: &[u8; 32], idle_expires_at: Millis) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET idle_expires_at = ? WHERE token_hash = ?")
+            .bind(idle_expires_at)
+            .bind(&token_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(&token_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64> {
+        let r =
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(user.0).execute(&self.pool).await.map_err(db)?;
+        Ok(r.rows_affected())
+    }
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    at: Millis,
+    owner: UserId,
+    actor: Actor,
+    action: &str,
+    key: &CredentialId,
+    key_name: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(at)
+    .bind(owner.0)
+    .bind(actor.user().map(|u| u.0))
+    .bind(action)
+    .bind(key.as_str())
+    .bind(key_name)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}

@@ -1,1 +1,106 @@
+//! The `Store` trait every atna backend implements (SQLite, PostgreSQL), the records it speaks in, and the
+//! conformance suite (`conformance`) each backend runs against itself so they cannot drift apart.
+//!
+//! The store is never on the verification hot path for a cached key: the verifier reads `auth_record` once per
+//! Credential ID and then serves from memory; usage is written back in batches through `record_usage`.
 
+pub mod conformance;
+mod records;
+
+pub use records::*;
+
+use async_trait::async_trait;
+use atna_domain::{CredentialId, Email, Millis, PasswordHash, UserId};
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a user's e-mail address, a live key's name for its owner).
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Stored data did not parse back (a bug or a hand-edited database).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Persistence for users, keys, sessions, usage and the change feed. Implementations must be safe to share between
+/// tasks and between processes on the same database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ----- users -----
+
+    /// Creates a user. `Conflict` when the e-mail address is taken.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// All users, oldest first.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn count_users(&self) -> StoreResult<i64>;
+    /// Disables or re-enables a user. Disabling ends their sessions; either way every node's key cache learns it
+    /// through the change feed. Returns false when there is no such user.
+    async fn set_user_disabled(&self, id: UserId, disabled: bool, at: Millis) -> StoreResult<bool>;
+    /// Replaces a user's password hash.
+    async fn set_password(&self, id: UserId, hash: &PasswordHash) -> StoreResult<bool>;
+
+    // ----- keys -----
+
+    /// Stores a new key, durably, before its secret is shown to anyone. `Conflict` when the owner already has a
+    /// live key of that name.
+    async fn insert_key(&self, key: NewKey) -> StoreResult<KeyRecord>;
+    /// One live (not deleted) key of one owner. Another owner's key is `None`, exactly like a missing one.
+    async fn get_key(&self, owner: UserId, id: &CredentialId) -> StoreResult<Option<KeyRecord>>;
+    /// A page of an owner's live keys, newest first.
+    async fn list_keys(&self, owner: UserId, query: &KeyQuery) -> StoreResult<Vec<KeyRecord>>;
+    /// How many live keys an owner has (optionally only those whose name contains `search`).
+    async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64>;
+    /// Deletes (revokes) a live key, records who did it, and publishes the revocation on the change feed, all in one
+    /// transaction. `owner: None` is an operator acting on any user's key. Returns the revoked key, or `None` when
+    /// there was no such live key (of that owner).
+    async fn revoke_key(
+        &self,
+        owner: Option<UserId>,
+        id: &CredentialId,
+        actor: Actor,
+        at: Millis,
+    ) -> StoreResult<Option<KeyRecord>>;
+    /// What the verifier needs to decide about a key, including deleted keys (so it can say `REVOKED`).
+    async fn auth_record(&self, id: &CredentialId) -> StoreResult<Option<AuthRecord>>;
+    /// Adds a batch of usage gathered in memory: counts add up, the latest use wins.
+    async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()>;
+
+    // ----- change feed (cache invalidation across processes) -----
+
+    /// The newest change sequence number (0 when there is none).
+    async fn latest_change(&self) -> StoreResult<i64>;
+    /// Changes after `seq`, oldest first, at most `limit`.
+    async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>>;
+
+    // ----- audit -----
+
+    /// An owner's audit events, newest first.
+    async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+
+    // ----- dashboard sessions -----
+
+    /// Stores a session under the hash of its token.
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+    /// A live session and its user; expired sessions are `None`.
+    async fn session(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<Session>>;
+    /// Records activity, pushing the idle deadline.
+    async fn touch_session(&self, token_hash: &[u8; 32], idle_expires_at: Millis) -> StoreResult<()>;
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
+    /// Ends every session of a user (log out everywhere, password change, user disabled).
+    async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64>;
+}

@@ -1,0 +1,102 @@
+//! Turning SQLite rows into store records, and sqlx errors into store errors.
+
+use atna_domain::{CredentialId, Email, KeyName, KeyStatus, PasswordHash, Scopes, SecretHash, UserId};
+use atna_store::*;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
+pub const KEY_COLUMNS: &str =
+    "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count";
+
+pub fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// A unique-constraint violation becomes `Conflict`, anything else a database error.
+pub fn conflict(e: sqlx::Error, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        _ => db(e),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+pub fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: UserId(r.try_get("id").map_err(db)?),
+        email: Email::parse(r.try_get("email").map_err(db)?).map_err(|_| corrupt("user e-mail"))?,
+        password_hash: PasswordHash::from_stored(r.try_get("password_hash").map_err(db)?),
+        is_admin: r.try_get("is_admin").map_err(db)?,
+        disabled: r.try_get("disabled").map_err(db)?,
+        created_at: r.try_get("created_at").map_err(db)?,
+    })
+}
+
+pub fn key_from_row(r: &SqliteRow) -> StoreResult<KeyRecord> {
+    let id: &str = r.try_get("id").map_err(db)?;
+    let name: &str = r.try_get("name").map_err(db)?;
+    let scopes: &str = r.try_get("scopes").map_err(db)?;
+    let status: &str = r.try_get("status").map_err(db)?;
+    Ok(KeyRecord {
+        id: CredentialId::parse(id).map_err(|_| corrupt("key id"))?,
+        owner: UserId(r.try_get("owner_id").map_err(db)?),
+        name: KeyName::parse(name).map_err(|_| corrupt("key name"))?,
+        scopes: Scopes::from_stored(scopes).map_err(|_| corrupt("key scopes"))?,
+        status: KeyStatus::parse(status).ok_or_else(|| corrupt("key status"))?,
+        created_at: r.try_get("created_at").map_err(db)?,
+        expires_at: r.try_get("expires_at").map_err(db)?,
+        last_used_at: r.try_get("last_used_at").map_err(db)?,
+        last_used_ip: r.try_get("last_used_ip").map_err(db)?,
+        use_count: r.try_get("use_count").map_err(db)?,
+    })
+}
+
+pub fn auth_from_row(r: &SqliteRow) -> StoreResult<AuthRecord> {
+    let hash: &[u8] = r.try_get("secret_hash").map_err(db)?;
+    let email: &str = r.try_get("owner_email").map_err(db)?;
+    Ok(AuthRecord {
+        key: key_from_row(r)?,
+        hash: SecretHash::from_slice(hash).ok_or_else(|| corrupt("secret hash"))?,
+        owner_email: Email::parse(email).map_err(|_| corrupt("owner e-mail"))?,
+        owner_disabled: r.try_get("owner_disabled").map_err(db)?,
+    })
+}
+
+pub fn change_from_row(r: &SqliteRow) -> StoreResult<Change> {
+    let seq = r.try_get("seq").map_err(db)?;
+    let key: Option<&str> = r.try_get("key_id").map_err(db)?;
+    let user: Option<i64> = r.try_get("user_id").map_err(db)?;
+    let what = match (key, user) {
+        (Some(k), _) => ChangeKind::Key(CredentialId::parse(k).map_err(|_| corrupt("change key id"))?),
+        (None, Some(u)) => ChangeKind::User(UserId(u)),
+        (None, None) => return Err(corrupt("empty change")),
+    };
+    Ok(Change { seq, what })
+}
+
+pub fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEvent> {
+    let actor: Option<i64> = r.try_get("actor_id").map_err(db)?;
+    let key: Option<&str> = r.try_get("key_id").map_err(db)?;
+    Ok(AuditEvent {
+        at: r.try_get("at").map_err(db)?,
+        owner: UserId(r.try_get("owner_id").map_err(db)?),
+        actor: actor.map_or(Actor::Operator, |a| Actor::User(UserId(a))),
+        action: r.try_get("action").map_err(db)?,
+        key_id: key.map(CredentialId::parse).transpose().map_err(|_| corrupt("audit key id"))?,
+        key_name: r.try_get("key_name").map_err(db)?,
+    })
+}
+
+pub fn session_from_row(r: &SqliteRow) -> StoreResult<Session> {
+    Ok(Session {
+        user: user_from_row(r)?,
+        csrf: r.try_get("csrf").map_err(db)?,
+        created_at: r.try_get("s_created_at").map_err(db)?,
+        idle_expires_at: r.try_get("idle_expires_at").map_err(db)?,
+        absolute_expires_at: r.try_get("absolute_expires_at").map_err(db)?,
+    })
+}

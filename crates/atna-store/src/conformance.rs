@@ -1,0 +1,267 @@
+//! The store conformance suite: behaviour every backend must show, written once against the trait.
+//!
+//! A backend runs it with [`conformance_tests!`](crate::conformance_tests), giving an async closure that returns a
+//! fresh, empty, migrated store (or `None` to skip, e.g. when no PostgreSQL server is configured).
+
+use atna_domain::{CredentialId, Email, GeneratedKey, KeyName, KeyStatus, Password, PasswordHash, Scopes, UserId};
+
+use crate::*;
+
+/// Generates one `#[tokio::test]` per conformance check.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
+            names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
+            revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
+            audit_survives_the_key);
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some(store) = ($make)().await else { return };
+                $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+const T0: i64 = 1_780_000_000_000;
+
+async fn user(s: &dyn Store, email: &str) -> User {
+    s.create_user(NewUser {
+        email: Email::parse(email).unwrap(),
+        // A cheap stand-in: the store only keeps the string.
+        password_hash: PasswordHash::from_stored(format!("hash-of-{email}")),
+        is_admin: false,
+        created_at: T0,
+    })
+    .await
+    .unwrap()
+}
+
+fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey) {
+    let g = GeneratedKey::generate();
+    let k = NewKey {
+        id: g.id,
+        owner,
+        name: KeyName::parse(name).unwrap(),
+        hash: g.hash,
+        scopes: Scopes::parse(&["keys:manage", "billing:read"]).unwrap(),
+        created_at,
+        expires_at: Some(created_at + 1000),
+        actor: Actor::User(owner),
+    };
+    (k, g)
+}
+
+pub async fn users_are_unique_by_email(s: &dyn Store) {
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    let a = user(s, "alice@example.com").await;
+    assert!(matches!(
+        s.create_user(NewUser {
+            email: Email::parse("ALICE@example.com").unwrap(),
+            password_hash: PasswordHash::from_stored("x".into()),
+            is_admin: true,
+            created_at: T0
+        })
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let b = user(s, "bob@example.com").await;
+    assert_ne!(a.id, b.id);
+    assert_eq!(s.count_users().await.unwrap(), 2);
+    let found = s.user_by_email(&a.email).await.unwrap().unwrap();
+    assert_eq!((found.id, found.is_admin, found.disabled), (a.id, false, false));
+    assert_eq!(s.user_by_id(b.id).await.unwrap().unwrap().email.as_str(), "bob@example.com");
+    assert!(s.user_by_id(UserId(999_999)).await.unwrap().is_none());
+    let emails: Vec<String> = s.list_users().await.unwrap().into_iter().map(|u| u.email.to_string()).collect();
+    assert_eq!(emails, ["alice@example.com", "bob@example.com"]);
+    let h = PasswordHash::hash(&Password::new("new password".into()).unwrap());
+    assert!(s.set_password(a.id, &h).await.unwrap());
+    assert_eq!(s.user_by_id(a.id).await.unwrap().unwrap().password_hash, h);
+    assert!(!s.set_password(UserId(999_999), &h).await.unwrap());
+}
+
+pub async fn disabling_a_user_is_published(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "k", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    let before = s.latest_change().await.unwrap();
+    s.create_session(session(a.id, [1; 32], T0)).await.unwrap();
+    assert!(s.set_user_disabled(a.id, true, T0).await.unwrap());
+    assert!(s.user_by_id(a.id).await.unwrap().unwrap().disabled);
+    assert!(s.auth_record(&k.id).await.unwrap().unwrap().owner_disabled);
+    assert!(s.session(&[1; 32], T0).await.unwrap().is_none(), "disabling ends sessions");
+    let changes = s.changes_since(before, 100).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.what.clone()).collect::<Vec<_>>(), [ChangeKind::User(a.id)]);
+    assert!(s.set_user_disabled(a.id, false, T0).await.unwrap());
+    assert!(!s.auth_record(&k.id).await.unwrap().unwrap().owner_disabled);
+    assert!(!s.set_user_disabled(UserId(999_999), true, T0).await.unwrap());
+}
+
+pub async fn keys_round_trip(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (k, g) = new_key(a.id, "billing-26_11_2026-14_05", T0);
+    let rec = s.insert_key(k.clone()).await.unwrap();
+    assert_eq!(rec.id, k.id);
+    assert_eq!(rec.status, KeyStatus::Active);
+    assert_eq!((rec.last_used_at, rec.use_count), (None, 0));
+    assert_eq!(s.get_key(a.id, &k.id).await.unwrap(), Some(rec.clone()));
+    let auth = s.auth_record(&k.id).await.unwrap().unwrap();
+    assert!(auth.hash.matches(&g.hash));
+    assert_eq!(auth.key, rec);
+    assert_eq!(auth.owner_email, a.email);
+    assert_eq!(auth.key.scopes, k.scopes);
+    assert_eq!(auth.key.expires_at, Some(T0 + 1000));
+    assert!(s.auth_record(&CredentialId::generate()).await.unwrap().is_none());
+    assert_eq!(s.count_keys(a.id, None).await.unwrap(), 1);
+}
+
+pub async fn names_are_unique_among_live_keys(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let (k1, _) = new_key(a.id, "crm", T0);
+    s.insert_key(k1.clone()).await.unwrap();
+    let (k2, _) = new_key(a.id, "crm", T0 + 1);
+    assert!(matches!(s.insert_key(k2.clone()).await, Err(StoreError::Conflict(_))));
+    assert!(s.auth_record(&k2.id).await.unwrap().is_none(), "nothing of the refused key was stored");
+    let (k3, _) = new_key(b.id, "crm", T0);
+    s.insert_key(k3).await.unwrap();
+    // Once deleted, the name is free again.
+    s.revoke_key(Some(a.id), &k1.id, Actor::User(a.id), T0 + 2).await.unwrap().unwrap();
+    s.insert_key(k2).await.unwrap();
+}
+
+pub async fn owners_never_see_each_others_keys(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let (k, _) = new_key(a.id, "alice-key", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    assert!(s.get_key(b.id, &k.id).await.unwrap().is_none());
+    assert!(s.list_keys(b.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert!(s.revoke_key(Some(b.id), &k.id, Actor::User(b.id), T0).await.unwrap().is_none());
+    assert_eq!(s.get_key(a.id, &k.id).await.unwrap().unwrap().status, KeyStatus::Active);
+    assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.status, KeyStatus::Active);
+}
+
+pub async fn listing_pages_newest_first(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        // Two keys share each timestamp, so the ID must break ties.
+        let (k, _) = new_key(a.id, &format!("svc-{i}"), T0 + i / 2);
+        ids.push((k.created_at, k.id));
+        s.insert_key(k).await.unwrap();
+    }
+    ids.sort();
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut q = KeyQuery { limit: 3, ..Default::default() };
+    loop {
+        let page = s.list_keys(a.id, &q).await.unwrap();
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|k| (k.created_at, k.id)));
+        match page.last() {
+            Some(last) if page.len() == 3 => q.after = Some((last.created_at, last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let q = KeyQuery { limit: 10, search: Some("VC-3".into()), ..Default::default() };
+    let found = s.list_keys(a.id, &q).await.unwrap();
+    assert_eq!(found.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["svc-3"]);
+    assert_eq!(s.count_keys(a.id, Some("svc")).await.unwrap(), 7);
+    assert_eq!(s.count_keys(a.id, Some("%")).await.unwrap(), 0, "search is literal, not a LIKE pattern");
+}
+
+pub async fn revocation_is_durable_and_published(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "k", T0);
+    let (other, _) = new_key(a.id, "other", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    s.insert_key(other.clone()).await.unwrap();
+    let before = s.latest_change().await.unwrap();
+    let gone = s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 5).await.unwrap().unwrap();
+    assert_eq!(gone.id, k.id);
+    assert!(s.get_key(a.id, &k.id).await.unwrap().is_none());
+    assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
+    assert!(s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 6).await.unwrap().is_none(), "only once");
+    let changes = s.changes_since(before, 100).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].what, ChangeKind::Key(k.id));
+    assert!(changes[0].seq > before);
+    assert_eq!(s.latest_change().await.unwrap(), changes[0].seq);
+    // The operator may revoke any user's key.
+    s.revoke_key(None, &other.id, Actor::Operator, T0 + 7).await.unwrap().unwrap();
+    let changes = s.changes_since(before, 1).await.unwrap();
+    assert_eq!(changes.len(), 1, "limit is honoured");
+    assert_eq!(s.count_keys(a.id, None).await.unwrap(), 0);
+}
+
+pub async fn usage_adds_up_and_latest_wins(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "k", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    let u = |count, at, ip: &str| UsageUpdate { id: k.id, count, last_used_at: at, last_used_ip: Some(ip.into()) };
+    s.record_usage(&[u(3, T0 + 10, "203.0.113.7")]).await.unwrap();
+    // A batch from a node whose clock or flush is behind must not move last-used backwards.
+    s.record_usage(&[u(2, T0 + 5, "198.51.100.1")]).await.unwrap();
+    let unknown = UsageUpdate { id: CredentialId::generate(), count: 1, last_used_at: T0, last_used_ip: None };
+    s.record_usage(&[unknown]).await.unwrap();
+    let rec = s.get_key(a.id, &k.id).await.unwrap().unwrap();
+    assert_eq!(rec.use_count, 5);
+    assert_eq!(rec.last_used_at, Some(T0 + 10));
+    assert_eq!(rec.last_used_ip.as_deref(), Some("203.0.113.7"));
+    s.record_usage(&[u(1, T0 + 20, "198.51.100.1")]).await.unwrap();
+    let rec = s.get_key(a.id, &k.id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.use_count, rec.last_used_at, rec.last_used_ip.as_deref()),
+        (6, Some(T0 + 20), Some("198.51.100.1"))
+    );
+    s.record_usage(&[]).await.unwrap();
+}
+
+fn session(user: UserId, hash: [u8; 32], now: i64) -> NewSession {
+    NewSession {
+        token_hash: hash,
+        user,
+        csrf: "csrf-token".into(),
+        created_at: now,
+        idle_expires_at: now + 100,
+        absolute_expires_at: now + 1000,
+    }
+}
+
+pub async fn sessions_expire_and_end(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    s.create_session(session(a.id, [1; 32], T0)).await.unwrap();
+    s.create_session(session(a.id, [2; 32], T0)).await.unwrap();
+    let got = s.session(&[1; 32], T0 + 50).await.unwrap().unwrap();
+    assert_eq!((got.user.id, got.csrf.as_str()), (a.id, "csrf-token"));
+    assert!(s.session(&[1; 32], T0 + 100).await.unwrap().is_none(), "idle timeout");
+    s.touch_session(&[1; 32], T0 + 5000).await.unwrap();
+    assert!(s.session(&[1; 32], T0 + 500).await.unwrap().is_some());
+    assert!(s.session(&[1; 32], T0 + 1000).await.unwrap().is_none(), "absolute timeout");
+    assert!(s.session(&[9; 32], T0).await.unwrap().is_none());
+    s.delete_session(&[1; 32]).await.unwrap();
+    assert!(s.session(&[1; 32], T0 + 50).await.unwrap().is_none());
+    assert_eq!(s.delete_user_sessions(a.id).await.unwrap(), 1);
+    assert!(s.session(&[2; 32], T0 + 50).await.unwrap().is_none());
+}
+
+pub async fn audit_survives_the_key(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "audited", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    s.revoke_key(None, &k.id, Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    let events = s.audit_events(a.id, 10).await.unwrap();
+    let summary: Vec<_> = events.iter().map(|e| (e.action.as_str(), e.actor, e.key_id, e.at)).collect();
+    assert_eq!(
+        summary,
+        [("key.deleted", Actor::Operator, Some(k.id), T0 + 1), ("key.created", Actor::User(a.id), Some(k.id), T0)]
+    );
+    assert_eq!(events[0].key_name.as_deref(), Some("audited"));
+}
