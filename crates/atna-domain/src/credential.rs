@@ -162,6 +162,20 @@ impl fmt::Debug for ApiKeySecret {
     }
 }
 
+/// Builds the key text for an ID and a secret part, with its checksum. Only [`GeneratedKey::generate`] makes real
+/// keys; this is public so tests and tools can build keys that are well-formed but wrong.
+pub fn encode(id: &CredentialId, secret: &[u8; SECRET_LEN]) -> String {
+    let mut key = Vec::with_capacity(KEY_LEN);
+    key.extend_from_slice(PREFIX.as_bytes());
+    key.extend_from_slice(&id.0);
+    key.push(b'_');
+    key.extend_from_slice(secret);
+    let sum = checksum_chars(&key);
+    key.push(b'_');
+    key.extend_from_slice(&sum);
+    String::from_utf8(key).unwrap_or_default()
+}
+
 /// A new key: its ID, the secret to show once, and the hash to store.
 #[derive(Debug)]
 pub struct GeneratedKey {
@@ -174,16 +188,7 @@ impl GeneratedKey {
     /// Generates a key from the OS CSPRNG.
     pub fn generate() -> Self {
         let id = CredentialId::generate();
-        let secret: [u8; SECRET_LEN] = random_base62();
-        let mut key = Vec::with_capacity(KEY_LEN);
-        key.extend_from_slice(PREFIX.as_bytes());
-        key.extend_from_slice(&id.0);
-        key.push(b'_');
-        key.extend_from_slice(&secret);
-        let sum = checksum_chars(&key);
-        key.push(b'_');
-        key.extend_from_slice(&sum);
-        let key = String::from_utf8(key).unwrap_or_default();
+        let key = encode(&id, &random_base62());
         let hash = SecretHash::of(&key);
         Self { id, secret: ApiKeySecret(key), hash }
     }
@@ -192,15 +197,15 @@ impl GeneratedKey {
 /// Why a presented key is not an atna key at all. Decided without any lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedKey {
-    #[error("the key is empty")]
+    #[error("The key is empty.")]
     Empty,
-    #[error("the key does not start with `atna_`")]
+    #[error("The key does not start with `atna_`: it is not an atna API key.")]
     WrongPrefix,
-    #[error("the key has the wrong length (an atna key is {KEY_LEN} characters); was it cut off when copied?")]
+    #[error("The key has the wrong length (an atna key is {KEY_LEN} characters): was it cut off when copied?")]
     WrongLength,
-    #[error("the key contains characters an atna key never has")]
+    #[error("The key contains characters an atna key never has.")]
     BadCharacter,
-    #[error("the key's checksum does not match; it was mistyped or altered")]
+    #[error("The key's checksum does not match: it was mistyped or altered.")]
     BadChecksum,
 }
 

@@ -14,11 +14,11 @@ pub struct KeyName(String);
 /// Why a key name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyNameError {
-    #[error("the name is empty; give the key a name that says which service uses it")]
+    #[error("The name is empty: give the key a name that says which service uses it.")]
     Empty,
-    #[error("the name is longer than {MAX_NAME_CHARS} characters")]
+    #[error("The name is longer than {MAX_NAME_CHARS} characters.")]
     TooLong,
-    #[error("the name contains control characters (such as line breaks or tabs)")]
+    #[error("The name contains control characters (such as line breaks or tabs).")]
     ControlCharacter,
 }
 

@@ -18,9 +18,9 @@ pub struct Scope(String);
 /// Why a scope list was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("`{0}` is not a valid scope: use lowercase letters, digits and `:._-*`, starting with a letter, at most {MAX_SCOPE_LEN} characters")]
+    #[error("`{0}` is not a valid scope: use lowercase letters, digits and `:._-*`, starting with a letter, at most {MAX_SCOPE_LEN} characters.")]
     Invalid(String),
-    #[error("a key has at most {MAX_SCOPES} scopes")]
+    #[error("A key has at most {MAX_SCOPES} scopes.")]
     TooMany,
 }
 

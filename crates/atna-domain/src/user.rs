@@ -23,7 +23,7 @@ pub struct Email(String);
 
 /// The text is not an e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("enter an e-mail address such as alice@example.com")]
+#[error("Enter an e-mail address such as alice@example.com.")]
 pub struct EmailError;
 
 impl Email {
@@ -65,9 +65,9 @@ pub struct Password(String);
 /// Why a new password was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
-    #[error("the password must be at least {MIN_PASSWORD_CHARS} characters")]
+    #[error("The password must be at least {MIN_PASSWORD_CHARS} characters.")]
     TooShort,
-    #[error("the password must be at most {MAX_PASSWORD_CHARS} characters")]
+    #[error("The password must be at most {MAX_PASSWORD_CHARS} characters.")]
     TooLong,
 }
 

@@ -1,1 +1,19 @@
+//! atna's HTTP faces over the domain and a [`Store`](atna_store::Store): the REST API under `/v1`, the verification
+//! hot path every Bearer check goes through, health and OpenAPI endpoints. `App` builds it all and runs it.
 
+pub mod api;
+mod app;
+pub mod clock;
+pub mod error;
+pub mod extract;
+pub mod service;
+pub mod settings;
+pub mod state;
+pub mod store_url;
+pub mod usage;
+pub mod verify;
+mod watcher;
+
+pub use app::App;
+pub use settings::Settings;
+pub use state::AppState;

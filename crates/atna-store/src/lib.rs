@@ -26,6 +26,17 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Why [`Store::wait_for_change`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Something was published.
+    Notified,
+    /// The timeout passed; poll anyway.
+    Timeout,
+    /// The notification channel broke and was re-established: changes may have been missed.
+    Lost,
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -86,6 +97,13 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_change(&self) -> StoreResult<i64>;
     /// Changes after `seq`, oldest first, at most `limit`.
     async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>>;
+    /// Waits until the change feed may have grown, or `timeout` passes. Backends that can push (PostgreSQL's
+    /// `LISTEN/NOTIFY`) return early; the default just waits, which turns the caller's loop into polling.
+    /// `Wake::Lost` means notifications may have been missed: callers must forget everything they cached.
+    async fn wait_for_change(&self, timeout: std::time::Duration) -> Wake {
+        tokio::time::sleep(timeout).await;
+        Wake::Timeout
+    }
 
     // ----- audit -----
 

@@ -1,0 +1,59 @@
+//! Checking keys: `/v1/whoami` for a client about its own key, `/v1/keys/verify` for services that check keys
+//! themselves.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::dto::{Owner, VerifyRequest, VerifyResponse, WhoAmI};
+use crate::clock::to_datetime;
+use crate::error::{ApiResult, Problem};
+use crate::extract::{ApiJson, Caller, ClientIp};
+use crate::verify::Verdict;
+use crate::AppState;
+
+/// The key that made this request: its ID, name, owner and scopes.
+#[utoipa::path(get, path = "/v1/whoami", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, body = WhoAmI),
+        (status = 401, description = "Missing, malformed, unknown, wrong, expired, disabled or deleted key; `code` says which",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn whoami(Caller(entry): Caller) -> Response {
+    // Serialised once when the key was loaded into the cache.
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json.clone()).into_response()
+}
+
+/// Check a key. Always 200 with a verdict: the caller holds the key it asks about, so the answer tells it nothing it
+/// could not learn by calling `/v1/whoami` with that key.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "auth", request_body = VerifyRequest,
+    responses(
+        (status = 200, body = VerifyResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "JSON without a `key` string", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> ApiResult<Json<VerifyResponse>> {
+    let verdict = s.verifier.verify(&body.key, ip).await?;
+    let code = verdict.code();
+    let (entry, message) = match &verdict {
+        Verdict::Valid(e) => (Some(e), code.explain().to_owned()),
+        Verdict::Invalid { entry, malformed, .. } => {
+            (entry.as_ref(), malformed.map_or_else(|| code.explain().to_owned(), |m| m.to_string()))
+        }
+    };
+    Ok(Json(VerifyResponse {
+        valid: matches!(verdict, Verdict::Valid(_)),
+        code: code.as_str(),
+        message,
+        key_id: entry.map(|e| e.record.id.to_string()),
+        name: entry.map(|e| e.record.name.to_string()),
+        owner: entry.map(|e| Owner { id: e.record.owner, email: e.owner_email.to_string() }),
+        scopes: entry.map(|e| e.record.scopes.iter().map(str::to_owned).collect()),
+        expires_at: entry.and_then(|e| e.record.expires_at.map(to_datetime)),
+    }))
+}

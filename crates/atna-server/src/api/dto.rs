@@ -1,0 +1,161 @@
+//! The JSON shapes of the REST API. Their schemas feed `/openapi.json`.
+
+use atna_domain::{KeyHealth, Millis, UserId};
+use atna_store::KeyRecord;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::clock::to_datetime;
+
+/// The user a key belongs to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Owner {
+    #[schema(value_type = i64)]
+    pub id: UserId,
+    pub email: String,
+}
+
+/// The key that made the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The key's Credential ID.
+    pub key_id: String,
+    pub name: String,
+    pub owner: Owner,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl WhoAmI {
+    /// Describes a key.
+    pub fn new(k: &KeyRecord, owner: Owner) -> Self {
+        Self {
+            key_id: k.id.to_string(),
+            name: k.name.to_string(),
+            owner,
+            scopes: k.scopes.iter().map(str::to_owned).collect(),
+            created_at: to_datetime(k.created_at),
+            expires_at: k.expires_at.map(to_datetime),
+        }
+    }
+}
+
+/// An API key's metadata. Never contains the secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Key {
+    /// The Credential ID: public, safe to log.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_ip: Option<String>,
+    pub use_count: i64,
+    /// Whether the name follows `<service_name>-<dd_mm_yyyy>-<hh_mm>`.
+    pub follows_naming_convention: bool,
+    /// Older than 90 days: rotate it (create a new key, move your services to it, delete this one).
+    pub rotation_due: bool,
+    /// Never used, or not used for 30 days: consider deleting it.
+    pub unused: bool,
+}
+
+impl Key {
+    /// Describes a key at `now`.
+    pub fn new(k: &KeyRecord, now: Millis) -> Self {
+        let health = KeyHealth::at(k.created_at, k.last_used_at, now);
+        Self {
+            id: k.id.to_string(),
+            name: k.name.to_string(),
+            scopes: k.scopes.iter().map(str::to_owned).collect(),
+            status: k.status.as_str(),
+            created_at: to_datetime(k.created_at),
+            expires_at: k.expires_at.map(to_datetime),
+            last_used_at: k.last_used_at.map(to_datetime),
+            last_used_ip: k.last_used_ip.clone(),
+            use_count: k.use_count,
+            follows_naming_convention: k.name.follows_convention(),
+            rotation_due: health.rotation_due,
+            unused: health.unused,
+        }
+    }
+}
+
+/// A key just created: its metadata and the Credential Secret, returned this once and never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: Key,
+    /// The Credential Secret: the API key to send as `Authorization: Bearer <secret>`. Store it now; it cannot be
+    /// shown again.
+    pub secret: String,
+}
+
+/// A page of keys, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub data: Vec<Key>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a new key should be.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// 1–100 characters, unique among your keys. Recommended: `<service_name>-<dd_mm_yyyy>-<hh_mm>`.
+    pub name: String,
+    /// Scopes for the new key; only scopes the calling key has. Default: none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// When the key stops working (RFC 3339). Default: never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Paging and search for the key list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Only keys whose name contains this text.
+    pub search: Option<String>,
+}
+
+/// A key to check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The whole API key, as a client sent it.
+    pub key: String,
+}
+
+/// The verdict on a key. `key_id`, `name`, `owner`, `scopes` and `expires_at` are present when the key's secret
+/// matched, even if it is expired, disabled or revoked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `INVALID_SECRET`, `EXPIRED`, `REVOKED` or `DISABLED`.
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+    pub key_id: Option<String>,
+    pub name: Option<String>,
+    pub owner: Option<Owner>,
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    /// The storage backend (`sqlite` or `postgres`), on `/readyz`.
+    pub backend: Option<&'static str>,
+}

@@ -1,0 +1,134 @@
+//! `/v1/keys`: a key with the `keys:manage` scope manages its owner's keys.
+
+use atna_domain::scope::MANAGE_KEYS;
+use atna_domain::CredentialId;
+use atna_store::{Actor, KeyQuery};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::dto::{CreateKey, CreatedKey, Key, KeyList, ListParams};
+use crate::clock;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, Caller};
+use crate::service::{self, KeySpec};
+use crate::AppState;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+
+fn parse_id(id: &str) -> ApiResult<CredentialId> {
+    // An ID that cannot exist is answered like one that does not: 404.
+    CredentialId::parse(id).map_err(|_| ApiError::no_such_key())
+}
+
+/// Create a key. The response holds the Credential Secret: the only time it is ever returned.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 201, description = "Created; `secret` is shown this once", body = CreatedKey),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, or asks for scopes it lacks", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes or expiry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<Response> {
+    caller.require(MANAGE_KEYS)?;
+    let owner = caller.0.record.owner;
+    let now = clock::now();
+    let spec = KeySpec {
+        name: &body.name,
+        scopes: &body.scopes,
+        expires_at: body.expires_at.map(|t| t.timestamp_millis()),
+        grantable: Some(&caller.0.record.scopes),
+    };
+    let (rec, secret) = service::create_key(s.store.as_ref(), owner, Actor::User(owner), spec, now).await?;
+    let body = CreatedKey { key: Key::new(&rec, now), secret: secret.expose().to_owned() };
+    let location = HeaderValue::from_str(&format!("/v1/keys/{}", rec.id)).map_err(|_| ApiError::internal())?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// List the owner's keys, newest first. Never includes secrets.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListParams),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 200, body = KeyList),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<KeyList>> {
+    caller.require(MANAGE_KEYS)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_limit", format!("`limit` must be between 1 and {MAX_LIMIT}.")));
+    }
+    let after = p.cursor.as_deref().map(parse_cursor).transpose()?;
+    let search = p.search.filter(|s| !s.trim().is_empty());
+    let q = KeyQuery { after, limit, search };
+    let mut recs = s.store.list_keys(caller.0.record.owner, &q).await?;
+    let next_cursor =
+        (recs.len() as i64 == limit).then(|| recs.last().map(|r| format!("{}.{}", r.created_at, r.id))).flatten();
+    let now = clock::now();
+    let data = recs
+        .iter_mut()
+        .map(|r| {
+            s.verifier.overlay_usage(r);
+            Key::new(r, now)
+        })
+        .collect();
+    Ok(Json(KeyList { data, next_cursor }))
+}
+
+fn parse_cursor(c: &str) -> ApiResult<(i64, CredentialId)> {
+    let bad = || ApiError::bad_request("invalid_cursor", "`cursor` must be a `next_cursor` from a previous page.");
+    let (t, id) = c.split_once('.').ok_or_else(bad)?;
+    Ok((t.parse().map_err(|_| bad())?, CredentialId::parse(id).map_err(|_| bad())?))
+}
+
+/// One key of the owner.
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID")),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 200, body = Key),
+        (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Key>> {
+    caller.require(MANAGE_KEYS)?;
+    let id = parse_id(&id)?;
+    let mut rec = s.store.get_key(caller.0.record.owner, &id).await?.ok_or_else(ApiError::no_such_key)?;
+    s.verifier.overlay_usage(&mut rec);
+    Ok(Json(Key::new(&rec, clock::now())))
+}
+
+/// Delete a key: permanent, and it stops working at once, everywhere.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID")),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 204, description = "Deleted; the key is revoked"),
+        (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(MANAGE_KEYS)?;
+    let id = parse_id(&id)?;
+    let owner = caller.0.record.owner;
+    service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, Actor::User(owner), clock::now())
+        .await?
+        .ok_or_else(ApiError::no_such_key)?;
+    Ok(StatusCode::NO_CONTENT)
+}

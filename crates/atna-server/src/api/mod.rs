@@ -1,0 +1,43 @@
+//! The REST API (`/v1`), health probes and `/openapi.json`.
+
+pub mod auth;
+pub mod dto;
+pub mod health;
+pub mod keys;
+pub mod openapi;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The API routes.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/openapi.json", get(openapi::json))
+        .route("/v1/whoami", get(auth::whoami))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/verify", post(auth::verify))
+        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "There is nothing at this address; see /openapi.json.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This address does not accept this method.")
+}

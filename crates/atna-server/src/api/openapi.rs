@@ -1,0 +1,38 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types so it cannot drift from them.
+
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth, dto, health, keys};
+use crate::error::Problem;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
+    paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, health::live, health::ready),
+    components(schemas(
+        dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
+        dto::VerifyResponse, dto::Health, Problem
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
+         (name = "auth", description = "Check API keys"),
+         (name = "health", description = "Probes")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+/// Serves the document.
+pub async fn json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,149 @@
+//! The one error type of the HTTP layer, rendered as `application/problem+json` (RFC 9457) with a stable `code`.
+
+use std::borrow::Cow;
+
+use atna_domain::VerifyCode;
+use atna_store::StoreError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answer: status, stable machine-readable code, and a sentence that says what to do.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: Cow<'static, str>,
+    /// `WWW-Authenticate` value, for 401 and 403 answers (RFC 6750).
+    pub challenge: Option<&'static str>,
+}
+
+/// The problem document (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:atna:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// A short summary of the problem type.
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `key_revoked`.
+    pub code: &'static str,
+}
+
+const INVALID_TOKEN: &str = r#"Bearer realm="atna", error="invalid_token""#;
+
+impl ApiError {
+    /// An error with a status, code and detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, code, detail: detail.into(), challenge: None }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    /// No key of this caller has that ID (also when it belongs to someone else: never a revealing 403).
+    pub fn no_such_key() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "key_not_found", "You have no API key with this Credential ID.")
+    }
+
+    /// A request without usable credentials.
+    pub fn missing_credentials() -> Self {
+        Self {
+            challenge: Some(r#"Bearer realm="atna""#),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "credentials_missing",
+                "Send your API key in the Authorization header: `Authorization: Bearer <key>`.",
+            )
+        }
+    }
+
+    /// A presented key that is not good.
+    pub fn invalid_key(code: VerifyCode, detail: Option<String>) -> Self {
+        let c = match code {
+            VerifyCode::Malformed => "key_malformed",
+            VerifyCode::NotFound => "key_not_found",
+            VerifyCode::InvalidSecret => "key_invalid_secret",
+            VerifyCode::Expired => "key_expired",
+            VerifyCode::Revoked => "key_revoked",
+            VerifyCode::Disabled | VerifyCode::Valid => "key_disabled",
+        };
+        let detail = detail.map_or(Cow::Borrowed(code.explain()), Cow::Owned);
+        Self { challenge: Some(INVALID_TOKEN), ..Self::new(StatusCode::UNAUTHORIZED, c, detail) }
+    }
+
+    /// The key is good but lacks a scope.
+    pub fn insufficient_scope(scope: &'static str) -> Self {
+        Self {
+            challenge: Some(r#"Bearer realm="atna", error="insufficient_scope", scope="keys:manage""#),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("This API key lacks the `{scope}` scope. Create a key with it to manage keys over the API."),
+            )
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; try again.")
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The database is not reachable; try again shortly.")
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => {
+                Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists."))
+            }
+            StoreError::Database(msg) => {
+                tracing::error!(error = %msg, "store unavailable");
+                Self::unavailable()
+            }
+            StoreError::Corrupt(msg) => {
+                tracing::error!(error = %msg, "corrupt record");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, status = self.status.as_u16(), "request failed");
+        }
+        let body = Problem {
+            type_: format!("urn:atna:problem:{}", self.code),
+            title: self.title(),
+            status: self.status.as_u16(),
+            detail: self.detail.into_owned(),
+            code: self.code,
+        };
+        let mut res = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(c) = self.challenge {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        res
+    }
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

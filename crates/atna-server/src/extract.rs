@@ -1,0 +1,125 @@
+//! Extractors that turn requests into typed inputs, answering bad input with our own problem documents.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::verify::{KeyEntry, Verdict};
+use crate::AppState;
+
+/// The client's address: the peer, or with `trust_forwarded_for` the last `X-Forwarded-For` hop (the one our own
+/// proxy appended; earlier entries are whatever the client claimed).
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .last();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The client's address, as [`client_ip`] finds it.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, state.settings.trust_forwarded_for)))
+    }
+}
+
+/// The text after `Bearer ` in the Authorization header. The scheme is case-insensitive (RFC 9110).
+pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::missing_credentials());
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::invalid_key(atna_domain::VerifyCode::Malformed, Some("The Authorization header is not ASCII.".into()))
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError {
+            code: "credentials_unsupported_scheme",
+            detail: "Use the Bearer scheme: `Authorization: Bearer <key>`.".into(),
+            ..ApiError::missing_credentials()
+        });
+    }
+    Ok(token.trim())
+}
+
+/// A caller authenticated by a valid API key.
+pub struct Caller(pub Arc<KeyEntry>);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts)?;
+        let ip = client_ip(parts, state.settings.trust_forwarded_for);
+        match state.verifier.verify(token, ip).await? {
+            Verdict::Valid(entry) => Ok(Caller(entry)),
+            Verdict::Invalid { code, malformed, .. } => {
+                Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// Refuses callers without a scope.
+    pub fn require(&self, scope: &'static str) -> Result<(), ApiError> {
+        if self.0.record.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::insufficient_scope(scope))
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are our problem documents: 400 for broken JSON, 415 for a missing content type,
+/// 413 for a body over the limit, 422 for JSON of the wrong shape (including unknown fields).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", format!("{}", e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send a JSON body with `Content-Type: application/json`.",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body is larger than this server accepts.",
+        ),
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}

@@ -1,0 +1,182 @@
+//! The verification hot path, shared by `/v1/whoami`, `/v1/keys/verify` and every Bearer check:
+//! parse + checksum (malformed keys never reach the store) → bounded in-memory cache by Credential ID (with
+//! negative entries; concurrent misses for one ID load it once) → constant-time hash compare → status and expiry.
+//! Usage is counted in memory. Nothing here writes to the store.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atna_domain::credential::ParsedKey;
+use atna_domain::lifecycle::decide;
+use atna_domain::{CredentialId, Email, MalformedKey, SecretHash, VerifyCode};
+use atna_store::{AuthRecord, KeyRecord, Store, StoreError};
+use quick_cache::sync::Cache;
+
+use crate::api::dto::{Owner, WhoAmI};
+use crate::clock;
+use crate::usage::UsageBuffer;
+
+/// A key record as the verifier keeps it in memory.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub record: KeyRecord,
+    pub hash: SecretHash,
+    pub owner_email: Email,
+    pub owner_disabled: bool,
+    /// The `/v1/whoami` body for this key, serialised once when the record is loaded.
+    pub whoami_json: bytes::Bytes,
+}
+
+impl KeyEntry {
+    fn new(a: AuthRecord) -> Self {
+        let whoami = WhoAmI::new(&a.key, Owner { id: a.key.owner, email: a.owner_email.to_string() });
+        let whoami_json = serde_json::to_vec(&whoami).unwrap_or_default().into();
+        Self { record: a.key, hash: a.hash, owner_email: a.owner_email, owner_disabled: a.owner_disabled, whoami_json }
+    }
+}
+
+#[derive(Clone)]
+struct Slot {
+    loaded: Instant,
+    entry: Option<Arc<KeyEntry>>,
+}
+
+/// The result of checking a presented key.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The key is good.
+    Valid(Arc<KeyEntry>),
+    /// The key is not good; `entry` is set when the secret matched (so the caller may say which key it was).
+    Invalid { code: VerifyCode, malformed: Option<MalformedKey>, entry: Option<Arc<KeyEntry>> },
+}
+
+impl Verdict {
+    /// The verification code.
+    pub fn code(&self) -> VerifyCode {
+        match self {
+            Verdict::Valid(_) => VerifyCode::Valid,
+            Verdict::Invalid { code, .. } => *code,
+        }
+    }
+}
+
+/// Verifies keys against a cache in front of the store.
+pub struct Verifier {
+    store: Arc<dyn Store>,
+    cache: Cache<CredentialId, Slot>,
+    /// Bumped on every eviction, so a load that raced with a revocation is not cached.
+    epoch: AtomicU64,
+    ttl: Duration,
+    negative_ttl: Duration,
+    usage: UsageBuffer,
+}
+
+impl Verifier {
+    /// A verifier over a store.
+    pub fn new(store: Arc<dyn Store>, capacity: usize, ttl: Duration, negative_ttl: Duration) -> Self {
+        Self {
+            store,
+            cache: Cache::new(capacity.max(16)),
+            epoch: AtomicU64::new(0),
+            ttl,
+            negative_ttl,
+            usage: UsageBuffer::default(),
+        }
+    }
+
+    /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
+    pub async fn verify(&self, key: &str, ip: Option<IpAddr>) -> Result<Verdict, StoreError> {
+        let parsed = match ParsedKey::parse(key) {
+            Ok(p) => p,
+            Err(m) => return Ok(Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }),
+        };
+        let Some(entry) = self.lookup(parsed.id).await? else {
+            return Ok(Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None });
+        };
+        if !entry.hash.matches(&parsed.hash()) {
+            return Ok(Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None });
+        }
+        let now = clock::now();
+        let r = &entry.record;
+        match decide(r.status, entry.owner_disabled, r.expires_at, now) {
+            VerifyCode::Valid => {
+                self.usage.record(r.id, now, ip);
+                Ok(Verdict::Valid(entry))
+            }
+            code => Ok(Verdict::Invalid { code, malformed: None, entry: Some(entry) }),
+        }
+    }
+
+    async fn lookup(&self, id: CredentialId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if let Some(slot) = self.cache.get(&id) {
+            let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
+            if slot.loaded.elapsed() < ttl {
+                return Ok(slot.entry);
+            }
+            self.cache.remove(&id);
+        }
+        match self.cache.get_value_or_guard_async(&id).await {
+            Ok(slot) => Ok(slot.entry),
+            Err(guard) => {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
+                // If something was evicted while we read, our row may predate it: answer, but do not cache.
+                if self.epoch.load(Ordering::Acquire) == epoch {
+                    let _ = guard.insert(Slot { loaded: Instant::now(), entry: entry.clone() });
+                }
+                Ok(entry)
+            }
+        }
+    }
+
+    /// Forgets one key (it was revoked or changed).
+    pub fn evict(&self, id: &CredentialId) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(id);
+    }
+
+    /// Forgets every key (a user was disabled, or changes may have been missed).
+    pub fn evict_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.clear();
+    }
+
+    /// Keys held in memory now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The in-memory usage counters.
+    pub fn usage(&self) -> &UsageBuffer {
+        &self.usage
+    }
+
+    /// Shows usage not yet written to the store in a record read from it.
+    pub fn overlay_usage(&self, rec: &mut KeyRecord) {
+        if let Some(p) = self.usage.pending(&rec.id) {
+            rec.use_count += p.count;
+            if rec.last_used_at.is_none_or(|t| p.last_used_at >= t) {
+                rec.last_used_at = Some(p.last_used_at);
+                rec.last_used_ip = p.last_used_ip.map(|ip| ip.to_string());
+            }
+        }
+    }
+
+    /// Writes pending usage to the store; on failure it is kept for the next try.
+    pub async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let batch = self.usage.take();
+        let n = batch.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        match self.store.record_usage(&batch).await {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.usage.restore(batch);
+                Err(e)
+            }
+        }
+    }
+}

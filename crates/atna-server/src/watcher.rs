@@ -1,0 +1,77 @@
+//! Background work of a running server: following the change feed (so a key deleted anywhere, by this node, another
+//! node or the CLI, stops working here at once) and flushing usage counters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atna_store::{ChangeKind, Store, Wake};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::verify::Verifier;
+
+const BATCH: i64 = 1000;
+
+/// Follows the change feed until `stop` turns true.
+pub fn follow_changes(
+    store: Arc<dyn Store>,
+    verifier: Arc<Verifier>,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = loop {
+            match store.latest_change().await {
+                Ok(seq) => break seq,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change feed yet; retrying");
+                    tokio::select! { _ = tokio::time::sleep(poll) => {}, _ = stop.changed() => return }
+                }
+            }
+        };
+        loop {
+            let wake = tokio::select! {
+                w = store.wait_for_change(poll) => w,
+                _ = stop.changed() => return,
+            };
+            if wake == Wake::Lost {
+                tracing::warn!("change notifications were interrupted; forgetting all cached keys");
+                verifier.evict_all();
+            }
+            loop {
+                match store.changes_since(last, BATCH).await {
+                    Ok(changes) => {
+                        for c in &changes {
+                            match &c.what {
+                                ChangeKind::Key(id) => verifier.evict(id),
+                                ChangeKind::User(_) => verifier.evict_all(),
+                            }
+                            last = c.seq;
+                        }
+                        if (changes.len() as i64) < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the change feed; cached keys expire by TTL meanwhile");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Flushes usage every `every` until `stop` turns true. The final flush is the caller's, after the server stops.
+pub fn flush_usage(verifier: Arc<Verifier>, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! { _ = tick.tick() => {}, _ = stop.changed() => return }
+            if let Err(e) = verifier.flush_usage().await {
+                tracing::warn!(error = %e, "usage not written yet; kept for the next flush");
+            }
+        }
+    })
+}

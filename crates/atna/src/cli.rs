@@ -1,0 +1,107 @@
+//! The command line. Every option can also come from an `ATNA_*` environment variable; flags win over variables,
+//! variables over the TOML file, the file over defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "atna", version, about = "Self-hosted API keys: dashboard, REST API and Bearer verification")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// A TOML file with settings (see the README).
+    #[arg(long, env = "ATNA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Where atna keeps its data (the SQLite database by default). Default: ./atna-data
+    #[arg(long, env = "ATNA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite:PATH or postgres://USER@HOST/DB. Default: the SQLite file in the data directory.
+    #[arg(long = "database", env = "ATNA_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (REST API, verification, dashboard).
+    Serve(Serve),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys (the operator's bootstrap and recovery tools).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct Serve {
+    /// Address to listen on. Default: 127.0.0.1:8080
+    #[arg(long, env = "ATNA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Trust the last X-Forwarded-For address as the client's (only behind your own proxy).
+    #[arg(long, env = "ATNA_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: Option<bool>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user. The password comes from stdin (--password-stdin) or an interactive prompt.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: their sessions end and their keys stop working at once.
+    Disable { email: String },
+    /// Re-enable a disabled user.
+    Enable { email: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create a key for a user and print its Credential ID and Credential Secret.
+    Create {
+        /// The owner's e-mail address.
+        #[arg(long)]
+        user: String,
+        /// The key's name; recommended: <service_name>-<dd_mm_yyyy>-<hh_mm>.
+        #[arg(long)]
+        name: String,
+        /// A scope for the key (repeatable), e.g. keys:manage.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// When the key stops working (RFC 3339, e.g. 2027-02-26T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a user's keys (never their secrets).
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete (revoke) a key by Credential ID. Running servers stop accepting it at once.
+    Delete { id: String },
+}

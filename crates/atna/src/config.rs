@@ -1,0 +1,113 @@
+//! Settings layered from defaults, the TOML file, `ATNA_*` variables and flags; and logging.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use atna_server::Settings;
+use serde::Deserialize;
+
+use crate::cli::{Global, Serve};
+
+/// The TOML file's shape. Unknown keys are errors, so a typo does not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub trust_forwarded_for: Option<bool>,
+    pub cache_ttl_secs: Option<u64>,
+    pub negative_cache_ttl_secs: Option<u64>,
+    pub cache_capacity: Option<usize>,
+    pub usage_flush_secs: Option<u64>,
+    pub change_poll_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Everything resolved.
+pub struct Resolved {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub uses_default_database: bool,
+    pub file: FileConfig,
+}
+
+const KNOWN_ENV: &[&str] = &[
+    "ATNA_CONFIG",
+    "ATNA_DATA_DIR",
+    "ATNA_DATABASE_URL",
+    "ATNA_LISTEN",
+    "ATNA_TRUST_FORWARDED_FOR",
+    "ATNA_LOG",
+    "ATNA_LOG_FORMAT",
+];
+
+/// Reads the file and resolves where the data lives.
+pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ATNA_") && !KNOWN_ENV.contains(&k.as_str()) && !k.starts_with("ATNA_TEST_") {
+            tracing::warn!(variable = %k, "unknown ATNA_ environment variable ignored");
+        }
+    }
+    let file = match &g.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("in config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = g.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("atna-data"));
+    let explicit = g.database_url.clone().or(file.database_url.clone());
+    let uses_default_database = explicit.is_none();
+    let database_url = explicit.unwrap_or_else(|| atna_server::store_url::default_url(&data_dir));
+    Ok(Resolved { data_dir, database_url, uses_default_database, file })
+}
+
+/// Server settings from the file and flags.
+pub fn settings(r: &Resolved, s: &Serve) -> Settings {
+    let d = Settings::default();
+    let f = &r.file;
+    let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+    Settings {
+        listen: s.listen.or(f.listen).unwrap_or(d.listen),
+        trust_forwarded_for: s.trust_forwarded_for.or(f.trust_forwarded_for).unwrap_or(d.trust_forwarded_for),
+        cache_ttl: secs(f.cache_ttl_secs, d.cache_ttl),
+        negative_cache_ttl: secs(f.negative_cache_ttl_secs, d.negative_cache_ttl),
+        cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
+        usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
+        change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
+        max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
+    }
+}
+
+/// Creates the data directory when the default database lives there.
+pub fn ensure_data_dir(r: &Resolved) -> anyhow::Result<()> {
+    if r.uses_default_database {
+        create_dir(&r.data_dir)?;
+    }
+    Ok(())
+}
+
+fn create_dir(p: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating data directory {}", p.display()))
+}
+
+/// Logs to stderr; `ATNA_LOG` (or `RUST_LOG`) filters, `ATNA_LOG_FORMAT=json` for JSON lines.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("ATNA_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("ATNA_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
