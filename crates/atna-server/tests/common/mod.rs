@@ -34,3 +34,107 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A running app on port 0 with one user (`alice@example.com`) and a `keys:manage` key.
+pub struct TestApp {
+    pub base: String,
+    pub store: Arc<dyn Store>,
+    pub state: atna_server::AppState,
+    pub http: reqwest::Client,
+    pub alice: atna_domain::UserId,
+    /// Alice's `keys:manage` key.
+    pub admin_key: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let store = fresh_store().await;
+        let settings = atna_server::Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            change_poll_interval: Duration::from_millis(20),
+            // Long enough that no test sees a flush it did not ask for.
+            usage_flush_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let app = atna_server::App::build(settings, store.clone()).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(app.run(async {
+            let _ = rx.await;
+        }));
+        let alice = user(&*store, "alice@example.com").await;
+        let mut t = Self {
+            base,
+            store,
+            state,
+            http: reqwest::Client::new(),
+            alice,
+            admin_key: String::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        t.admin_key = t.key_for(alice, "admin-key", &["keys:manage"]).await;
+        t
+    }
+
+    /// Creates a key directly in the store (as the operator would) and returns its secret.
+    pub async fn key_for(&self, owner: atna_domain::UserId, name: &str, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let spec = atna_server::service::KeySpec { name, scopes: &scopes, expires_at: None, grantable: None };
+        let (_, secret) = atna_server::service::create_key(
+            &*self.store,
+            owner,
+            atna_store::Actor::Operator,
+            spec,
+            atna_server::clock::now(),
+        )
+        .await
+        .unwrap();
+        secret.expose().to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn whoami(&self, key: &str) -> reqwest::Response {
+        self.http.get(self.url("/v1/whoami")).bearer_auth(key).send().await.unwrap()
+    }
+
+    /// Stops the server gracefully (flushing usage) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Creates a user with a throwaway password hash.
+pub async fn user(store: &dyn Store, email: &str) -> atna_domain::UserId {
+    store
+        .create_user(atna_store::NewUser {
+            email: atna_domain::Email::parse(email).unwrap(),
+            password_hash: atna_domain::PasswordHash::from_stored("unused".into()),
+            is_admin: false,
+            created_at: atna_server::clock::now(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+/// Reads a problem document, checking its content type.
+pub async fn problem(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/problem+json"), "status {status}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    (status, body)
+}
