@@ -1,0 +1,226 @@
+//! End to end: the `atna` binary driven as an operator and a client would, with real processes, a real data
+//! directory and real HTTP. Covers durability across `kill -9`, revocation by the CLI while the server runs, graceful
+//! shutdown writing usage, and that no log line ever holds a secret.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_atna");
+
+fn atna(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("ATNA_DATA_DIR", data)
+        .env_remove("ATNA_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `atna serve`.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(data: &Path, log: &str) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("ATNA_DATA_DIR", data)
+            .env("ATNA_LOG", log)
+            .env_remove("ATNA_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr.read_to_string(&mut all);
+            let _ = etx.send(all);
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("server printed its address");
+            if let Some(url) = line.strip_prefix("atna listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        Server { child, base, stderr: erx }
+    }
+
+    async fn whoami(&self, key: &str) -> u16 {
+        let res = reqwest::Client::new().get(format!("{}/v1/whoami", self.base)).bearer_auth(key).send().await.unwrap();
+        res.status().as_u16()
+    }
+
+    /// SIGTERM, wait for exit, return everything it logged.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful exit, got {status}");
+        self.stderr.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+async fn eventually_status(server: &Server, key: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.whoami(key).await != want {
+        assert!(Instant::now() < deadline, "expected {want} in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bootstrap(data: &Path) -> (String, String) {
+    ok(atna(data, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("correct horse battery\n")));
+    let out = ok(atna(
+        data,
+        &["key", "create", "--user", "alice@example.com", "--name", "ops-26_11_2026-14_05", "--scope", "keys:manage", "--json"],
+        None,
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_operator_bootstraps_and_a_client_uses_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (id, secret) = bootstrap(&data);
+    assert!(data.join("atna.db").exists(), "the default database lives in the data directory");
+    let list: Value = serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None))).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(!list.to_string().contains(&secret));
+
+    let server = Server::start(&data, "info");
+    assert_eq!(server.whoami(&secret).await, 200);
+    // A second key through the API, then the CLI deletes it while the server runs.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/keys", server.base))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({"name": "billing-26_11_2026-15_00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    let (id2, secret2) = (created["id"].as_str().unwrap(), created["secret"].as_str().unwrap());
+    assert_eq!(server.whoami(secret2).await, 200);
+    let out = ok(atna(&data, &["key", "delete", id2], None));
+    assert!(out.contains("deleted"), "{out}");
+    eventually_status(&server, secret2, 401).await;
+    let _ = server.stop();
+}
+
+#[tokio::test]
+async fn a_key_whose_secret_was_returned_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_, admin) = bootstrap(&data);
+    let server = Server::start(&data, "info");
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/keys", server.base))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "durable"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let secret = res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    server.kill9();
+    let server = Server::start(&data, "info");
+    assert_eq!(server.whoami(&secret).await, 200);
+    let _ = server.stop();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_writes_usage_and_logs_hold_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (id, secret) = bootstrap(&data);
+    let server = Server::start(&data, "trace");
+    for _ in 0..3 {
+        assert_eq!(server.whoami(&secret).await, 200);
+    }
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/keys", server.base))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({"name": "logged?"}))
+        .send()
+        .await
+        .unwrap();
+    let created = res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let wrong = format!("{}xyz", &secret[..secret.len() - 3]);
+    assert_eq!(server.whoami(&wrong).await, 401);
+    let logs = server.stop();
+    assert!(logs.contains("atna listening"), "trace logging was on: {logs}");
+    for s in [&secret, &created, &wrong] {
+        assert!(!logs.contains(s.as_str()), "a secret reached the logs");
+        // Not even the secret part alone.
+        assert!(!logs.contains(&s[22..60]));
+    }
+    let list: Value = serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None))).unwrap();
+    let k = list.as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(k["use_count"], 4, "three whoami calls and one create, written at shutdown");
+    assert_eq!(k["last_used_ip"], "127.0.0.1");
+}
+
+#[test]
+fn the_cli_refuses_bad_input_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fail = |args: &[&str], stdin: Option<&str>, want: &str| {
+        let out = atna(&data, args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    fail(&["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("short\n"), "at least 8");
+    fail(&["user", "create", "--email", "not-an-email", "--password-stdin"], Some("long enough pw\n"), "e-mail");
+    ok(atna(&data, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("long enough pw\n")));
+    fail(&["user", "create", "--email", "Alice@Example.com", "--password-stdin"], Some("long enough pw\n"), "already exists");
+    fail(&["key", "create", "--user", "bob@example.com", "--name", "x"], None, "no user bob@example.com");
+    fail(&["key", "create", "--user", "alice@example.com", "--name", "a\tb"], None, "control characters");
+    fail(&["key", "delete", "nope"], None, "not a Credential ID");
+    fail(&["key", "delete", "AAAAAAAAAAAAAAAA"], None, "no key");
+    fail(&["--database", "mysql://root:hunter2@db/atna", "migrate"], None, "unsupported database URL");
+    let out = atna(&data, &["--database", "mysql://root:hunter2@db/atna", "migrate"], None);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"), "passwords are not printed");
+    let typo = dir.path().join("atan.db");
+    fail(&["--database", &format!("sqlite://{}", typo.display()), "migrate"], None, "does not exist");
+    assert!(!typo.exists());
+}
