@@ -1,0 +1,14 @@
+//! The yardstick for the HTTP benchmark (`bench/http.sh`): a bare axum server whose one handler returns "ok", on the
+//! same axum and tokio as atna. `cargo run --release -p atna-server --example bare -- 127.0.0.1:8090`
+
+use axum::routing::get;
+use axum::Router;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8090".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("bare listening on http://{}", listener.local_addr()?);
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    axum::serve(listener, app).await
+}
