@@ -12,7 +12,8 @@ DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 
-cargo build --release -q -p atna -p atna-server --example bare
+cargo build --release -q -p atna
+cargo build --release -q -p atna-server --example bare
 work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -27,19 +28,35 @@ wait_up() { # poll with a deadline, no fixed sleep
   echo "server at $1 did not come up" >&2; exit 1
 }
 taskset -c 0 target/release/atna serve --listen 127.0.0.1:18181 >"$work/atna.log" 2>&1 &
+atna_pid=$!
 taskset -c 0 target/release/examples/bare 127.0.0.1:18182 >"$work/bare.log" 2>&1 &
+bare_pid=$!
 wait_up http://127.0.0.1:18181/healthz
 wait_up http://127.0.0.1:18182/
 curl -sf -H "Authorization: Bearer $KEY" http://127.0.0.1:18181/v1/whoami >/dev/null || { echo "whoami failed" >&2; exit 1; }
 
-rps() { taskset -c 1 wrk -t1 -c32 -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
-echo "run  bare_rps  whoami_rps  ratio"
-bare_sum=0; who_sum=0
+# Both servers get the same request (the bare one ignores the header), so the difference is atna's work alone.
+# Besides requests/s, report the server's CPU time per request (from /proc, in µs): it depends far less on what else
+# the machine is doing than throughput does.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # pid url -> "rps cpu_us_per_req"
+  local pid=$1 url=$2 before after out rps reqs
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 wrk -t1 -c32 -d"$DURATION" -H "Authorization: Bearer $KEY" "$url")
+  after=$(cpu_ticks "$pid")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps $(echo "($after - $before) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)"
+}
+echo "run  bare_rps  whoami_rps  ratio   bare_cpu_us/req  whoami_cpu_us/req"
+bare_sum=0; who_sum=0; bare_cpu=0; who_cpu=0
 for i in $(seq 1 "$RUNS"); do
-  b=$(rps http://127.0.0.1:18182/)
-  w=$(rps -H "Authorization: Bearer $KEY" http://127.0.0.1:18181/v1/whoami)
-  printf '%-4s %-9s %-11s %.3f\n' "$i" "$b" "$w" "$(echo "$w / $b" | bc -l)"
+  read -r b bc_ < <(run "$bare_pid" http://127.0.0.1:18182/)
+  read -r w wc_ < <(run "$atna_pid" http://127.0.0.1:18181/v1/whoami)
+  printf '%-4s %-9s %-11s %.3f   %-16.2f %.2f\n' "$i" "$b" "$w" "$(echo "$w / $b" | bc -l)" "$bc_" "$wc_"
   bare_sum=$(echo "$bare_sum + $b" | bc -l); who_sum=$(echo "$who_sum + $w" | bc -l)
+  bare_cpu=$(echo "$bare_cpu + $bc_" | bc -l); who_cpu=$(echo "$who_cpu + $wc_" | bc -l)
 done
-printf 'mean bare %.0f rps, whoami %.0f rps, whoami/bare = %.3f\n' \
-  "$(echo "$bare_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $bare_sum" | bc -l)"
+printf 'mean: bare %.0f rps, whoami %.0f rps, whoami/bare = %.3f; CPU per request: bare %.2f us, whoami %.2f us (bare/whoami = %.3f)\n' \
+  "$(echo "$bare_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $bare_sum" | bc -l)" \
+  "$(echo "$bare_cpu / $RUNS" | bc -l)" "$(echo "$who_cpu / $RUNS" | bc -l)" "$(echo "$bare_cpu / $who_cpu" | bc -l)"

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atna_domain::{GeneratedKey, KeyName, Scopes};
+use atna_server::verify::{Verdict, Verifier};
 use atna_store::{Actor, NewKey, NewUser, Store};
 use atna_store_sqlite::SqliteStore;
-use atna_server::verify::{Verdict, Verifier};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::FutureExt;
 

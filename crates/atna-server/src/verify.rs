@@ -68,6 +68,8 @@ pub struct Verifier {
     cache: Cache<CredentialId, Slot>,
     /// Bumped on every eviction, so a load that raced with a revocation is not cached.
     epoch: AtomicU64,
+    /// Store reads made on cache misses.
+    loads: AtomicU64,
     ttl: Duration,
     negative_ttl: Duration,
     usage: UsageBuffer,
@@ -80,6 +82,7 @@ impl Verifier {
             store,
             cache: Cache::new(capacity.max(16)),
             epoch: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
             ttl,
             negative_ttl,
             usage: UsageBuffer::default(),
@@ -121,6 +124,7 @@ impl Verifier {
             Ok(slot) => Ok(slot.entry),
             Err(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
+                self.loads.fetch_add(1, Ordering::Relaxed);
                 let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
@@ -141,6 +145,11 @@ impl Verifier {
     pub fn evict_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
+    }
+
+    /// How many times a cache miss read the store.
+    pub fn store_reads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Keys held in memory now.

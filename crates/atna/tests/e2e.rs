@@ -30,7 +30,12 @@ fn atna(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -68,7 +73,9 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let base = loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("server printed its address");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("server printed its address");
             if let Some(url) = line.strip_prefix("atna listening on ") {
                 break url.trim().to_owned();
             }
@@ -106,10 +113,24 @@ async fn eventually_status(server: &Server, key: &str, want: u16) {
 }
 
 fn bootstrap(data: &Path) -> (String, String) {
-    ok(atna(data, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("correct horse battery\n")));
+    ok(atna(
+        data,
+        &["user", "create", "--email", "alice@example.com", "--password-stdin"],
+        Some("correct horse battery\n"),
+    ));
     let out = ok(atna(
         data,
-        &["key", "create", "--user", "alice@example.com", "--name", "ops-26_11_2026-14_05", "--scope", "keys:manage", "--json"],
+        &[
+            "key",
+            "create",
+            "--user",
+            "alice@example.com",
+            "--name",
+            "ops-26_11_2026-14_05",
+            "--scope",
+            "keys:manage",
+            "--json",
+        ],
         None,
     ));
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -122,7 +143,9 @@ async fn an_operator_bootstraps_and_a_client_uses_keys() {
     let data = dir.path().join("data");
     let (id, secret) = bootstrap(&data);
     assert!(data.join("atna.db").exists(), "the default database lives in the data directory");
-    let list: Value = serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None))).unwrap();
+    let list: Value =
+        serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None)))
+            .unwrap();
     assert_eq!(list[0]["id"], id.as_str());
     assert!(!list.to_string().contains(&secret));
 
@@ -193,7 +216,9 @@ async fn graceful_shutdown_writes_usage_and_logs_hold_no_secret() {
         // Not even the secret part alone.
         assert!(!logs.contains(&s[22..60]));
     }
-    let list: Value = serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None))).unwrap();
+    let list: Value =
+        serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None)))
+            .unwrap();
     let k = list.as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap();
     assert_eq!(k["use_count"], 4, "three whoami calls and one create, written at shutdown");
     assert_eq!(k["last_used_ip"], "127.0.0.1");
@@ -212,7 +237,11 @@ fn the_cli_refuses_bad_input_clearly() {
     fail(&["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("short\n"), "at least 8");
     fail(&["user", "create", "--email", "not-an-email", "--password-stdin"], Some("long enough pw\n"), "e-mail");
     ok(atna(&data, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some("long enough pw\n")));
-    fail(&["user", "create", "--email", "Alice@Example.com", "--password-stdin"], Some("long enough pw\n"), "already exists");
+    fail(
+        &["user", "create", "--email", "Alice@Example.com", "--password-stdin"],
+        Some("long enough pw\n"),
+        "already exists",
+    );
     fail(&["key", "create", "--user", "bob@example.com", "--name", "x"], None, "no user bob@example.com");
     fail(&["key", "create", "--user", "alice@example.com", "--name", "a\tb"], None, "control characters");
     fail(&["key", "delete", "nope"], None, "not a Credential ID");
