@@ -401,3 +401,32 @@ async fn health_and_openapi() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+    for (trust, want) in [(false, "127.0.0.1"), (true, "203.0.113.7")] {
+        let app = TestApp::spawn_with(|s| s.trust_forwarded_for = trust).await;
+        let k = app.key_for(app.alice, "behind-proxy", &[]).await;
+        let res = app
+            .http
+            .get(app.url("/v1/whoami"))
+            .bearer_auth(&k)
+            .header("x-forwarded-for", "10.9.9.9, 203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let list: Value = app
+            .http
+            .get(app.url("/v1/keys?search=behind"))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["data"][0]["last_used_ip"], want, "trust_forwarded_for = {trust}");
+        app.stop().await;
+    }
+}

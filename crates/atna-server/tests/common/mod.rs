@@ -50,14 +50,20 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like `spawn`, with settings adjusted by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut atna_server::Settings)) -> Self {
         let store = fresh_store().await;
-        let settings = atna_server::Settings {
+        let mut settings = atna_server::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             change_poll_interval: Duration::from_millis(20),
             // Long enough that no test sees a flush it did not ask for.
             usage_flush_interval: Duration::from_secs(3600),
             ..Default::default()
         };
+        tweak(&mut settings);
         let app = atna_server::App::build(settings, store.clone()).await.unwrap();
         let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();
