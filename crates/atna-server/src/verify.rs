@@ -6,11 +6,11 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use atna_domain::credential::ParsedKey;
 use atna_domain::lifecycle::decide;
-use atna_domain::{CredentialId, Email, MalformedKey, SecretHash, VerifyCode};
+use atna_domain::{CredentialId, Email, MalformedKey, Millis, SecretHash, VerifyCode};
 use atna_store::{AuthRecord, KeyRecord, Store, StoreError};
 use quick_cache::sync::Cache;
 
@@ -39,7 +39,8 @@ impl KeyEntry {
 
 #[derive(Clone)]
 struct Slot {
-    loaded: Instant,
+    /// When it was read from the store (Unix ms: the clock the verifier reads anyway for expiry).
+    loaded: Millis,
     entry: Option<Arc<KeyEntry>>,
 }
 
@@ -70,8 +71,8 @@ pub struct Verifier {
     epoch: AtomicU64,
     /// Store reads made on cache misses.
     loads: AtomicU64,
-    ttl: Duration,
-    negative_ttl: Duration,
+    ttl: Millis,
+    negative_ttl: Millis,
     usage: UsageBuffer,
 }
 
@@ -83,8 +84,8 @@ impl Verifier {
             cache: Cache::new(capacity.max(16)),
             epoch: AtomicU64::new(0),
             loads: AtomicU64::new(0),
-            ttl,
-            negative_ttl,
+            ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
+            negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
         }
     }
@@ -95,13 +96,14 @@ impl Verifier {
             Ok(p) => p,
             Err(m) => return Ok(Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }),
         };
-        let Some(entry) = self.lookup(parsed.id).await? else {
+        // One clock read serves the cache TTL, the expiry check and the usage record.
+        let now = clock::now();
+        let Some(entry) = self.lookup(parsed.id, now).await? else {
             return Ok(Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None });
         };
         if !entry.hash.matches(&parsed.hash()) {
             return Ok(Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None });
         }
-        let now = clock::now();
         let r = &entry.record;
         match decide(r.status, entry.owner_disabled, r.expires_at, now) {
             VerifyCode::Valid => {
@@ -112,10 +114,10 @@ impl Verifier {
         }
     }
 
-    async fn lookup(&self, id: CredentialId) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+    async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
-            if slot.loaded.elapsed() < ttl {
+            if now.saturating_sub(slot.loaded) < ttl {
                 return Ok(slot.entry);
             }
             self.cache.remove(&id);
@@ -128,7 +130,7 @@ impl Verifier {
                 let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
-                    let _ = guard.insert(Slot { loaded: Instant::now(), entry: entry.clone() });
+                    let _ = guard.insert(Slot { loaded: clock::now(), entry: entry.clone() });
                 }
                 Ok(entry)
             }
