@@ -10,6 +10,24 @@ use atna_store::UsageUpdate;
 
 const SHARDS: usize = 16;
 
+/// A cheap hasher for the usage maps. Safe without randomisation: only IDs of valid keys get in, and those are
+/// random strings atna generated, so nobody can choose colliding ones.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
+        }
+    }
+}
+
+type IdMap = HashMap<CredentialId, Pending, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Usage of one key not yet written to the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pending {
@@ -20,12 +38,12 @@ pub struct Pending {
 
 /// Sharded in-memory usage counters.
 pub struct UsageBuffer {
-    shards: Box<[Mutex<HashMap<CredentialId, Pending>>]>,
+    shards: Box<[Mutex<IdMap>]>,
 }
 
 impl Default for UsageBuffer {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect() }
     }
 }
 
@@ -35,7 +53,7 @@ fn shard_of(id: &CredentialId) -> usize {
 }
 
 impl UsageBuffer {
-    fn shard(&self, id: &CredentialId) -> std::sync::MutexGuard<'_, HashMap<CredentialId, Pending>> {
+    fn shard(&self, id: &CredentialId) -> std::sync::MutexGuard<'_, IdMap> {
         // A panic while holding the lock cannot leave the map inconsistent (every update is one assignment).
         self.shards[shard_of(id)].lock().unwrap_or_else(|p| p.into_inner())
     }
