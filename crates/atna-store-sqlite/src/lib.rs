@@ -240,10 +240,10 @@ impl Store for SqliteStore {
     }
 
     async fn auth_record(&self, id: &CredentialId) -> StoreResult<Option<AuthRecord>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(
             "SELECT k.*, u.email AS owner_email, u.disabled AS owner_disabled
-             FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id = ?"
-        ))
+             FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id = ?",
+        )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -320,11 +320,11 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(
             "SELECT u.*, s.csrf, s.created_at AS s_created_at, s.idle_expires_at, s.absolute_expires_at
              FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ?1 AND s.idle_expires_at > ?2 AND s.absolute_expires_at > ?2"
-        ))
+             WHERE s.token_hash = ?1 AND s.idle_expires_at > ?2 AND s.absolute_expires_at > ?2",
+        )
         .bind(&token_hash[..])
         .bind(now)
         .fetch_optional(&self.pool)
