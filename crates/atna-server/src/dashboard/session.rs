@@ -49,7 +49,8 @@ pub fn is_https(headers: &HeaderMap, trust_forwarded: bool) -> bool {
 
 /// A `Set-Cookie` value with the dashboard's attributes. `max_age: None` deletes the cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> HeaderValue {
-    let age = max_age.map_or(0, |d| d.as_secs());
+    // Round up: a sub-second lifetime must not turn into `Max-Age=0`, which deletes the cookie.
+    let age = max_age.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     let secure = if secure { "; Secure" } else { "" };
     let v = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={age}{secure}");
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
