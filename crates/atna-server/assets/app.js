@@ -26,12 +26,6 @@
     if (input.value.indexOf(prefix) === 0 && !input.hasAttribute("aria-invalid")) {
       input.value = prefix + stamp(new Date());
     }
-    // Focusing the untouched suggestion selects "service_name", so typing replaces just that part.
-    input.addEventListener("focus", function () {
-      if (input.value.indexOf(prefix) === 0) {
-        input.setSelectionRange(0, prefix.length - 1);
-      }
-    });
     function check() {
       if (warning) warning.hidden = input.value.trim() === "" || follows(input.value);
     }
