@@ -186,6 +186,13 @@ async fn form_errors_are_shown_inline_keeping_the_input() {
     assert!(html.contains("You already have a key with this name") && html.contains("value=\"dup\""));
     let r = save_and_add(&c, &s.base, "   ").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Mistyped addresses and unreadable query strings get HTML error pages.
+    let (status, html) = page(&c, &format!("{}/keys/nope", s.base)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("<h1>Not found</h1>"));
+    let (status, html) = page(&c, &format!("{}/keys?q=%ZZ&after=x&q=1", s.base)).await;
+    assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{status}");
+    assert!(html.contains("<html"));
     // Unreadable bodies get the HTML error page, not a bare 500.
     let r = c.post(format!("{}/keys/new", s.base)).body("\u{0}").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);

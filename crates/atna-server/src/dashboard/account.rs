@@ -2,13 +2,13 @@
 
 use askama::Template;
 use atna_domain::Password;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::auth::{hash_password, verify_password, CsrfOnly};
-use super::pages::{render, Chrome, DashForm, DashResult};
+use super::pages::{render, Chrome, DashForm, DashQuery, DashResult};
 use super::session::{self, set_cookie, SignedIn};
 use super::timefmt::absolute;
 use super::DashState;
@@ -42,7 +42,7 @@ fn page_for(si: &SignedIn, notice: String, error: String) -> AccountPage {
 }
 
 /// `GET /account`.
-pub async fn page(si: SignedIn, Query(q): Query<Done>) -> Response {
+pub async fn page(si: SignedIn, DashQuery(q): DashQuery<Done>) -> Response {
     let notice = match q.done.as_str() {
         "password" => "Your password was changed. Every other session was signed out.".to_owned(),
         _ => String::new(),

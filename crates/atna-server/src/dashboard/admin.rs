@@ -4,13 +4,13 @@
 use askama::Template;
 use atna_domain::{Email, Password, UserId};
 use atna_store::{NewUser, StoreError};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::auth::{hash_password, CsrfOnly};
-use super::pages::{render, Chrome, DashError, DashForm, DashResult};
+use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{Admin, SignedIn};
 use super::timefmt::absolute;
 use super::DashState;
@@ -71,7 +71,7 @@ async fn page(
 }
 
 /// `GET /admin/users`.
-pub async fn list(State(s): State<DashState>, Admin(si): Admin, Query(q): Query<Done>) -> DashResult {
+pub async fn list(State(s): State<DashState>, Admin(si): Admin, DashQuery(q): DashQuery<Done>) -> DashResult {
     let notice = match q.done.as_str() {
         "created" => "User created. They can sign in now.",
         "disabled" => "User disabled: their sessions ended and their API keys stopped working.",

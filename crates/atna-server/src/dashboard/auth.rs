@@ -3,13 +3,13 @@
 use askama::Template;
 use atna_domain::{Email, Password, PasswordHash};
 use atna_store::{NewUser, StoreError, User};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::csrf::{tokens_match, LOGIN_COOKIE};
-use super::pages::{render, Chrome, DashError, DashForm, DashResult};
+use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
 use super::throttle::minutes;
 use super::{random_token, DashState};
@@ -90,7 +90,7 @@ pub async fn login_page(
     si: Option<SignedIn>,
     Https(secure): Https,
     headers: HeaderMap,
-    Query(q): Query<LoginNotice>,
+    DashQuery(q): DashQuery<LoginNotice>,
 ) -> Response {
     if si.is_some() {
         return Redirect::to("/keys").into_response();
@@ -224,7 +224,7 @@ pub async fn setup_page(
     State(s): State<DashState>,
     Https(secure): Https,
     headers: HeaderMap,
-    Query(q): Query<SetupQuery>,
+    DashQuery(q): DashQuery<SetupQuery>,
 ) -> DashResult {
     setup_allowed(&s, &q.token).await?;
     let (form_csrf, set) = login_csrf(&headers, secure);

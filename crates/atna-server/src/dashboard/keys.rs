@@ -9,12 +9,12 @@ use askama::Template;
 use atna_domain::scope::MANAGE_KEYS;
 use atna_domain::{CredentialId, KeyHealth, KeyName, KeyStatus, UserId};
 use atna_store::{Actor, KeyQuery, KeyRecord};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::pages::{render, Chrome, DashError, DashForm, DashResult};
+use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::SignedIn;
 use super::timefmt::{absolute, age, ago, relative};
 use super::{random_token, DashState};
@@ -27,6 +27,8 @@ const PAGE: i64 = 25;
 const NONCE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// Above this many outstanding nonces, old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
+/// Most unused forms one person may have open; opening another retires their oldest.
+const OPEN_PER_USER: usize = 20;
 
 enum NonceState {
     /// The form was shown and not yet used.
@@ -54,6 +56,17 @@ impl Nonces {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() > SWEEP_ABOVE {
             m.retain(|_, (_, at, _)| at.elapsed() < NONCE_LIFETIME);
+        }
+        let mut open: Vec<(Instant, String)> = m
+            .iter()
+            .filter(|(_, (u, _, st))| *u == user && matches!(st, NonceState::Open))
+            .map(|(k, (_, at, _))| (*at, k.clone()))
+            .collect();
+        if open.len() >= OPEN_PER_USER {
+            open.sort();
+            for (_, k) in open.iter().take(open.len() + 1 - OPEN_PER_USER) {
+                m.remove(k);
+            }
         }
         m.insert(n.clone(), (user, Instant::now(), NonceState::Open));
         n
@@ -163,7 +176,7 @@ fn encode_query(v: &str) -> String {
 }
 
 /// `GET /keys`: the signed-in person's keys, newest first, 25 a page, searchable by name.
-pub async fn list(State(s): State<DashState>, si: SignedIn, Query(q): Query<ListQuery>) -> DashResult {
+pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQuery<ListQuery>) -> DashResult {
     let owner = si.user.id;
     let search = q.q.trim().to_owned();
     let after = parse_cursor(&q.after);

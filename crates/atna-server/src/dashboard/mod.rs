@@ -19,14 +19,14 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::AppState;
 
 /// The Content-Security-Policy of every dashboard page: no inline script or style, no framing.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; \
+form-action 'self'; base-uri 'none'; object-src 'none'";
 
 /// What the dashboard keeps besides the app's state: all of it in memory, per process.
 pub struct Dash {
@@ -83,6 +83,8 @@ pub fn router(app: AppState, setup_token: Option<String>) -> Router {
         .route("/admin/users/{id}/disable", post(admin::disable))
         .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/help/secure-storage", get(pages::secure_storage))
+        // A key's own address has no page: the HTML 404 (other unknown addresses get the API's JSON 404).
+        .route("/keys/{id}", any(pages::not_found))
         .layer(middleware::from_fn(csrf::same_origin_only))
         .layer(DefaultBodyLimit::max(32 * 1024))
         .layer(middleware::from_fn(security_headers))

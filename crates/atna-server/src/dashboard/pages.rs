@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use askama::Template;
 use atna_store::StoreError;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -192,6 +193,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for DashForm<T> {
             Err(e) => Err(DashError::bad_form(e.body_text())),
         }
     }
+}
+
+/// A query string; unreadable ones get the 400 error page.
+pub struct DashQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for DashQuery<T> {
+    type Rejection = DashError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, DashError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(DashQuery(v)),
+            Err(e) => Err(DashError::new(
+                StatusCode::BAD_REQUEST,
+                "This address is not valid",
+                format!("Check the link and try again. ({})", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// The HTML 404 page.
+pub async fn not_found() -> DashError {
+    DashError::not_found()
 }
 
 #[derive(Template)]
