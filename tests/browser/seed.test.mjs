@@ -127,6 +127,27 @@ describe("the seed flow", () => {
     await context.close();
   });
 
+  test("the suggested name uses the browser's time zone", async () => {
+    // UTC+14: the local date and hour differ from the server's UTC suggestion.
+    const context = await browser.newContext({ timezoneId: "Pacific/Kiritimati" });
+    const page = await context.newPage();
+    await signIn(page, server.base, "alice@example.com");
+    const local = () => {
+      const parts = new Intl.DateTimeFormat("en-GB", {
+        timeZone: "Pacific/Kiritimati", day: "2-digit", month: "2-digit", year: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+      }).formatToParts(new Date());
+      const p = Object.fromEntries(parts.map((x) => [x.type, x.value]));
+      return `service_name-${p.day}_${p.month}_${p.year}-${p.hour}_${p.minute}`;
+    };
+    const before = local();
+    await page.goto(`${server.base}/keys/new`);
+    await page.waitForFunction(() => document.readyState === "complete");
+    const value = await page.getByLabel("Name", { exact: true }).inputValue();
+    const afterwards = local();
+    assert.ok(value === before || value === afterwards, `${value} is local time (${before})`);
+    await context.close();
+  });
+
   test("the secret is not shown again on reload, back or forward", async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
