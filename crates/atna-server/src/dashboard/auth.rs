@@ -18,13 +18,19 @@ use crate::clock;
 /// How long the pre-session CSRF cookie lives.
 const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
 
+/// At most this many argon2 computations run at once (each takes 19 MiB and tens of milliseconds of CPU), so a flood
+/// of sign-ins queues up instead of exhausting memory and threads.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose.
 pub async fn verify_password(hash: PasswordHash, attempt: Password) -> bool {
+    let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
     tokio::task::spawn_blocking(move || hash.verify(&attempt)).await.unwrap_or(false)
 }
 
 /// Hashes a new password off the async threads.
 pub async fn hash_password(p: Password) -> DashResult<PasswordHash> {
+    let _slot = ARGON2_SLOTS.acquire().await.map_err(|_| DashError::internal())?;
     tokio::task::spawn_blocking(move || PasswordHash::hash(&p)).await.map_err(|_| DashError::internal())
 }
 
@@ -138,7 +144,7 @@ pub async fn login(
         Ok(render(status, &page))
     };
     let account = f.email.trim().to_lowercase();
-    if let Err(wait) = s.throttle.check(&account, ip) {
+    if let Err(wait) = s.throttle.begin(&account, ip) {
         let n = minutes(wait);
         let unit = if n == 1 { "minute" } else { "minutes" };
         return again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed sign-ins; try again in {n} {unit}."));
@@ -152,15 +158,15 @@ pub async fn login(
     let ok = verify_password(hash, Password::attempt(f.password.clone())).await;
     let user = match user {
         Some(u) if ok => u,
+        // The attempt was already counted as a failure by `begin`.
         _ => {
-            s.throttle.fail(&account, ip);
             return again(StatusCode::UNAUTHORIZED, "Wrong e-mail address or password.".into());
         }
     };
     if user.disabled {
         return again(StatusCode::FORBIDDEN, "This account is disabled. Ask an administrator to re-enable it.".into());
     }
-    s.throttle.succeed(&account);
+    s.throttle.succeed(&account, ip);
     let set = session::start(&s, user.id, secure).await?;
     let mut res = Redirect::to("/keys").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);

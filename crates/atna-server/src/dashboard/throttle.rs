@@ -47,6 +47,14 @@ impl Throttle {
         }
     }
 
+    /// Checks and, when allowed, counts the attempt as a failure right away, so parallel attempts cannot all slip
+    /// through before the first failure is recorded. A successful sign-in then calls [`Throttle::succeed`].
+    pub fn begin(&self, account: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.check(account, ip)?;
+        self.fail(account, ip);
+        Ok(())
+    }
+
     /// Records a failed sign-in.
     pub fn fail(&self, account: &str, ip: Option<IpAddr>) {
         let now = Instant::now();
@@ -64,10 +72,14 @@ impl Throttle {
         }
     }
 
-    /// Forgets an account's failures after a successful sign-in.
-    pub fn succeed(&self, account: &str) {
+    /// After a successful sign-in: forgets the account's failures, and takes back the attempt [`Throttle::begin`]
+    /// counted against the address.
+    pub fn succeed(&self, account: &str, ip: Option<IpAddr>) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&format!("a:{account}"));
+        if let Some(q) = ip.and_then(|ip| map.get_mut(&format!("i:{ip}"))) {
+            q.pop_back();
+        }
     }
 }
 
@@ -96,7 +108,18 @@ mod tests {
         }
         assert!(t.check("c@x", Some(ip)).is_err(), "the address is now limited");
         assert!(t.check("c@x", Some("198.51.100.1".parse().unwrap())).is_ok());
-        t.succeed("a@x");
+        t.succeed("a@x", None);
         assert!(t.check("a@x", None).is_ok());
+
+        // Attempts are counted before they are judged, so parallel ones cannot all get through.
+        let t = Throttle::default();
+        let allowed = (0..10).filter(|_| t.begin("p@x", Some(ip)).is_ok()).count();
+        assert_eq!(allowed, PER_ACCOUNT);
+        let t = Throttle::default();
+        for _ in 0..(PER_IP * 2) {
+            assert!(t.begin("ok@x", Some(ip)).is_ok());
+            t.succeed("ok@x", Some(ip));
+        }
+        assert!(t.check("other@x", Some(ip)).is_ok(), "successful sign-ins do not use up the address's allowance");
     }
 }
