@@ -328,7 +328,12 @@ pub async fn create(
     match service::create_key(s.app.store.as_ref(), owner, Actor::User(owner), spec, now).await {
         Ok((rec, secret)) => {
             s.nonces.settle(&f.nonce, NonceState::Used(rec.id, rec.name.to_string()));
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost:8080");
+            let forwarded = s.app.settings.trust_forwarded_for.then(|| headers.get("x-forwarded-host")).flatten();
+            let host = forwarded
+                .or_else(|| headers.get(header::HOST))
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.split(',').next_back())
+                .map_or("localhost:8080", str::trim);
             let scheme = if si.secure { "https" } else { "http" };
             let page = CreatedPage {
                 c: Chrome::signed_in(&si, "keys", "Your new API key"),
