@@ -253,6 +253,10 @@ describe("the seed flow", () => {
     await page.locator("details.profile > summary").focus();
     await page.keyboard.press("Enter");
     await page.getByRole("menuitem", { name: "My API Keys" }).waitFor();
+    await page.keyboard.press("ArrowDown");
+    assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), "My API Keys");
+    await page.keyboard.press("ArrowDown");
+    assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), "Account");
     await page.keyboard.press("Escape");
     await page.getByRole("menuitem", { name: "My API Keys" }).waitFor({ state: "hidden" });
 

@@ -69,9 +69,20 @@
     });
   }
 
-  // Menus: Escape closes an open <details> menu; a click elsewhere closes it too.
+  // Menus: arrow keys move between entries, Escape closes an open <details> menu, a click elsewhere closes it too.
   function setupMenus() {
     document.addEventListener("keydown", function (e) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        var menu = document.activeElement && document.activeElement.closest ? document.activeElement.closest("details.menu[open]") : null;
+        if (!menu) return;
+        var items = Array.prototype.slice.call(menu.querySelectorAll("[role=menuitem]"));
+        if (!items.length) return;
+        var at = items.indexOf(document.activeElement);
+        var next = e.key === "ArrowDown" ? (at + 1) % items.length : (at <= 0 ? items.length - 1 : at - 1);
+        items[next].focus();
+        e.preventDefault();
+        return;
+      }
       if (e.key !== "Escape") return;
       Array.prototype.forEach.call(document.querySelectorAll("details.menu[open]"), function (d) {
         d.open = false;
