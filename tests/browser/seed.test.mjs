@@ -37,12 +37,15 @@ function conventionalName(service, d = new Date()) {
   return `${service}-${pad(d.getDate())}_${pad(d.getMonth() + 1)}_${d.getFullYear()}-${pad(d.getHours())}_${pad(d.getMinutes())}`;
 }
 
-/** Opens the profile menu (top-right) and picks an entry. */
-async function fromProfileMenu(page, email, entry) {
+/** Opens the profile menu (top-right) and picks an entry; `screenshot` names a picture of the open menu. */
+async function fromProfileMenu(page, email, entry, screenshot) {
   const summary = page.locator("details.profile > summary");
   await assert.doesNotReject(summary.getByText(email).waitFor());
   await summary.click();
-  await page.getByRole("menuitem", { name: entry }).click();
+  const item = page.getByRole("menuitem", { name: entry });
+  await item.waitFor();
+  if (screenshot) await shot(page, screenshot);
+  await item.click();
 }
 
 /** "+ Generate an API Key" → name → "Save & Add"; returns { id, secret }. */
@@ -66,7 +69,7 @@ describe("the seed flow", () => {
     // 1. Log in to your ATNA Dashboard.
     await signIn(page, server.base, "alice@example.com");
     // 2-3. The dropdown beside your profile name (top-right) → My API Keys.
-    await fromProfileMenu(page, "alice@example.com", "My API Keys");
+    await fromProfileMenu(page, "alice@example.com", "My API Keys", "01b-profile-menu");
     await page.getByRole("heading", { name: "My API Keys" }).waitFor();
     // The empty state explains what keys are for and points at the button.
     await page.getByText("You have no API keys yet").waitFor();
@@ -158,6 +161,7 @@ describe("the seed flow", () => {
     // Reload re-sends the form: the single-use nonce turns it into "already created", without the secret.
     await page.reload();
     await page.getByRole("heading", { name: "This key was already created" }).waitFor();
+    await shot(page, "04b-reload-already-created");
     assert.ok(!(await page.content()).includes(secret));
 
     await page.goBack();
