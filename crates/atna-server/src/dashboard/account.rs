@@ -72,7 +72,7 @@ pub async fn change_password(
     si.check_csrf(&f.csrf)?;
     let refuse =
         |msg: &str| Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page_for(&si, String::new(), msg.to_owned())));
-    if !verify_password(si.user.password_hash.clone(), Password::attempt(f.current.clone())).await {
+    if !verify_password(Some(si.user.password_hash.clone()), Password::attempt(f.current.clone())).await {
         return refuse("Your current password is not right.");
     }
     if f.new != f.confirm {

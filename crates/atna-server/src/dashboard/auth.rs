@@ -22,10 +22,19 @@ const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 6
 /// of sign-ins queues up instead of exhausting memory and threads.
 static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
-/// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose.
-pub async fn verify_password(hash: PasswordHash, attempt: Password) -> bool {
+/// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose. Without a hash (unknown
+/// account) it checks against a dummy one, so the answer takes as long and is always false.
+pub async fn verify_password(hash: Option<PasswordHash>, attempt: Password) -> bool {
     let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
-    tokio::task::spawn_blocking(move || hash.verify(&attempt)).await.unwrap_or(false)
+    tokio::task::spawn_blocking(move || match hash {
+        Some(h) => h.verify(&attempt),
+        None => {
+            let _ = PasswordHash::dummy().verify(&attempt);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Hashes a new password off the async threads.
@@ -143,7 +152,8 @@ pub async fn login(
         };
         Ok(render(status, &page))
     };
-    let account = f.email.trim().to_lowercase();
+    // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
+    let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
     if let Err(wait) = s.throttle.begin(&account, ip) {
         let n = minutes(wait);
         let unit = if n == 1 { "minute" } else { "minutes" };
@@ -154,8 +164,8 @@ pub async fn login(
         Err(_) => None,
     };
     // Always run argon2, against a dummy hash for unknown accounts, so timing does not tell who has an account.
-    let hash = user.as_ref().map_or_else(|| PasswordHash::dummy().clone(), |u| u.password_hash.clone());
-    let ok = verify_password(hash, Password::attempt(f.password.clone())).await;
+    let ok =
+        verify_password(user.as_ref().map(|u| u.password_hash.clone()), Password::attempt(f.password.clone())).await;
     let user = match user {
         Some(u) if ok => u,
         // The attempt was already counted as a failure by `begin`.
