@@ -193,6 +193,9 @@ async fn form_errors_are_shown_inline_keeping_the_input() {
     let (status, html) = page(&c, &format!("{}/keys?q=%ZZ&after=x&q=1", s.base)).await;
     assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{status}");
     assert!(html.contains("<html"));
+    let (status, html) = page(&c, &format!("{}/logout", s.base)).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(html.contains("<h1>Use the buttons on the page</h1>"));
     // Unreadable bodies get the HTML error page, not a bare 500.
     let r = c.post(format!("{}/keys/new", s.base)).body("\u{0}").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -233,6 +236,9 @@ async fn session_cookie_flags_and_security_headers() {
     }
     let r = Client::new().get(format!("{}/v1/whoami", s.base)).send().await.unwrap();
     assert!(r.headers().get("content-security-policy").is_none(), "the API carries no dashboard layers");
+    let r = Client::new().put(format!("{}/v1/whoami", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["content-type"], "application/problem+json", "the API keeps its own errors");
     // Assets are cacheable for a long time.
     let (_, html) = page(&c, &format!("{}/keys", s.base)).await;
     let css = value_after(&html.replace("href=", "value="), "rel=\"stylesheet\"");

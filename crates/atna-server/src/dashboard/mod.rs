@@ -85,6 +85,7 @@ pub fn router(app: AppState, setup_token: Option<String>) -> Router {
         .route("/help/secure-storage", get(pages::secure_storage))
         // A key's own address has no page: the HTML 404 (other unknown addresses get the API's JSON 404).
         .route("/keys/{id}", any(pages::not_found))
+        .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), csrf::same_origin_only))
         .layer(DefaultBodyLimit::max(32 * 1024))
         .layer(middleware::from_fn(security_headers))

@@ -213,6 +213,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for DashQuery<T> {
     }
 }
 
+/// The HTML 405 page (e.g. a bookmarked `/logout`, which only signs out through its button).
+pub async fn method_not_allowed() -> DashError {
+    DashError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Use the buttons on the page",
+        "This address only works through its button or form in the dashboard.",
+    )
+}
+
 /// The HTML 404 page.
 pub async fn not_found() -> DashError {
     DashError::not_found()
