@@ -31,6 +31,20 @@
     }
     input.addEventListener("input", check);
     check();
+
+    // "Service name": typing it fills the name in as <service>-<dd_mm_yyyy>-<hh_mm>, until the name is edited by hand.
+    var service = document.getElementById("service");
+    var serviceField = document.getElementById("service-field");
+    if (!service || !serviceField) return;
+    serviceField.hidden = false;
+    var composed = input.value;
+    service.addEventListener("input", function () {
+      if (input.value !== composed) return;
+      var s = service.value.trim().replace(/\s+/g, "_");
+      composed = (s || "service_name") + "-" + stamp(new Date());
+      input.value = composed;
+      check();
+    });
   }
 
   function setupCopyButtons() {
