@@ -10,13 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::verify::Verifier;
-use crate::{api, watcher, AppState, Settings};
+use crate::{api, dashboard, watcher, AppState, Settings};
 
 /// A bound, ready-to-run server.
 pub struct App {
     listener: TcpListener,
     state: AppState,
     router: Router,
+    setup_token: Option<String>,
 }
 
 impl App {
@@ -29,14 +30,29 @@ impl App {
             settings.cache_ttl,
             settings.negative_cache_ttl,
         ));
+        // First run: with no user yet, a one-time token lets the first person create the admin account.
+        let setup_token = match store.count_users().await {
+            Ok(0) => Some(dashboard::random_token()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count users; no setup link");
+                None
+            }
+        };
         let state = AppState::new(store, verifier, settings);
-        let router = api::router(&state).with_state(state.clone());
-        Ok(Self { listener, state, router })
+        let router =
+            api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone(), setup_token.clone()));
+        Ok(Self { listener, state, router, setup_token })
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.state.settings.listen)
+    }
+
+    /// The first-run setup token, when no user existed at start: `/setup?token=…` creates the first admin.
+    pub fn setup_token(&self) -> Option<&str> {
+        self.setup_token.as_deref()
     }
 
     /// The shared state (for tests and embedding).

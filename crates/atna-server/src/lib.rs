@@ -4,6 +4,7 @@
 pub mod api;
 mod app;
 pub mod clock;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod service;

@@ -24,6 +24,10 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// A dashboard session ends after this long without activity.
+    pub session_idle_timeout: Duration,
+    /// A dashboard session ends this long after sign-in, active or not.
+    pub session_absolute_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -37,6 +41,8 @@ impl Default for Settings {
             change_poll_interval: Duration::from_millis(200),
             trust_forwarded_for: false,
             max_body_bytes: 64 * 1024,
+            session_idle_timeout: Duration::from_secs(12 * 60 * 60),
+            session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
         }
     }
 }

@@ -39,6 +39,9 @@ async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow
     let addr = app.local_addr();
     tracing::info!(%addr, backend, "atna listening");
     println!("atna listening on http://{addr}");
+    if let Some(token) = app.setup_token() {
+        println!("No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token}");
+    }
     app.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -78,6 +78,7 @@ pub fn settings(r: &Resolved, s: &Serve) -> Settings {
         usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
         change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
+        ..d
     }
 }
 

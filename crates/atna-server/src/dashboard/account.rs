@@ -1,0 +1,105 @@
+//! The Account page: change password (needs the current one; signs out other sessions) and sign out everywhere.
+
+use askama::Template;
+use atna_domain::Password;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::auth::{hash_password, verify_password, CsrfOnly};
+use super::pages::{render, Chrome, DashForm, DashQuery, DashResult};
+use super::session::{self, set_cookie, SignedIn};
+use super::timefmt::absolute;
+use super::DashState;
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    c: Chrome,
+    email: String,
+    role: &'static str,
+    since: String,
+    notice: String,
+    error: String,
+}
+
+#[derive(Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+fn page_for(si: &SignedIn, notice: String, error: String) -> AccountPage {
+    AccountPage {
+        c: Chrome::signed_in(si, "account", "Account"),
+        email: si.user.email.to_string(),
+        role: if si.user.is_admin { "Administrator" } else { "User" },
+        since: absolute(si.user.created_at),
+        notice,
+        error,
+    }
+}
+
+/// `GET /account`.
+pub async fn page(si: SignedIn, DashQuery(q): DashQuery<Done>) -> Response {
+    let notice = match q.done.as_str() {
+        "password" => "Your password was changed. Every other session was signed out.".to_owned(),
+        _ => String::new(),
+    };
+    render(StatusCode::OK, &page_for(&si, notice, String::new()))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /account/password`: checks the current password, stores the new one, ends every session and starts a new
+/// one for this browser.
+pub async fn change_password(
+    State(s): State<DashState>,
+    si: SignedIn,
+    DashForm(f): DashForm<PasswordForm>,
+) -> DashResult {
+    si.check_csrf(&f.csrf)?;
+    let refuse =
+        |msg: &str| Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page_for(&si, String::new(), msg.to_owned())));
+    if !verify_password(Some(si.user.password_hash.clone()), Password::attempt(f.current.clone())).await {
+        return refuse("Your current password is not right.");
+    }
+    if f.new != f.confirm {
+        return refuse("The two new passwords differ.");
+    }
+    let new = match Password::new(f.new.clone()) {
+        Ok(p) => p,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let hash = hash_password(new).await?;
+    s.app.store.set_password(si.user.id, &hash).await?;
+    s.app.store.delete_user_sessions(si.user.id).await?;
+    let set = session::start(&s, si.user.id, si.secure).await?;
+    let mut res = Redirect::to("/account?done=password").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set);
+    Ok(res)
+}
+
+/// `POST /account/sessions`: signs out every session of this person, this one included.
+pub async fn sign_out_everywhere(
+    State(s): State<DashState>,
+    si: SignedIn,
+    DashForm(f): DashForm<CsrfOnly>,
+) -> DashResult {
+    si.check_csrf(&f.csrf)?;
+    s.app.store.delete_user_sessions(si.user.id).await?;
+    let mut res = Redirect::to("/login?signed_out=all").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", None, si.secure));
+    Ok(res)
+}

@@ -1,0 +1,322 @@
+//! Signing in and out, and the first-run setup that creates the first administrator.
+
+use askama::Template;
+use atna_domain::{Email, Password, PasswordHash};
+use atna_store::{NewUser, StoreError, User};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::csrf::{tokens_match, LOGIN_COOKIE};
+use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
+use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
+use super::throttle::minutes;
+use super::{random_token, DashState};
+use crate::clock;
+
+/// How long the pre-session CSRF cookie lives.
+const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
+
+/// At most this many argon2 computations run at once (each takes 19 MiB and tens of milliseconds of CPU), so a flood
+/// of sign-ins queues up instead of exhausting memory and threads.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose. Without a hash (unknown
+/// account) it checks against a dummy one, so the answer takes as long and is always false.
+pub async fn verify_password(hash: Option<PasswordHash>, attempt: Password) -> bool {
+    let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
+    tokio::task::spawn_blocking(move || match hash {
+        Some(h) => h.verify(&attempt),
+        None => {
+            let _ = PasswordHash::dummy().verify(&attempt);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Hashes a new password off the async threads.
+pub async fn hash_password(p: Password) -> DashResult<PasswordHash> {
+    let _slot = ARGON2_SLOTS.acquire().await.map_err(|_| DashError::internal())?;
+    tokio::task::spawn_blocking(move || PasswordHash::hash(&p)).await.map_err(|_| DashError::internal())
+}
+
+/// The pre-session CSRF token: the one in the browser's cookie, or a new one (and the cookie to set).
+fn login_csrf(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValue>) {
+    match cookie(headers, LOGIN_COOKIE).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Some(v) => (v.to_owned(), None),
+        None => {
+            let t = random_token();
+            let set = set_cookie(LOGIN_COOKIE, &t, Some(LOGIN_CSRF_AGE), secure);
+            (t, Some(set))
+        }
+    }
+}
+
+fn check_login_csrf(headers: &HeaderMap, submitted: &str) -> DashResult<()> {
+    match cookie(headers, LOGIN_COOKIE) {
+        Some(expected) if tokens_match(expected, submitted) => Ok(()),
+        _ => Err(DashError::csrf()),
+    }
+}
+
+fn with_cookie(mut res: Response, set: Option<HeaderValue>) -> Response {
+    if let Some(v) = set {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    c: Chrome,
+    form_csrf: String,
+    email: String,
+    error: String,
+    notice: String,
+    setup_pending: bool,
+}
+
+#[derive(Deserialize)]
+pub struct LoginNotice {
+    signed_out: Option<String>,
+}
+
+fn notice_text(n: Option<&str>) -> String {
+    match n {
+        Some("all") => "You are signed out on every device.".into(),
+        Some("password") => "Your password was changed. Sign in with the new one.".into(),
+        Some(_) => "You are signed out.".into(),
+        None => String::new(),
+    }
+}
+
+async fn setup_pending(s: &DashState) -> bool {
+    let has_token = s.setup_token.lock().map(|t| t.is_some()).unwrap_or(false);
+    has_token && s.app.store.count_users().await.is_ok_and(|n| n == 0)
+}
+
+/// `GET /login`.
+pub async fn login_page(
+    State(s): State<DashState>,
+    si: Option<SignedIn>,
+    Https(secure): Https,
+    headers: HeaderMap,
+    DashQuery(q): DashQuery<LoginNotice>,
+) -> Response {
+    if si.is_some() {
+        return Redirect::to("/keys").into_response();
+    }
+    let (form_csrf, set) = login_csrf(&headers, secure);
+    let page = LoginPage {
+        c: Chrome::anonymous("Sign in"),
+        form_csrf,
+        email: String::new(),
+        error: String::new(),
+        notice: notice_text(q.signed_out.as_deref()),
+        setup_pending: setup_pending(&s).await,
+    };
+    with_cookie(render(StatusCode::OK, &page), set)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /login`.
+pub async fn login(
+    State(s): State<DashState>,
+    ClientAddr(ip): ClientAddr,
+    Https(secure): Https,
+    headers: HeaderMap,
+    DashForm(f): DashForm<LoginForm>,
+) -> DashResult {
+    check_login_csrf(&headers, &f.csrf)?;
+    let again = |status: StatusCode, error: String| {
+        let page = LoginPage {
+            c: Chrome::anonymous("Sign in"),
+            form_csrf: f.csrf.clone(),
+            email: f.email.trim().to_owned(),
+            error,
+            notice: String::new(),
+            setup_pending: false,
+        };
+        Ok(render(status, &page))
+    };
+    // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
+    let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
+    if let Err(wait) = s.throttle.begin(&account, ip) {
+        let n = minutes(wait);
+        let unit = if n == 1 { "minute" } else { "minutes" };
+        return again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed sign-ins; try again in {n} {unit}."));
+    }
+    let user: Option<User> = match Email::parse(&f.email) {
+        Ok(email) => s.app.store.user_by_email(&email).await?,
+        Err(_) => None,
+    };
+    // Always run argon2, against a dummy hash for unknown accounts, so timing does not tell who has an account.
+    let ok =
+        verify_password(user.as_ref().map(|u| u.password_hash.clone()), Password::attempt(f.password.clone())).await;
+    let user = match user {
+        Some(u) if ok => u,
+        // The attempt was already counted as a failure by `begin`.
+        _ => {
+            return again(StatusCode::UNAUTHORIZED, "Wrong e-mail address or password.".into());
+        }
+    };
+    if user.disabled {
+        return again(StatusCode::FORBIDDEN, "This account is disabled. Ask an administrator to re-enable it.".into());
+    }
+    s.throttle.succeed(&account, ip);
+    let set = session::start(&s, user.id, secure).await?;
+    let mut res = Redirect::to("/keys").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set);
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", None, secure));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /logout`: ends the session in the store, not just in the browser.
+pub async fn logout(State(s): State<DashState>, si: SignedIn, DashForm(f): DashForm<CsrfOnly>) -> DashResult {
+    si.check_csrf(&f.csrf)?;
+    s.app.store.delete_session(&si.token_hash).await?;
+    let mut res = Redirect::to("/login?signed_out=1").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", None, si.secure));
+    Ok(res)
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    c: Chrome,
+    form_csrf: String,
+    token: String,
+    email: String,
+    error: String,
+}
+
+#[derive(Deserialize)]
+pub struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// Whether `token` is the live setup token and no user exists yet.
+async fn setup_allowed(s: &DashState, token: &str) -> DashResult<()> {
+    let matches = s.setup_token.lock().ok().and_then(|t| t.as_deref().map(|t| tokens_match(t, token))).unwrap_or(false);
+    if s.app.store.count_users().await? > 0 {
+        return Err(DashError::new(
+            StatusCode::NOT_FOUND,
+            "Setup is finished",
+            "An account already exists, so this setup link no longer works. Sign in instead.",
+        ));
+    }
+    if !matches {
+        return Err(DashError::new(
+            StatusCode::FORBIDDEN,
+            "This setup link is not valid",
+            "Use the exact link `atna serve` printed when it started. Restarting the server prints a new one.",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /setup?token=…`: the first-run form that creates the first administrator.
+pub async fn setup_page(
+    State(s): State<DashState>,
+    Https(secure): Https,
+    headers: HeaderMap,
+    DashQuery(q): DashQuery<SetupQuery>,
+) -> DashResult {
+    setup_allowed(&s, &q.token).await?;
+    let (form_csrf, set) = login_csrf(&headers, secure);
+    let page = SetupPage {
+        c: Chrome::anonymous("Set up atna"),
+        form_csrf,
+        token: q.token,
+        email: String::new(),
+        error: String::new(),
+    };
+    Ok(with_cookie(render(StatusCode::OK, &page), set))
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /setup`: creates the first administrator, signs them in, and retires the setup token.
+pub async fn setup(
+    State(s): State<DashState>,
+    Https(secure): Https,
+    headers: HeaderMap,
+    DashForm(f): DashForm<SetupForm>,
+) -> DashResult {
+    check_login_csrf(&headers, &f.csrf)?;
+    let _one_at_a_time = s.setup_lock.lock().await;
+    setup_allowed(&s, &f.token).await?;
+    let again = |error: String| {
+        let page = SetupPage {
+            c: Chrome::anonymous("Set up atna"),
+            form_csrf: f.csrf.clone(),
+            token: f.token.clone(),
+            email: f.email.trim().to_owned(),
+            error,
+        };
+        Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+    };
+    let email = match Email::parse(&f.email) {
+        Ok(e) => e,
+        Err(e) => return again(e.to_string()),
+    };
+    if f.password != f.confirm {
+        return again("The two passwords differ.".into());
+    }
+    let password = match Password::new(f.password.clone()) {
+        Ok(p) => p,
+        Err(e) => return again(e.to_string()),
+    };
+    let hash = hash_password(password).await?;
+    let user = match s
+        .app
+        .store
+        .create_user(NewUser { email, password_hash: hash, is_admin: true, created_at: clock::now() })
+        .await
+    {
+        Ok(u) => u,
+        Err(StoreError::Conflict(_)) => return again("A user with this e-mail address already exists.".into()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Ok(mut t) = s.setup_token.lock() {
+        *t = None;
+    }
+    tracing::info!(user = %user.email, "first administrator created through the setup link");
+    let set = session::start(&s, user.id, secure).await?;
+    let mut res = Redirect::to("/keys").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set);
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", None, secure));
+    Ok(res)
+}

@@ -1,0 +1,432 @@
+//! My API Keys: the list, "+ Generate an API Key" (form and the one page that ever shows the secret), and deletion
+//! with a confirmation that says when and from where the key was last used.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use atna_domain::scope::MANAGE_KEYS;
+use atna_domain::{CredentialId, KeyHealth, KeyName, KeyStatus, UserId};
+use atna_store::{Actor, KeyQuery, KeyRecord};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
+use super::session::SignedIn;
+use super::timefmt::{absolute, age, ago, relative};
+use super::{random_token, DashState};
+use crate::clock;
+use crate::service::{self, CreateKeyError, KeySpec};
+
+/// Keys per page of the list.
+const PAGE: i64 = 25;
+/// How long a "Generate an API Key" form stays usable.
+const NONCE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// Above this many outstanding nonces, old ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+/// Most unused forms one person may have open; opening another retires their oldest.
+const OPEN_PER_USER: usize = 20;
+
+enum NonceState {
+    /// The form was shown and not yet used.
+    Open,
+    /// A key is being created with it right now.
+    InFlight,
+    /// It created this key.
+    Used(CredentialId, String),
+}
+
+/// Single-use nonces of "Generate an API Key" forms, so a reload (which re-sends the form) cannot create a second
+/// key or show a secret again.
+#[derive(Default)]
+pub struct Nonces(Mutex<HashMap<String, (UserId, Instant, NonceState)>>);
+
+enum Claim {
+    Claimed,
+    AlreadyCreated(Option<(CredentialId, String)>),
+    Unknown,
+}
+
+impl Nonces {
+    fn issue(&self, user: UserId) -> String {
+        let n = random_token();
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > SWEEP_ABOVE {
+            m.retain(|_, (_, at, _)| at.elapsed() < NONCE_LIFETIME);
+        }
+        let mut open: Vec<(Instant, String)> = m
+            .iter()
+            .filter(|(_, (u, _, st))| *u == user && matches!(st, NonceState::Open))
+            .map(|(k, (_, at, _))| (*at, k.clone()))
+            .collect();
+        if open.len() >= OPEN_PER_USER {
+            open.sort();
+            for (_, k) in open.iter().take(open.len() + 1 - OPEN_PER_USER) {
+                m.remove(k);
+            }
+        }
+        m.insert(n.clone(), (user, Instant::now(), NonceState::Open));
+        n
+    }
+
+    fn claim(&self, user: UserId, nonce: &str) -> Claim {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(nonce) {
+            Some((owner, at, state)) if *owner == user && at.elapsed() < NONCE_LIFETIME => match state {
+                NonceState::Open => {
+                    *state = NonceState::InFlight;
+                    Claim::Claimed
+                }
+                NonceState::InFlight => Claim::AlreadyCreated(None),
+                NonceState::Used(id, name) => Claim::AlreadyCreated(Some((*id, name.clone()))),
+            },
+            _ => Claim::Unknown,
+        }
+    }
+
+    fn settle(&self, nonce: &str, outcome: NonceState) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, state)) = m.get_mut(nonce) {
+            *state = outcome;
+        }
+    }
+}
+
+/// One row of the list.
+struct KeyRow {
+    id: String,
+    name: String,
+    created: String,
+    created_abs: String,
+    last_used: String,
+    last_used_abs: String,
+    last_ip: String,
+    age: String,
+    expiry: String,
+    status: &'static str,
+    rotation_due: bool,
+    unused: bool,
+}
+
+fn status_of(r: &KeyRecord, now: i64) -> &'static str {
+    match r.status {
+        KeyStatus::Active if r.expires_at.is_some_and(|t| t <= now) => "expired",
+        s => s.as_str(),
+    }
+}
+
+impl KeyRow {
+    fn new(r: &KeyRecord, now: i64) -> Self {
+        let health = KeyHealth::at(r.created_at, r.last_used_at, now);
+        Self {
+            id: r.id.to_string(),
+            name: r.name.to_string(),
+            created: ago(r.created_at, now),
+            created_abs: absolute(r.created_at),
+            last_used: r.last_used_at.map_or_else(|| "never".to_owned(), |t| ago(t, now)),
+            last_used_abs: r.last_used_at.map(absolute).unwrap_or_default(),
+            last_ip: r.last_used_ip.clone().unwrap_or_default(),
+            age: age(health.age_days),
+            expiry: r.expires_at.map_or_else(|| "never".to_owned(), |t| relative(t, now)),
+            status: status_of(r, now),
+            rotation_due: health.rotation_due,
+            unused: health.unused,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct ListPage {
+    c: Chrome,
+    rows: Vec<KeyRow>,
+    total: i64,
+    total_all: i64,
+    search: String,
+    next: String,
+    is_first_page: bool,
+    deleted: String,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    deleted: String,
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, CredentialId)> {
+    let (t, id) = c.split_once('.')?;
+    Some((t.parse().ok()?, CredentialId::parse(id).ok()?))
+}
+
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /keys`: the signed-in person's keys, newest first, 25 a page, searchable by name.
+pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQuery<ListQuery>) -> DashResult {
+    let owner = si.user.id;
+    let search = q.q.trim().to_owned();
+    let after = parse_cursor(&q.after);
+    let query = KeyQuery { after, limit: PAGE + 1, search: (!search.is_empty()).then(|| search.clone()) };
+    let mut recs = s.app.store.list_keys(owner, &query).await?;
+    let more = recs.len() as i64 > PAGE;
+    recs.truncate(PAGE as usize);
+    let total = s.app.store.count_keys(owner, query.search.as_deref()).await?;
+    let total_all = if search.is_empty() { total } else { s.app.store.count_keys(owner, None).await? };
+    let next = match recs.last() {
+        Some(r) if more => format!("/keys?q={}&after={}.{}", encode_query(&search), r.created_at, r.id),
+        _ => String::new(),
+    };
+    let now = clock::now();
+    let rows = recs
+        .iter_mut()
+        .map(|r| {
+            s.app.verifier.overlay_usage(r);
+            KeyRow::new(r, now)
+        })
+        .collect();
+    let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
+    let page = ListPage {
+        c: Chrome::signed_in(&si, "keys", "My API Keys"),
+        rows,
+        total,
+        total_all,
+        search,
+        next,
+        is_first_page: after.is_none(),
+        deleted,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+#[derive(Template)]
+#[template(path = "key_new.html")]
+struct NewPage {
+    c: Chrome,
+    nonce: String,
+    name: String,
+    manage: bool,
+    expires: String,
+    error: String,
+}
+
+/// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
+/// browser's time zone).
+fn suggested_name() -> String {
+    KeyName::conventional("service_name", &chrono::Utc::now())
+}
+
+/// `GET /keys/new`: the "Generate an API Key" form.
+pub async fn new_form(State(s): State<DashState>, si: SignedIn) -> Response {
+    let page = NewPage {
+        nonce: s.nonces.issue(si.user.id),
+        c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
+        name: suggested_name(),
+        manage: false,
+        expires: "never".into(),
+        error: String::new(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct CreateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope_manage: Option<String>,
+    #[serde(default)]
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "key_created.html")]
+struct CreatedPage {
+    c: Chrome,
+    id: String,
+    name: String,
+    secret: String,
+    follows_convention: bool,
+    whoami_url: String,
+    expires: String,
+    scopes: String,
+}
+
+#[derive(Template)]
+#[template(path = "key_already.html")]
+struct AlreadyPage {
+    c: Chrome,
+    id: String,
+    name: String,
+    expired_form: bool,
+}
+
+fn expiry_days(v: &str) -> Option<i64> {
+    match v {
+        "30" => Some(30),
+        "90" => Some(90),
+        "365" => Some(365),
+        _ => None,
+    }
+}
+
+fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// `POST /keys/new` ("Save & Add"): creates the key and shows its secret, once, in this response.
+pub async fn create(
+    State(s): State<DashState>,
+    si: SignedIn,
+    headers: HeaderMap,
+    DashForm(f): DashForm<CreateForm>,
+) -> DashResult {
+    si.check_csrf(&f.csrf)?;
+    match s.nonces.claim(si.user.id, &f.nonce) {
+        Claim::Claimed => {}
+        Claim::AlreadyCreated(done) => {
+            let (id, name) = done.map(|(id, n)| (id.to_string(), n)).unwrap_or_default();
+            let page =
+                AlreadyPage { c: Chrome::signed_in(&si, "keys", "Key already created"), id, name, expired_form: false };
+            return Ok(no_store(render(StatusCode::OK, &page)));
+        }
+        Claim::Unknown => {
+            let page = AlreadyPage {
+                c: Chrome::signed_in(&si, "keys", "Form expired"),
+                id: String::new(),
+                name: String::new(),
+                expired_form: true,
+            };
+            return Ok(no_store(render(StatusCode::OK, &page)));
+        }
+    }
+    let now = clock::now();
+    let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
+    let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
+    let owner = si.user.id;
+    let spec = KeySpec { name: &f.name, scopes: &scopes, expires_at, grantable: None };
+    match service::create_key(s.app.store.as_ref(), owner, Actor::User(owner), spec, now).await {
+        Ok((rec, secret)) => {
+            s.nonces.settle(&f.nonce, NonceState::Used(rec.id, rec.name.to_string()));
+            let forwarded = s.app.settings.trust_forwarded_for.then(|| headers.get("x-forwarded-host")).flatten();
+            let host = forwarded
+                .or_else(|| headers.get(header::HOST))
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.split(',').next_back())
+                .map_or("localhost:8080", str::trim);
+            let scheme = if si.secure { "https" } else { "http" };
+            let page = CreatedPage {
+                c: Chrome::signed_in(&si, "keys", "Your new API key"),
+                id: rec.id.to_string(),
+                name: rec.name.to_string(),
+                secret: secret.expose().to_owned(),
+                follows_convention: rec.name.follows_convention(),
+                whoami_url: format!("{scheme}://{host}/v1/whoami"),
+                expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
+                scopes: if rec.scopes.is_empty() {
+                    "none".into()
+                } else {
+                    rec.scopes.iter().collect::<Vec<_>>().join(", ")
+                },
+            };
+            Ok(no_store(render(StatusCode::CREATED, &page)))
+        }
+        Err(CreateKeyError::Store(e)) => {
+            s.nonces.settle(&f.nonce, NonceState::Open);
+            Err(e.into())
+        }
+        Err(e) => {
+            // The person can fix this: show the form again with what they typed and the reason.
+            s.nonces.settle(&f.nonce, NonceState::Open);
+            let page = NewPage {
+                c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
+                nonce: f.nonce.clone(),
+                name: f.name.clone(),
+                manage: f.scope_manage.is_some(),
+                expires: f.expires.clone(),
+                error: e.to_string(),
+            };
+            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key_delete.html")]
+struct DeletePage {
+    c: Chrome,
+    row: KeyRow,
+    usage: String,
+}
+
+async fn own_key(s: &DashState, owner: UserId, id: &str) -> DashResult<KeyRecord> {
+    // Someone else's key and a key that does not exist look exactly the same: 404.
+    let id = CredentialId::parse(id).map_err(|_| DashError::no_such_key())?;
+    let mut rec = s.app.store.get_key(owner, &id).await?.ok_or_else(DashError::no_such_key)?;
+    s.app.verifier.overlay_usage(&mut rec);
+    Ok(rec)
+}
+
+/// `GET /keys/{id}/delete`: the confirmation, with the facts that matter (when and where it was last used).
+pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): Path<String>) -> DashResult {
+    let rec = own_key(&s, si.user.id, &id).await?;
+    let now = clock::now();
+    let usage = match (rec.last_used_at, rec.last_used_ip.as_deref()) {
+        (Some(t), Some(ip)) => format!("used {} from {ip} — services using it will fail", ago(t, now)),
+        (Some(t), None) => format!("used {} — services using it will fail", ago(t, now)),
+        (None, _) => "never used".to_owned(),
+    };
+    let page = DeletePage { c: Chrome::signed_in(&si, "keys", "Delete API key"), row: KeyRow::new(&rec, now), usage };
+    Ok(render(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /keys/{id}/delete`: revokes the key at once (this node's cache forgets it now, others through the feed).
+pub async fn delete(
+    State(s): State<DashState>,
+    si: SignedIn,
+    Path(id): Path<String>,
+    DashForm(f): DashForm<DeleteForm>,
+) -> DashResult {
+    si.check_csrf(&f.csrf)?;
+    let id = CredentialId::parse(&id).map_err(|_| DashError::no_such_key())?;
+    let owner = si.user.id;
+    let gone = service::delete_key(
+        s.app.store.as_ref(),
+        Some(&s.app.verifier),
+        Some(owner),
+        &id,
+        Actor::User(owner),
+        clock::now(),
+    )
+    .await?;
+    match gone {
+        Some(k) => Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response()),
+        None => Err(DashError::no_such_key()),
+    }
+}

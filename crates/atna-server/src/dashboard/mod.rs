@@ -1,0 +1,115 @@
+//! The web dashboard: server-rendered pages (askama templates compiled into the binary), a little CSS and JS served
+//! from memory, server-side sessions, CSRF protection and login throttling. It is merged next to the REST API in
+//! `app.rs` but carries its own layers, so nothing here slows down `/v1`.
+
+mod account;
+mod admin;
+mod assets;
+mod auth;
+mod csrf;
+mod keys;
+mod pages;
+mod session;
+mod throttle;
+mod timefmt;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::AppState;
+
+/// The Content-Security-Policy of every dashboard page: no inline script or style, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; \
+form-action 'self'; base-uri 'none'; object-src 'none'";
+
+/// What the dashboard keeps besides the app's state: all of it in memory, per process.
+pub struct Dash {
+    pub app: AppState,
+    pub throttle: throttle::Throttle,
+    /// The one-time first-run setup token; `None` once used (or when users existed at start).
+    pub setup_token: Mutex<Option<String>>,
+    /// Serialises first-run setup so two people cannot both become the first admin.
+    pub setup_lock: tokio::sync::Mutex<()>,
+    /// Single-use nonces of "Generate an API Key" forms.
+    pub nonces: keys::Nonces,
+}
+
+/// The dashboard handlers' state.
+#[derive(Clone)]
+pub struct DashState(Arc<Dash>);
+
+impl std::ops::Deref for DashState {
+    type Target = Dash;
+    fn deref(&self) -> &Dash {
+        &self.0
+    }
+}
+
+/// A fresh random token: 32 bytes from the OS CSPRNG, hex-encoded (256 bits).
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The dashboard routes, with their state applied. `setup_token` is the first-run token printed by `atna serve`.
+pub fn router(app: AppState, setup_token: Option<String>) -> Router {
+    let state = DashState(Arc::new(Dash {
+        app,
+        throttle: throttle::Throttle::default(),
+        setup_token: Mutex::new(setup_token),
+        setup_lock: tokio::sync::Mutex::new(()),
+        nonces: keys::Nonces::default(),
+    }));
+    let pages = Router::new()
+        .route("/", get(root))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/setup", get(auth::setup_page).post(auth::setup))
+        .route("/keys", get(keys::list))
+        .route("/keys/new", get(keys::new_form).post(keys::create))
+        .route("/keys/{id}/delete", get(keys::confirm_delete).post(keys::delete))
+        .route("/account", get(account::page))
+        .route("/account/password", post(account::change_password))
+        .route("/account/sessions", post(account::sign_out_everywhere))
+        .route("/admin/users", get(admin::list).post(admin::create))
+        .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/admin/users/{id}/enable", post(admin::enable))
+        .route("/help/secure-storage", get(pages::secure_storage))
+        // A key's own address has no page: the HTML 404 (other unknown addresses get the API's JSON 404).
+        .route("/keys/{id}", any(pages::not_found))
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::same_origin_only))
+        .layer(DefaultBodyLimit::max(32 * 1024))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state);
+    pages.merge(assets::router())
+}
+
+async fn root(signed_in: Option<session::SignedIn>) -> Response {
+    match signed_in {
+        Some(_) => Redirect::to("/keys").into_response(),
+        None => Redirect::to("/login").into_response(),
+    }
+}
+
+/// Security headers on every dashboard page; pages hold private data, so none of them is cached.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: with `no-referrer` browsers send `Origin: null` on form posts.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    res
+}

@@ -1,0 +1,113 @@
+// Helpers for the browser suite: run the real `atna` binary on port 0 with a temporary data directory, create users
+// with its CLI, and launch the system's headless Chromium through playwright-core.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, "..", "..");
+export const atnaBin = process.env.ATNA_BIN || path.join(repoRoot, "target", "debug", "atna");
+export const screenshotDir = path.join(repoRoot, "test-artifacts", "screenshots");
+export const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+export const PASSWORD = "correct horse battery";
+
+/** Starts `atna serve` on 127.0.0.1:0; resolves once it printed its address and /healthz answers. */
+export async function startServer() {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "atna-browser-"));
+  const child = spawn(atnaBin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ATNA_LOG: "warn" },
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => { stderr += d; });
+  const lines = readline.createInterface({ input: child.stdout });
+  let setupUrl = null;
+  const base = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`atna did not print its address within 30 s\n${stderr}`)), 30_000);
+    child.once("exit", (code) => { clearTimeout(timer); reject(new Error(`atna exited with ${code}\n${stderr}`)); });
+    let addr = null;
+    lines.on("line", (line) => {
+      const listening = /^atna listening on (http:\/\/\S+)/.exec(line);
+      if (listening) {
+        addr = listening[1];
+        // The setup line, if any, follows immediately; give it the next line or resolve on healthz below.
+        setImmediate(() => { clearTimeout(timer); resolve(addr); });
+      }
+      const setup = /(http:\/\/\S+\/setup\?token=[0-9a-f]+)/.exec(line);
+      if (setup) setupUrl = setup[1];
+    });
+  });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`atna at ${base} never became healthy\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    base,
+    dataDir,
+    get setupUrl() { return setupUrl; },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGTERM");
+        await exited;
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Creates a user with `atna user create`, as an operator would. */
+export function createUser(server, email, { admin = false, password = PASSWORD } = {}) {
+  const args = ["--data-dir", server.dataDir, "user", "create", "--email", email, "--password-stdin"];
+  if (admin) args.push("--admin");
+  execFileSync(atnaBin, args, { input: `${password}\n`, stdio: ["pipe", "pipe", "pipe"] });
+}
+
+/** Creates a key for a user with `atna key create`; returns { id, secret }. */
+export function createKey(server, email, name) {
+  const out = execFileSync(atnaBin, ["--data-dir", server.dataDir, "key", "create", "--user", email, "--name", name, "--json"]);
+  const v = JSON.parse(out.toString());
+  return { id: v.id, secret: v.secret };
+}
+
+/** Launches the system Chromium headless. */
+export async function launch() {
+  return chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
+
+/** Saves a full-page screenshot to test-artifacts/screenshots/<name>.png. */
+export async function shot(page, name) {
+  mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true });
+}
+
+/** Signs in through the login form. */
+export async function signIn(page, base, email, password = PASSWORD) {
+  await page.goto(`${base}/login`);
+  await page.getByLabel("E-mail address").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+/** GET /v1/whoami with a key, over HTTP; returns the status. */
+export async function whoami(base, secret) {
+  const r = await fetch(`${base}/v1/whoami`, { headers: { Authorization: `Bearer ${secret}` } });
+  await r.arrayBuffer();
+  return r.status;
+}
