@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use atna_store::{Store, StoreError};
+use atna_store_postgres::{PgSettings, PgStore};
 use atna_store_sqlite::SqliteStore;
 
 /// Why a database could not be opened.
@@ -22,9 +23,22 @@ pub fn default_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("atna.db").display())
 }
 
-/// Opens the store a URL names. A `sqlite:` URL must name an existing file unless it says `mode=rwc`, so that a typo
-/// is an error rather than a new, empty database.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
+/// How to open the database, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Most connections in the PostgreSQL pool (per node). SQLite ignores it.
+    pub max_connections: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { max_connections: PgSettings::default().max_connections }
+    }
+}
+
+/// Opens (and migrates) the store a URL names. A `sqlite:` URL must name an existing file unless it says
+/// `mode=rwc`, so that a typo is an error rather than a new, empty database.
+pub async fn open(url: &str, opts: &DbOptions) -> Result<Arc<dyn Store>, OpenError> {
     let scheme = url.split(':').next().unwrap_or_default();
     match scheme {
         "sqlite" => {
@@ -38,8 +52,22 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, OpenError> {
             }
             Ok(Arc::new(SqliteStore::open(url, create).await?))
         }
+        "postgres" | "postgresql" => {
+            let settings = PgSettings { max_connections: opts.max_connections, ..PgSettings::default() };
+            let store = PgStore::open(url, &settings).await.map_err(|e| match e {
+                // sqlx's messages can carry the URL; never print a password.
+                StoreError::Database(m) => StoreError::Database(redact_in(&m, url)),
+                other => other,
+            })?;
+            Ok(Arc::new(store))
+        }
         _ => Err(OpenError::UnknownScheme(redact_password(url))),
     }
+}
+
+/// Replaces any copy of `url` in a message by its redacted form.
+fn redact_in(message: &str, url: &str) -> String {
+    message.replace(url, &redact_password(url))
 }
 
 /// Hides a password in a URL before it is printed.
@@ -62,15 +90,24 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_and_typos_are_errors() {
-        let e = open("mysql://root:pw@localhost/x").await.err().unwrap();
+        let e = open("mysql://root:pw@localhost/x", &DbOptions::default()).await.err().unwrap();
         assert!(matches!(e, OpenError::UnknownScheme(ref u) if u == "mysql://root:***@localhost/x"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let typo = dir.path().join("atan.db");
-        let e = open(&format!("sqlite://{}", typo.display())).await.err().unwrap();
+        let e = open(&format!("sqlite://{}", typo.display()), &DbOptions::default()).await.err().unwrap();
         assert!(matches!(e, OpenError::Missing(_)), "{e}");
         assert!(!typo.exists());
-        let store = open(&default_url(dir.path())).await.unwrap();
+        let store = open(&default_url(dir.path()), &DbOptions::default()).await.unwrap();
         assert_eq!(store.backend(), "sqlite");
         assert!(dir.path().join("atna.db").exists());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
+        // Port 1 on localhost: nothing listens, the connection is refused at once.
+        let url = "postgres://atna:s3cret@127.0.0.1:1/atna";
+        let e = open(url, &DbOptions::default()).await.err().unwrap().to_string();
+        assert!(e.contains("cannot connect to PostgreSQL"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }

@@ -3,6 +3,9 @@
 
 mod rows;
 
+/// The row type `rows.rs` decodes.
+type DbRow = sqlx::sqlite::SqliteRow;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,8 +1,11 @@
-//! Turning SQLite rows into store records, and sqlx errors into store errors.
+//! Turning database rows into store records, and sqlx errors into store errors.
+//!
+//! Shared by both SQL backends: the PostgreSQL crate includes this file with `#[path]`, and each crate says what
+//! `crate::DbRow` is. Both schemas use the same column names and types that decode the same way.
 
+use crate::DbRow;
 use atna_domain::{CredentialId, Email, KeyName, KeyStatus, PasswordHash, Scopes, SecretHash, UserId};
 use atna_store::*;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
@@ -25,7 +28,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-pub fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+pub fn user_from_row(r: &DbRow) -> StoreResult<User> {
     Ok(User {
         id: UserId(r.try_get("id").map_err(db)?),
         email: Email::parse(r.try_get("email").map_err(db)?).map_err(|_| corrupt("user e-mail"))?,
@@ -36,7 +39,7 @@ pub fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
     })
 }
 
-pub fn key_from_row(r: &SqliteRow) -> StoreResult<KeyRecord> {
+pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
     let id: &str = r.try_get("id").map_err(db)?;
     let name: &str = r.try_get("name").map_err(db)?;
     let scopes: &str = r.try_get("scopes").map_err(db)?;
@@ -55,7 +58,7 @@ pub fn key_from_row(r: &SqliteRow) -> StoreResult<KeyRecord> {
     })
 }
 
-pub fn auth_from_row(r: &SqliteRow) -> StoreResult<AuthRecord> {
+pub fn auth_from_row(r: &DbRow) -> StoreResult<AuthRecord> {
     let hash: &[u8] = r.try_get("secret_hash").map_err(db)?;
     let email: &str = r.try_get("owner_email").map_err(db)?;
     Ok(AuthRecord {
@@ -66,7 +69,7 @@ pub fn auth_from_row(r: &SqliteRow) -> StoreResult<AuthRecord> {
     })
 }
 
-pub fn change_from_row(r: &SqliteRow) -> StoreResult<Change> {
+pub fn change_from_row(r: &DbRow) -> StoreResult<Change> {
     let seq = r.try_get("seq").map_err(db)?;
     let key: Option<&str> = r.try_get("key_id").map_err(db)?;
     let user: Option<i64> = r.try_get("user_id").map_err(db)?;
@@ -78,7 +81,7 @@ pub fn change_from_row(r: &SqliteRow) -> StoreResult<Change> {
     Ok(Change { seq, what })
 }
 
-pub fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEvent> {
+pub fn audit_from_row(r: &DbRow) -> StoreResult<AuditEvent> {
     let actor: Option<i64> = r.try_get("actor_id").map_err(db)?;
     let key: Option<&str> = r.try_get("key_id").map_err(db)?;
     Ok(AuditEvent {
@@ -91,7 +94,7 @@ pub fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEvent> {
     })
 }
 
-pub fn session_from_row(r: &SqliteRow) -> StoreResult<Session> {
+pub fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     Ok(Session {
         user: user_from_row(r)?,
         csrf: r.try_get("csrf").map_err(db)?,

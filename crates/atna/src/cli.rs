@@ -26,6 +26,9 @@ pub struct Global {
     /// Database URL: sqlite:PATH or postgres://USER@HOST/DB. Default: the SQLite file in the data directory.
     #[arg(long = "database", env = "ATNA_DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Most PostgreSQL connections per process (the change listener's one is extra). Default: 10
+    #[arg(long, env = "ATNA_DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -19,7 +19,7 @@ use crate::config;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolved = config::resolve(&cli.global)?;
     config::ensure_data_dir(&resolved)?;
-    let store = store_url::open(&resolved.database_url).await?;
+    let store = store_url::open(&resolved.database_url, &resolved.db).await?;
     match cli.command {
         Command::Serve(s) => serve(store, config::settings(&resolved, &s)).await,
         Command::Migrate => {

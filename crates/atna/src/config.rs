@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub listen: Option<std::net::SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
     pub trust_forwarded_for: Option<bool>,
     pub cache_ttl_secs: Option<u64>,
     pub negative_cache_ttl_secs: Option<u64>,
@@ -30,6 +31,7 @@ pub struct Resolved {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub uses_default_database: bool,
+    pub db: atna_server::store_url::DbOptions,
     pub file: FileConfig,
 }
 
@@ -37,6 +39,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_CONFIG",
     "ATNA_DATA_DIR",
     "ATNA_DATABASE_URL",
+    "ATNA_DATABASE_MAX_CONNECTIONS",
     "ATNA_LISTEN",
     "ATNA_TRUST_FORWARDED_FOR",
     "ATNA_LOG",
@@ -61,7 +64,12 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
     let explicit = g.database_url.clone().or(file.database_url.clone());
     let uses_default_database = explicit.is_none();
     let database_url = explicit.unwrap_or_else(|| atna_server::store_url::default_url(&data_dir));
-    Ok(Resolved { data_dir, database_url, uses_default_database, file })
+    let mut db = atna_server::store_url::DbOptions::default();
+    if let Some(n) = g.database_max_connections.or(file.database_max_connections) {
+        anyhow::ensure!(n >= 1, "database_max_connections must be at least 1");
+        db.max_connections = n;
+    }
+    Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
 }
 
 /// Server settings from the file and flags.

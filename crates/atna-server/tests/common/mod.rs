@@ -15,6 +15,11 @@ pub async fn fresh_store() -> Arc<dyn Store> {
             let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
             Arc::new(atna_store_sqlite::SqliteStore::open_file(&dir.path().join("atna.db")).await.unwrap())
         }
+        "postgres" => {
+            Arc::new(atna_store_postgres::testdb::fresh_store().await.expect(
+                "ATNA_TEST_BACKEND=postgres needs ATNA_TEST_POSTGRES_URL (a server to create test databases on)",
+            ))
+        }
         other => panic!("ATNA_TEST_BACKEND={other} is not a backend this build knows"),
     }
 }
