@@ -86,8 +86,16 @@ impl PgStore {
         if settings.migrate {
             MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
         }
-        let listener = Listener::start(opts.application_name("atna-listener"));
+        // Named after this process, so an operator (or a test) can tell which node's listener a connection is.
+        let name = format!("atna-listener-{}", std::process::id());
+        let listener = Listener::start(opts.application_name(&name));
         Ok(Self { pool, listener })
+    }
+
+    /// The PostgreSQL backend PID of this store's `LISTEN` connection, once it listens (`None` while it is
+    /// connecting or reconnecting).
+    pub fn listener_pid(&self) -> Option<u32> {
+        self.listener.backend_pid()
     }
 
     /// The connection pool (for tests and tools).

@@ -1,7 +1,7 @@
 //! The node's ear on the change feed: a dedicated connection that `LISTEN`s on [`CHANNEL`](crate::CHANNEL) and wakes
 //! the change follower, reconnecting by itself when the connection or the server goes away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ struct Signal {
     notify: Notify,
     /// Set when notifications may have been missed: the connection broke, or it was (re-)established.
     lost: AtomicBool,
+    /// The server process ID of the listening connection while it listens, 0 otherwise.
+    backend_pid: AtomicU32,
 }
 
 pub(crate) struct Listener {
@@ -36,6 +38,11 @@ impl Listener {
         let signal = Arc::new(Signal::default());
         let task = tokio::spawn(listen_forever(opts, signal.clone()));
         Arc::new(Self { signal, task })
+    }
+
+    /// The PostgreSQL backend PID of the listening connection, while it is listening.
+    pub(crate) fn backend_pid(&self) -> Option<u32> {
+        Some(self.signal.backend_pid.load(Ordering::Acquire)).filter(|&p| p != 0)
     }
 
     /// Waits for a notification or the timeout; `Wake::Lost` when notifications may have been missed since the last
@@ -63,6 +70,7 @@ async fn listen_forever(opts: PgConnectOptions, signal: Arc<Signal>) {
             Ok(()) => tracing::warn!("change notifications: connection closed; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "change notifications: connection lost; reconnecting"),
         }
+        signal.backend_pid.store(0, Ordering::Release);
         // Whatever was sent while we were away is gone: the follower must forget its cache and re-read the feed.
         signal.lost.store(true, Ordering::Release);
         signal.notify.notify_one();
@@ -84,6 +92,8 @@ async fn listen_once(
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.eager_reconnect(false);
     listener.listen(crate::CHANNEL).await?;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut listener).await?;
+    signal.backend_pid.store(pid as u32, Ordering::Release);
     *backoff = Duration::from_millis(100);
     if *first {
         *first = false;
