@@ -2,107 +2,14 @@
 //! directory and real HTTP. Covers durability across `kill -9`, revocation by the CLI while the server runs, graceful
 //! shutdown writing usage, and that no log line ever holds a secret.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_atna");
+mod common;
 
-fn atna(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("ATNA_DATA_DIR", data)
-        .env_remove("ATNA_DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A running `atna serve`.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(data: &Path, log: &str) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("ATNA_DATA_DIR", data)
-            .env("ATNA_LOG", log)
-            .env_remove("ATNA_DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (etx, erx) = mpsc::channel();
-        let mut stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut all = String::new();
-            let _ = stderr.read_to_string(&mut all);
-            let _ = etx.send(all);
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("server printed its address");
-            if let Some(url) = line.strip_prefix("atna listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        Server { child, base, stderr: erx }
-    }
-
-    async fn whoami(&self, key: &str) -> u16 {
-        let res = reqwest::Client::new().get(format!("{}/v1/whoami", self.base)).bearer_auth(key).send().await.unwrap();
-        res.status().as_u16()
-    }
-
-    /// SIGTERM, wait for exit, return everything it logged.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful exit, got {status}");
-        self.stderr.recv_timeout(Duration::from_secs(10)).unwrap()
-    }
-
-    /// SIGKILL: no chance to clean up.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
+use common::{atna, ok, Server};
 
 async fn eventually_status(server: &Server, key: &str, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);

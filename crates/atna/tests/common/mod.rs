@@ -1,0 +1,114 @@
+//! Driving the real `atna` binary: one-shot commands and running servers, configured through `ATNA_*` variables.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_atna");
+
+/// Runs `atna ARGS` on the default (SQLite) database in `data`.
+pub fn atna(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    atna_env(&[("ATNA_DATA_DIR", data.to_str().unwrap())], args, stdin)
+}
+
+/// Runs `atna ARGS` with these variables (and no `ATNA_DATABASE_URL` unless given).
+pub fn atna_env(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("ATNA_DATABASE_URL")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `atna serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// `atna serve` on the default (SQLite) database in `data`, logging at `log`.
+    pub fn start(data: &Path, log: &str) -> Server {
+        Self::start_env(&[("ATNA_DATA_DIR", data.to_str().unwrap()), ("ATNA_LOG", log)])
+    }
+
+    /// `atna serve` on port 0 with these variables; returns once it printed its address.
+    pub fn start_env(env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("ATNA_DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (etx, erx) = mpsc::channel();
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr.read_to_string(&mut all);
+            let _ = etx.send(all);
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("server printed its address");
+            if let Some(url) = line.strip_prefix("atna listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        Server { child, base, stderr: erx }
+    }
+
+    pub async fn whoami(&self, key: &str) -> u16 {
+        let res = reqwest::Client::new().get(format!("{}/v1/whoami", self.base)).bearer_auth(key).send().await.unwrap();
+        res.status().as_u16()
+    }
+
+    /// SIGTERM, wait for exit, return everything it logged.
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful exit, got {status}");
+        self.stderr.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
