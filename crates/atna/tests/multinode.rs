@@ -1,0 +1,234 @@
+//! Several real `atna serve` processes on one real PostgreSQL (`ATNA_TEST_POSTGRES_URL`; each test in a fresh
+//! schema): revocation and disabling reach every node at once, a node whose notification connection is cut drops its
+//! cache instead of serving stale answers, and usage from several nodes adds up.
+//!
+//! The propagation test prints its figures (median, p99, worst of 100 trials); for representative numbers run it on
+//! a release build: `cargo test --release -p atna --test multinode -- --nocapture propagation`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atna_store_postgres::{testdb, PgSettings, PgStore};
+use common::{atna_env, ok, Server};
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery\n";
+
+/// A fresh schema, `n` nodes started at once on it (they race to migrate it), and Alice with a `keys:manage` key.
+struct Cluster {
+    url: String,
+    nodes: Vec<Server>,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: usize, config: &str) -> Option<Cluster> {
+        let server = testdb::server_url()?;
+        let url = testdb::fresh_schema_url(&server).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("atna.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let nodes: Vec<Server> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    let env = [
+                        ("ATNA_DATABASE_URL", url.as_str()),
+                        ("ATNA_CONFIG", config_path.to_str().unwrap()),
+                        ("ATNA_LOG", "info"),
+                    ];
+                    s.spawn(move || Server::start_env(&env))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let cli = [("ATNA_DATABASE_URL", url.as_str())];
+        ok(atna_env(&cli, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some(PASSWORD)));
+        let out = ok(atna_env(
+            &cli,
+            &["key", "create", "--user", "alice@example.com", "--name", "ops", "--scope", "keys:manage", "--json"],
+            None,
+        ));
+        let admin = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
+        Some(Cluster { url, nodes, admin, _dir: dir })
+    }
+
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        ok(atna_env(&[("ATNA_DATABASE_URL", self.url.as_str())], args, stdin))
+    }
+
+    /// Creates a key through node `i`'s API; returns (id, secret).
+    async fn create_key(&self, i: usize, name: &str) -> (String, String) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/keys", self.nodes[i].base))
+            .bearer_auth(&self.admin)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.unwrap();
+        (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+    }
+
+    async fn delete_key(&self, i: usize, id: &str) {
+        let res = reqwest::Client::new()
+            .delete(format!("{}/v1/keys/{id}", self.nodes[i].base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+
+    fn stop(self) -> Vec<String> {
+        self.nodes.into_iter().map(Server::stop).collect()
+    }
+}
+
+/// Polls node `s` until `key` gets `want`, returning how long it took; fails after `deadline`.
+async fn until_status(s: &Server, key: &str, want: u16, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if s.whoami(key).await == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < deadline, "node {} did not answer {want} within {deadline:?}", s.base);
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test]
+async fn propagation_a_key_deleted_through_one_node_is_rejected_by_all_others_within_a_second() {
+    let Some(c) = Cluster::start(3, "").await else { return };
+    const TRIALS: usize = 100;
+    let mut times = Vec::with_capacity(TRIALS * 2);
+    for t in 0..TRIALS {
+        let via = t % 3;
+        let (id, secret) = c.create_key(via, &format!("trial-{t}")).await;
+        let others: Vec<&Server> = (0..3).filter(|&i| i != via).map(|i| &c.nodes[i]).collect();
+        for n in &others {
+            assert_eq!(n.whoami(&secret).await, 200, "every node accepts the key first (and caches it)");
+        }
+        c.delete_key(via, &id).await;
+        // From the moment the 204 arrived: how long until each other node says 401.
+        let waits = others.iter().map(|n| until_status(n, &secret, 401, Duration::from_secs(1)));
+        times.extend(futures::future::join_all(waits).await);
+    }
+    times.sort();
+    println!(
+        "revocation propagation over {} node pairs: median {:?}, p99 {:?}, worst {:?}",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap()
+    );
+    c.stop();
+}
+
+#[tokio::test]
+async fn disabling_a_user_reaches_every_node_within_a_second() {
+    let Some(c) = Cluster::start(2, "").await else { return };
+    c.cli(&["user", "create", "--email", "bob@example.com", "--password-stdin"], Some(PASSWORD));
+    let out = c.cli(&["key", "create", "--user", "bob@example.com", "--name", "bob-app", "--json"], None);
+    let bob = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
+    for n in &c.nodes {
+        assert_eq!(n.whoami(&bob).await, 200);
+        assert_eq!(n.whoami(&c.admin).await, 200);
+    }
+    c.cli(&["user", "disable", "bob@example.com"], None);
+    for n in &c.nodes {
+        until_status(n, &bob, 401, Duration::from_secs(1)).await;
+        assert_eq!(n.whoami(&c.admin).await, 200, "other users' keys keep working");
+    }
+    c.cli(&["user", "enable", "bob@example.com"], None);
+    for n in &c.nodes {
+        until_status(n, &bob, 200, Duration::from_secs(1)).await;
+    }
+    c.stop();
+}
+
+#[tokio::test]
+async fn a_node_whose_notification_connection_is_cut_forgets_its_cache() {
+    // Polling and TTL far away: only notifications, or the loss of them, can make this node re-read a key.
+    let Some(c) = Cluster::start(1, "change_poll_ms = 600000\ncache_ttl_secs = 3600\n").await else { return };
+    let node = &c.nodes[0];
+    let (id, secret) = c.create_key(0, "cut").await;
+    assert_eq!(node.whoami(&secret).await, 200);
+
+    // The key is revoked in the database and the feed, but its notification is lost (no NOTIFY is sent).
+    let store = PgStore::open(&c.url, &PgSettings::default()).await.unwrap();
+    sqlx::query("UPDATE api_keys SET status = 'revoked', revoked_at = 1 WHERE id = $1")
+        .bind(&id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO changes (key_id, at) VALUES ($1, 1)").bind(&id).execute(store.pool()).await.unwrap();
+    assert_eq!(node.whoami(&secret).await, 200, "the node has not heard of it: it answers from its cache");
+
+    // Cut the node's notification connection from the server side.
+    let name = format!("atna-listener-{}", node.child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cut = loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no listener connection named {name}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(cut, 1);
+    // The node cannot know what it missed: it forgets its cache, reconnects, and re-reads the feed.
+    until_status(node, &secret, 401, Duration::from_secs(5)).await;
+    assert_eq!(node.whoami(&c.admin).await, 200, "keys still good are read again and accepted");
+    // And it listens again: a normal deletion reaches it by notification.
+    let (id2, secret2) = c.create_key(0, "after-cut").await;
+    assert_eq!(node.whoami(&secret2).await, 200);
+    sqlx::query("UPDATE api_keys SET status = 'revoked' WHERE id = $1").bind(&id2).execute(store.pool()).await.unwrap();
+    sqlx::query("INSERT INTO changes (key_id, at) VALUES ($1, 1)").bind(&id2).execute(store.pool()).await.unwrap();
+    sqlx::query("SELECT pg_notify('atna_changes', '0')").execute(store.pool()).await.unwrap();
+    until_status(node, &secret2, 401, Duration::from_secs(5)).await;
+    let logs = c.stop().remove(0);
+    assert!(logs.contains("forgetting all cached keys"), "{logs}");
+}
+
+#[tokio::test]
+async fn usage_from_several_nodes_adds_up_and_the_latest_use_wins() {
+    let Some(c) = Cluster::start(2, "").await else { return };
+    let out = c.cli(&["key", "create", "--user", "alice@example.com", "--name", "shared-app", "--json"], None);
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    for _ in 0..20 {
+        assert_eq!(c.nodes[0].whoami(secret).await, 200);
+    }
+    let between = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await; // a clock tick apart, not a wait for a server
+    for _ in 0..30 {
+        assert_eq!(c.nodes[1].whoami(secret).await, 200);
+    }
+    // Node 1 (the later uses) writes first, node 0 (older uses) after: the latest use must still win.
+    let mut nodes = c.nodes.into_iter();
+    let (n0, n1) = (nodes.next().unwrap(), nodes.next().unwrap());
+    n1.stop();
+    n0.stop();
+    let out = ok(atna_env(
+        &[("ATNA_DATABASE_URL", c.url.as_str())],
+        &["key", "list", "--user", "alice@example.com", "--json"],
+        None,
+    ));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let k = list.as_array().unwrap().iter().find(|k| k["id"] == id).unwrap();
+    assert_eq!(k["use_count"], 50, "no node's uses are lost");
+    let last: chrono::DateTime<chrono::Utc> = k["last_used_at"].as_str().unwrap().parse().unwrap();
+    assert!(last > between, "last used {last} is from node 1's later calls (after {between})");
+}
