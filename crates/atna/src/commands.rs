@@ -38,10 +38,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => user(store.as_ref(), c).await,
         Command::Key(c) => key(store.as_ref(), c).await,
         Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
-        Command::Import { .. } => match snapshot {
-            Some(snap) => import(store.as_ref(), &snap).await,
-            None => unreachable!("the snapshot was read above"),
-        },
+        Command::Import { .. } => {
+            let snap = snapshot.context("the export file was not read (a bug)")?;
+            import(store.as_ref(), &snap).await
+        }
     }
 }
 
