@@ -134,6 +134,36 @@ impl SecretHash {
         &self.0
     }
 
+    /// The digest as 64 lowercase hexadecimal digits (the form `atna export` writes).
+    pub fn to_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+        out
+    }
+
+    /// Reads 64 lowercase hexadecimal digits back; anything else (uppercase included) is `None`, so every hash has
+    /// exactly one text form.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
     /// Constant-time equality: how long it takes does not depend on where two hashes differ.
     pub fn matches(&self, other: &SecretHash) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -304,6 +334,18 @@ mod tests {
         assert!(!a.matches(&SecretHash::of("y")));
         assert_eq!(SecretHash::from_slice(a.as_bytes()), Some(a));
         assert_eq!(SecretHash::from_slice(&[1, 2]), None);
+    }
+
+    #[test]
+    fn hashes_round_trip_through_hex() {
+        let a = SecretHash::of("x");
+        let hex = a.to_hex();
+        assert_eq!(hex, "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881");
+        assert_eq!(SecretHash::from_hex(&hex), Some(a));
+        assert_eq!(SecretHash::from_hex(&hex.to_uppercase()), None, "one text form only");
+        assert_eq!(SecretHash::from_hex(&hex[..62]), None);
+        assert_eq!(SecretHash::from_hex(&format!("{}zz", &hex[..62])), None);
+        assert_eq!(SecretHash::from_hex(&"é".repeat(32)), None);
     }
 
     #[test]

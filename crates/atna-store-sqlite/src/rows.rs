@@ -103,3 +103,43 @@ pub fn session_from_row(r: &DbRow) -> StoreResult<Session> {
         absolute_expires_at: r.try_get("absolute_expires_at").map_err(db)?,
     })
 }
+
+pub fn exported_user_from_row(r: &SqliteRow) -> StoreResult<ExportedUser> {
+    Ok(ExportedUser {
+        id: r.try_get("id").map_err(db)?,
+        email: r.try_get("email").map_err(db)?,
+        password_hash: r.try_get("password_hash").map_err(db)?,
+        is_admin: r.try_get("is_admin").map_err(db)?,
+        disabled: r.try_get("disabled").map_err(db)?,
+        created_at: r.try_get("created_at").map_err(db)?,
+    })
+}
+
+pub fn exported_key_from_row(r: &SqliteRow) -> StoreResult<ExportedKey> {
+    let hash: &[u8] = r.try_get("secret_hash").map_err(db)?;
+    Ok(ExportedKey {
+        id: r.try_get("id").map_err(db)?,
+        owner_id: r.try_get("owner_id").map_err(db)?,
+        name: r.try_get("name").map_err(db)?,
+        secret_hash: SecretHash::from_slice(hash).ok_or_else(|| corrupt("secret hash"))?.to_hex(),
+        scopes: r.try_get("scopes").map_err(db)?,
+        status: r.try_get("status").map_err(db)?,
+        created_at: r.try_get("created_at").map_err(db)?,
+        expires_at: r.try_get("expires_at").map_err(db)?,
+        revoked_at: r.try_get("revoked_at").map_err(db)?,
+        last_used_at: r.try_get("last_used_at").map_err(db)?,
+        last_used_ip: r.try_get("last_used_ip").map_err(db)?,
+        use_count: r.try_get("use_count").map_err(db)?,
+    })
+}
+
+pub fn exported_audit_from_row(r: &SqliteRow) -> StoreResult<ExportedAuditEvent> {
+    Ok(ExportedAuditEvent {
+        at: r.try_get("at").map_err(db)?,
+        owner_id: r.try_get("owner_id").map_err(db)?,
+        actor_id: r.try_get("actor_id").map_err(db)?,
+        action: r.try_get("action").map_err(db)?,
+        key_id: r.try_get("key_id").map_err(db)?,
+        key_name: r.try_get("key_name").map_err(db)?,
+    })
+}

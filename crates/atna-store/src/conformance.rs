@@ -16,6 +16,7 @@ macro_rules! conformance_tests {
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key);
+        $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -23,6 +24,17 @@ macro_rules! conformance_tests {
             async fn $name() {
                 let Some(store) = ($make)().await else { return };
                 $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+    // Checks that need two independent fresh stores (moving data from one to the other).
+    (@pair $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some(from) = ($make)().await else { return };
+                let Some(to) = ($make)().await else { return };
+                $crate::conformance::$name(&from, &to).await;
             }
         )*
     };
@@ -264,4 +276,109 @@ pub async fn audit_survives_the_key(s: &dyn Store) {
         [("key.deleted", Actor::Operator, Some(k.id), T0 + 1), ("key.created", Actor::User(a.id), Some(k.id), T0)]
     );
     assert_eq!(events[0].key_name.as_deref(), Some("audited"));
+}
+
+pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
+    // The source: an admin with a real argon2 hash, a disabled user, a user without keys; a live key with usage, a
+    // deleted key whose name a live key reuses, a key of the disabled user; audit events by users and the operator.
+    let password = Password::new("correct horse battery".into()).unwrap();
+    let admin = from
+        .create_user(NewUser {
+            email: Email::parse("admin@example.com").unwrap(),
+            password_hash: PasswordHash::hash(&password),
+            is_admin: true,
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let bob = user(from, "bob@example.com").await;
+    let carol = user(from, "carol@example.com").await;
+    let (live, live_g) = new_key(admin.id, "crm", T0 + 1);
+    let (gone, gone_g) = new_key(admin.id, "crm-old", T0 + 2);
+    let (bobs, bobs_g) = new_key(bob.id, "bobs", T0 + 3);
+    for k in [&live, &gone, &bobs] {
+        from.insert_key(k.clone()).await.unwrap();
+    }
+    from.revoke_key(None, &gone.id, Actor::Operator, T0 + 4).await.unwrap().unwrap();
+    let (reused, _) = new_key(admin.id, "crm-old", T0 + 5);
+    from.insert_key(reused.clone()).await.unwrap();
+    let usage = UsageUpdate { id: live.id, count: 7, last_used_at: T0 + 6, last_used_ip: Some("203.0.113.7".into()) };
+    from.record_usage(&[usage]).await.unwrap();
+    assert!(from.set_user_disabled(bob.id, true, T0 + 7).await.unwrap());
+    from.create_session(session(admin.id, [3; 32], T0)).await.unwrap();
+
+    let snap = from.export_all().await.unwrap();
+    assert_eq!(snap.format, SNAPSHOT_FORMAT);
+    snap.check().unwrap();
+    assert_eq!(snap.users.iter().map(|u| u.id).collect::<Vec<_>>(), [admin.id.0, bob.id.0, carol.id.0]);
+    let mut key_ids: Vec<String> = [&live, &gone, &bobs, &reused].iter().map(|k| k.id.to_string()).collect();
+    key_ids.sort();
+    assert_eq!(snap.keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(), key_ids, "deleted keys too, by ID");
+    let exported_gone = snap.keys.iter().find(|k| k.id == gone.id.as_str()).unwrap();
+    assert_eq!((exported_gone.status.as_str(), exported_gone.revoked_at), ("revoked", Some(T0 + 4)));
+    assert_eq!(exported_gone.secret_hash, gone_g.hash.to_hex());
+    assert_eq!(exported_gone.scopes, "billing:read keys:manage");
+    let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
+    assert_eq!(snap.summary(), expected);
+
+    // Refused whole, leaving the target empty: a wrong format, a key whose owner is missing.
+    let mut wrong = snap.clone();
+    wrong.format = "atna-export/2".into();
+    assert!(matches!(to.import_all(&wrong).await, Err(StoreError::InvalidSnapshot(_))));
+    let mut orphan = snap.clone();
+    orphan.users.retain(|u| u.id != bob.id.0);
+    assert!(matches!(to.import_all(&orphan).await, Err(StoreError::InvalidSnapshot(_))));
+    assert_eq!(to.count_users().await.unwrap(), 0);
+
+    assert_eq!(to.import_all(&snap).await.unwrap(), expected);
+
+    // Everything reads back the same, IDs included.
+    let again = to.export_all().await.unwrap();
+    assert_eq!(again.users, snap.users);
+    assert_eq!(again.keys, snap.keys);
+    assert_eq!(again.audit_events, snap.audit_events);
+    for id in [admin.id, bob.id, carol.id] {
+        let (a, b) = (from.user_by_id(id).await.unwrap().unwrap(), to.user_by_id(id).await.unwrap().unwrap());
+        assert_eq!(
+            (a.email, a.password_hash, a.is_admin, a.disabled),
+            (b.email, b.password_hash, b.is_admin, b.disabled)
+        );
+    }
+    let moved_admin = to.user_by_email(&admin.email).await.unwrap().unwrap();
+    assert!(moved_admin.password_hash.verify(&password), "people sign in with their old password");
+    assert!(moved_admin.is_admin);
+    assert!(to.user_by_id(bob.id).await.unwrap().unwrap().disabled);
+
+    // Every key still verifies against its secret, and says what it said before.
+    for (k, g) in [(&live, &live_g), (&gone, &gone_g), (&bobs, &bobs_g)] {
+        let (a, b) = (from.auth_record(&k.id).await.unwrap().unwrap(), to.auth_record(&k.id).await.unwrap().unwrap());
+        assert!(b.hash.matches(&g.hash), "the moved hash matches the secret");
+        assert_eq!(b.key, a.key);
+        assert_eq!((b.owner_email, b.owner_disabled), (a.owner_email, a.owner_disabled));
+    }
+    assert_eq!(to.auth_record(&gone.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
+    assert!(to.get_key(admin.id, &gone.id).await.unwrap().is_none(), "a deleted key stays deleted");
+    assert!(to.auth_record(&bobs.id).await.unwrap().unwrap().owner_disabled);
+    let moved = to.get_key(admin.id, &live.id).await.unwrap().unwrap();
+    assert_eq!((moved.use_count, moved.last_used_at), (7, Some(T0 + 6)));
+    assert_eq!(moved.last_used_ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(to.count_keys(admin.id, None).await.unwrap(), 2);
+    assert_eq!(to.audit_events(admin.id, 10).await.unwrap(), from.audit_events(admin.id, 10).await.unwrap());
+    assert!(to.session(&[3; 32], T0).await.unwrap().is_none(), "sessions do not move");
+
+    // The target carries on: new users get fresh IDs above the imported ones, names stay unique among live keys.
+    let dave = user(to, "dave@example.com").await;
+    assert!(dave.id.0 > carol.id.0, "new user {} collides with or sorts below imported IDs", dave.id);
+    let (dup, _) = new_key(admin.id, "crm", T0 + 8);
+    assert!(matches!(to.insert_key(dup).await, Err(StoreError::Conflict(_))));
+    let (dk, _) = new_key(dave.id, "crm", T0 + 8);
+    to.insert_key(dk).await.unwrap();
+
+    // A second import is refused and changes nothing.
+    let before = to.export_all().await.unwrap();
+    assert!(matches!(to.import_all(&snap).await, Err(StoreError::NotEmpty)));
+    let after = to.export_all().await.unwrap();
+    assert_eq!((after.users, after.keys, after.audit_events), (before.users, before.keys, before.audit_events));
+    // So is an import into the (non-empty) source.
+    assert!(matches!(from.import_all(&snap).await, Err(StoreError::NotEmpty)));
 }

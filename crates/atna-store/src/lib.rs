@@ -24,6 +24,12 @@ pub enum StoreError {
     /// Stored data did not parse back (a bug or a hand-edited database).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// [`Store::import_all`] was given a store that already holds data; nothing was written.
+    #[error("the target database is not empty (it already has users, keys or audit events); import only into a new, empty database")]
+    NotEmpty,
+    /// [`Store::import_all`] was given a snapshot that fails [`Snapshot::check`]; nothing was written.
+    #[error("invalid export file: {0}")]
+    InvalidSnapshot(String),
 }
 
 /// Why [`Store::wait_for_change`] returned.
@@ -121,4 +127,29 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
     /// Ends every session of a user (log out everywhere, password change, user disabled).
     async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64>;
+
+    // ----- moving an installation (`atna export` / `atna import`) -----
+
+    /// Everything a new database needs to take over from this one, read in one consistent snapshot (one read
+    /// transaction): every user by ascending ID; every key, deleted (revoked) ones included, by ascending Credential ID,
+    /// with its secret hash as lowercase hex and its scopes and status in their stored text forms; and the audit trail
+    /// in the order it was recorded. `format` is [`SNAPSHOT_FORMAT`], `exported_at` the current time. Sessions and the
+    /// change feed are left out.
+    async fn export_all(&self) -> StoreResult<Snapshot>;
+
+    /// Writes a snapshot into an empty store, in one transaction: all of it or none of it.
+    ///
+    /// * Calls [`Snapshot::check`] first and passes its error on (`InvalidSnapshot`).
+    /// * Inside the transaction, refuses with [`StoreError::NotEmpty`] when the store holds any user, key or audit
+    ///   event: an import never merges into live data.
+    /// * Keeps every user ID and Credential ID exactly (so `owner_id` still points at the right user) and every other
+    ///   field as given (`revoked_at`, usage, `disabled`, …). Audit events get new IDs in snapshot order, so they read
+    ///   back in the same order.
+    /// * Leaves ID generation above the imported IDs: a user created afterwards must get an ID greater than every
+    ///   imported one (SQLite's `AUTOINCREMENT` does this by itself; PostgreSQL needs `setval` on the users' and audit
+    ///   events' sequences).
+    /// * Writes nothing to the change feed and creates no sessions.
+    ///
+    /// Returns the counts written, which equal [`Snapshot::summary`].
+    async fn import_all(&self, snapshot: &Snapshot) -> StoreResult<ImportSummary>;
 }

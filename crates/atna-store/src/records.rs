@@ -149,3 +149,268 @@ pub struct Session {
     pub idle_expires_at: Millis,
     pub absolute_expires_at: Millis,
 }
+
+// ----- export / import (`atna export`, `atna import`) -----
+
+/// The `format` of the snapshots this build writes and reads. A snapshot in any other format is refused.
+pub const SNAPSHOT_FORMAT: &str = "atna-export/1";
+
+/// A whole installation, as moved between databases by `atna export` and `atna import`: every user, every key
+/// (deleted ones included) and the audit trail. Keys travel only as hashes, so every key keeps working after the move.
+/// Sessions are not in it (people sign in again) and neither is the change feed (it only matters to running nodes).
+///
+/// Fields are plain text and numbers, exactly as stored, so the JSON form is stable and any backend can bind them
+/// directly; [`Snapshot::check`] is what proves they parse. Times are Unix milliseconds, like everywhere in the store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Always [`SNAPSHOT_FORMAT`] for snapshots this build writes.
+    pub format: String,
+    /// When the export was taken.
+    pub exported_at: Millis,
+    /// Every user, by ascending ID.
+    pub users: Vec<ExportedUser>,
+    /// Every key, deleted ones included, by ascending Credential ID.
+    pub keys: Vec<ExportedKey>,
+    /// The audit trail, in the order it was recorded (oldest first).
+    pub audit_events: Vec<ExportedAuditEvent>,
+}
+
+/// A user in a [`Snapshot`]. `Debug` does not print the password hash.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedUser {
+    pub id: i64,
+    /// Normalised (trimmed, lowercase).
+    pub email: String,
+    /// The argon2id hash in PHC string form, exactly as stored.
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: Millis,
+}
+
+impl std::fmt::Debug for ExportedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedUser")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"..")
+            .field("is_admin", &self.is_admin)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A key in a [`Snapshot`], deleted or not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedKey {
+    /// The Credential ID (16 base62 characters).
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    /// SHA-256 of the secret part, as 64 lowercase hexadecimal digits ([`SecretHash::to_hex`]).
+    pub secret_hash: String,
+    /// The stored form: sorted, space-separated ([`Scopes::to_stored`]); empty for none.
+    pub scopes: String,
+    /// `active`, `disabled` or `revoked` ([`KeyStatus::as_str`]).
+    pub status: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    /// When it was deleted; `None` for live keys.
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+    pub last_used_ip: Option<String>,
+    pub use_count: i64,
+}
+
+/// One audit event in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedAuditEvent {
+    pub at: Millis,
+    pub owner_id: i64,
+    /// The user who acted; `None` for the operator (the command line).
+    pub actor_id: Option<i64>,
+    /// `key.created` or `key.deleted`.
+    pub action: String,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+}
+
+/// What [`Store::import_all`](crate::Store::import_all) wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportSummary {
+    pub users: u64,
+    /// All keys, deleted ones included.
+    pub keys: u64,
+    /// How many of `keys` are deleted (revoked).
+    pub revoked_keys: u64,
+    pub audit_events: u64,
+}
+
+impl Snapshot {
+    /// What importing this snapshot writes (the counts [`Store::import_all`](crate::Store::import_all) returns).
+    pub fn summary(&self) -> ImportSummary {
+        let revoked = self.keys.iter().filter(|k| k.status == KeyStatus::Revoked.as_str()).count();
+        ImportSummary {
+            users: self.users.len() as u64,
+            keys: self.keys.len() as u64,
+            revoked_keys: revoked as u64,
+            audit_events: self.audit_events.len() as u64,
+        }
+    }
+
+    /// Checks everything a backend could not store or read back: the format, that every field parses into its domain
+    /// type in its one stored form, that IDs and e-mail addresses are unique, that every key's owner is in the
+    /// snapshot, and that no owner has two live keys of one name. Backends call this before writing anything, so a
+    /// hand-edited or truncated file is refused whole with [`StoreError::InvalidSnapshot`](crate::StoreError).
+    pub fn check(&self) -> Result<(), crate::StoreError> {
+        use std::collections::HashSet;
+        let bad = |what: String| Err(crate::StoreError::InvalidSnapshot(what));
+        if self.format != SNAPSHOT_FORMAT {
+            return bad(format!("format is `{}`; this atna reads `{SNAPSHOT_FORMAT}`", self.format));
+        }
+        let mut ids = HashSet::new();
+        let mut emails = HashSet::new();
+        for u in &self.users {
+            if u.id <= 0 || !ids.insert(u.id) {
+                return bad(format!("user id {} is not a positive, unique number", u.id));
+            }
+            match Email::parse(&u.email) {
+                Ok(e) if e.as_str() == u.email => {}
+                _ => return bad(format!("user {}: `{}` is not a normalised e-mail address", u.id, u.email)),
+            }
+            if !emails.insert(u.email.as_str()) {
+                return bad(format!("user {}: e-mail address {} appears twice", u.id, u.email));
+            }
+            if u.password_hash.is_empty() {
+                return bad(format!("user {}: empty password hash", u.id));
+            }
+        }
+        let mut key_ids = HashSet::new();
+        let mut live_names = HashSet::new();
+        for k in &self.keys {
+            let key = |what: &str| bad(format!("key {}: {what}", k.id));
+            if CredentialId::parse(&k.id).is_err() || !key_ids.insert(k.id.as_str()) {
+                return key("not a unique Credential ID");
+            }
+            if !ids.contains(&k.owner_id) {
+                return key(&format!("owner {} is not among the users", k.owner_id));
+            }
+            if KeyName::parse(&k.name).map(|n| n.as_str() != k.name).unwrap_or(true) {
+                return key("invalid name");
+            }
+            if SecretHash::from_hex(&k.secret_hash).is_none() {
+                return key("secret_hash is not 64 lowercase hexadecimal digits");
+            }
+            if Scopes::from_stored(&k.scopes).map(|s| s.to_stored() != k.scopes).unwrap_or(true) {
+                return key("scopes are not in their stored form (sorted, space-separated, valid)");
+            }
+            let Some(status) = KeyStatus::parse(&k.status) else { return key("unknown status") };
+            if status != KeyStatus::Revoked && !live_names.insert((k.owner_id, k.name.as_str())) {
+                return key("its owner has another live key of the same name");
+            }
+            if k.use_count < 0 {
+                return key("negative use_count");
+            }
+        }
+        for (i, e) in self.audit_events.iter().enumerate() {
+            if e.key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
+                return bad(format!("audit event {i}: key_id is not a Credential ID"));
+            }
+            if e.action.is_empty() {
+                return bad(format!("audit event {i}: empty action"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let user = |id, email: &str| ExportedUser {
+            id,
+            email: email.into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            is_admin: false,
+            disabled: false,
+            created_at: 1,
+        };
+        let key = |id: &str, name: &str, status: &str| ExportedKey {
+            id: id.into(),
+            owner_id: 1,
+            name: name.into(),
+            secret_hash: SecretHash::of(id).to_hex(),
+            scopes: "billing:read keys:manage".into(),
+            status: status.into(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: (status == "revoked").then_some(2),
+            last_used_at: None,
+            last_used_ip: None,
+            use_count: 0,
+        };
+        Snapshot {
+            format: SNAPSHOT_FORMAT.into(),
+            exported_at: 3,
+            users: vec![user(1, "alice@example.com"), user(7, "bob@example.com")],
+            keys: vec![key("AAAAAAAAAAAAAAAA", "crm", "revoked"), key("BBBBBBBBBBBBBBBB", "crm", "active")],
+            audit_events: vec![ExportedAuditEvent {
+                at: 1,
+                owner_id: 1,
+                actor_id: None,
+                action: "key.created".into(),
+                key_id: Some("AAAAAAAAAAAAAAAA".into()),
+                key_name: Some("crm".into()),
+            }],
+        }
+    }
+
+    #[track_caller]
+    fn refused(s: Snapshot, want: &str) {
+        match s.check() {
+            Err(crate::StoreError::InvalidSnapshot(m)) => assert!(m.contains(want), "{m}"),
+            other => panic!("expected InvalidSnapshot({want}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_consistent_snapshot_passes_and_counts() {
+        let s = snapshot();
+        s.check().unwrap();
+        assert_eq!(s.summary(), ImportSummary { users: 2, keys: 2, revoked_keys: 1, audit_events: 1 });
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_refused() {
+        let edit = |f: &dyn Fn(&mut Snapshot)| {
+            let mut s = snapshot();
+            f(&mut s);
+            s
+        };
+        refused(edit(&|s| s.format = "atna-export/2".into()), "atna-export/1");
+        refused(edit(&|s| s.users[1].id = 1), "user id 1");
+        refused(edit(&|s| s.users[1].email = "Alice@example.com".into()), "normalised");
+        refused(edit(&|s| s.users[1].email = "alice@example.com".into()), "appears twice");
+        refused(edit(&|s| s.keys[1].id = "AAAAAAAAAAAAAAAA".into()), "unique Credential ID");
+        refused(edit(&|s| s.keys[1].owner_id = 2), "owner 2");
+        refused(edit(&|s| s.keys[1].secret_hash = s.keys[1].secret_hash.to_uppercase()), "hexadecimal");
+        refused(edit(&|s| s.keys[1].scopes = "keys:manage billing:read".into()), "stored form");
+        refused(edit(&|s| s.keys[1].status = "paused".into()), "status");
+        refused(edit(&|s| s.keys[0].status = "active".into()), "same name");
+        refused(edit(&|s| s.keys[1].name = " crm".into()), "name");
+        refused(edit(&|s| s.audit_events[0].key_id = Some("x".into())), "audit event 0");
+    }
+
+    #[test]
+    fn debug_hides_password_hashes() {
+        let s = snapshot();
+        assert!(!format!("{s:?}").contains("argon2"));
+    }
+}

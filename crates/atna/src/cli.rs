@@ -43,6 +43,24 @@ pub enum Command {
     /// Manage API keys (the operator's bootstrap and recovery tools).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Write every user, key (deleted ones too, as hashes) and audit event as JSON, to move this installation to
+    /// another database with `atna import`. Sessions are not exported. The output holds password and key hashes:
+    /// keep it private and delete it after the import.
+    Export {
+        /// Write to FILE (created with mode 0600) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite FILE if it already exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+    /// Load what `atna export` wrote into this database, which must be new and empty (no users, keys or audit events).
+    /// All or nothing; user IDs and Credential IDs are kept, so every key keeps working.
+    Import {
+        /// The export file, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,8 @@
 //! What each subcommand does. The CLI works on the database directly (no running server needed); a running server
 //! learns about its changes through the change feed.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
@@ -10,7 +11,7 @@ use atna_server::api::dto::Key;
 use atna_server::clock;
 use atna_server::service::{self, KeySpec};
 use atna_server::store_url;
-use atna_store::{Actor, KeyQuery, NewUser, Store, User};
+use atna_store::{Actor, ImportSummary, KeyQuery, NewUser, Snapshot, Store, StoreError, User, SNAPSHOT_FORMAT};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeyCommand, UserCommand};
@@ -18,6 +19,14 @@ use crate::config;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolved = config::resolve(&cli.global)?;
+    // Checked before the database is opened, so a bad file or a refused overwrite touches nothing.
+    let snapshot = match &cli.command {
+        Command::Import { file } => Some(read_snapshot(file)?),
+        Command::Export { output: Some(path), force: false } if path.exists() => {
+            bail!("{} already exists; pass --force to overwrite it", path.display())
+        }
+        _ => None,
+    };
     config::ensure_data_dir(&resolved)?;
     let store = store_url::open(&resolved.database_url, &resolved.db).await?;
     match cli.command {
@@ -28,6 +37,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(c) => user(store.as_ref(), c).await,
         Command::Key(c) => key(store.as_ref(), c).await,
+        Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
+        Command::Import { .. } => {
+            let snap = snapshot.context("the export file was not read (a bug)")?;
+            import(store.as_ref(), &snap).await
+        }
     }
 }
 
@@ -210,5 +224,101 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn plural(n: u64, one: &str) -> String {
+    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+}
+
+/// "3 users, 12 keys (2 deleted), 40 audit events".
+fn describe(s: &ImportSummary) -> String {
+    format!(
+        "{}, {} ({} deleted), {}",
+        plural(s.users, "user"),
+        plural(s.keys, "key"),
+        s.revoked_keys,
+        plural(s.audit_events, "audit event")
+    )
+}
+
+async fn export(store: &dyn Store, output: Option<&Path>, force: bool) -> anyhow::Result<()> {
+    let snap = store.export_all().await?;
+    let mut json = serde_json::to_string_pretty(&snap)?;
+    json.push('\n');
+    let to = match output {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(json.as_bytes()).and_then(|()| out.flush()).context("writing to standard output")?;
+            "standard output".to_owned()
+        }
+        Some(path) => {
+            write_private(path, json.as_bytes(), force)?;
+            path.display().to_string()
+        }
+    };
+    eprintln!(
+        "exported {} to {to}; it holds password and key hashes: keep it private, delete it once imported",
+        describe(&snap.summary())
+    );
+    Ok(())
+}
+
+/// Writes a file only its owner can read (0600), refusing to replace an existing one unless `force`.
+fn write_private(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow!("{} already exists; pass --force to overwrite it", path.display()),
+        _ => anyhow!(e).context(format!("cannot create {}", path.display())),
+    })?;
+    // A file replaced with --force keeps its old mode unless told otherwise.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads and checks an export file (`-`: standard input). Every error names the file and says what is wrong with it.
+fn read_snapshot(file: &Path) -> anyhow::Result<Snapshot> {
+    let (name, text) = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the export from standard input")?;
+        ("standard input".to_owned(), text)
+    } else {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+        (name, text)
+    };
+    // The format first, so a file from another version gets that message rather than a confusing field error.
+    let head: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{name} is not an atna export file: it is not valid JSON ({e})"))?;
+    match head.get("format") {
+        Some(serde_json::Value::String(f)) if f == SNAPSHOT_FORMAT => {}
+        Some(serde_json::Value::String(f)) => bail!(
+            "{name} is in format `{f}`, but this atna reads only `{SNAPSHOT_FORMAT}`; export again with an atna that \
+             writes `{SNAPSHOT_FORMAT}`"
+        ),
+        _ => bail!("{name} is not an atna export file: it has no \"format\": \"{SNAPSHOT_FORMAT}\" field"),
+    }
+    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| anyhow!("{name} is not a valid atna export: {e}"))?;
+    snap.check().map_err(|e| anyhow!("{name}: {e}"))?;
+    Ok(snap)
+}
+
+async fn import(store: &dyn Store, snap: &Snapshot) -> anyhow::Result<()> {
+    let summary = store.import_all(snap).await.map_err(|e| match e {
+        StoreError::NotEmpty => anyhow!("nothing was imported: {e}"),
+        e => anyhow!(e).context("nothing was imported"),
+    })?;
+    println!("imported {} into the {} database", describe(&summary), store.backend());
+    println!("Sessions were not moved: everyone signs in again. Delete the export file now.");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! End to end: the `atna` binary driven as an operator and a client would, with real processes, a real data
 //! directory and real HTTP. Covers durability across `kill -9`, revocation by the CLI while the server runs, graceful
-//! shutdown writing usage, and that no log line ever holds a secret.
+//! shutdown writing usage, that no log line ever holds a secret, and moving an installation with `atna export` /
+//! `atna import`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -159,4 +160,115 @@ fn the_cli_refuses_bad_input_clearly() {
     let typo = dir.path().join("atan.db");
     fail(&["--database", &format!("sqlite://{}", typo.display()), "migrate"], None, "does not exist");
     assert!(!typo.exists());
+}
+
+fn create_key(data: &Path, name: &str) -> (String, String) {
+    let out = ok(atna(data, &["key", "create", "--user", "alice@example.com", "--name", name, "--json"], None));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn an_installation_moves_to_a_new_database_and_its_keys_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    let (_, secret) = bootstrap(&old);
+    let (gone_id, gone_secret) = create_key(&old, "gone");
+    ok(atna(&old, &["key", "delete", &gone_id], None));
+
+    let file = dir.path().join("atna-export.json");
+    let out = atna(&old, &["export", "--output", file.to_str().unwrap()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ok(out).is_empty(), "nothing on stdout when writing a file");
+    assert!(stderr.contains("exported 1 user, 2 keys (1 deleted), 3 audit events"), "{stderr}");
+    #[cfg(unix)]
+    assert_eq!(mode(&file), 0o600, "the export holds password and key hashes");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format"], "atna-export/1");
+    assert!(v.get("sessions").is_none());
+    for s in [&secret, &gone_secret] {
+        assert!(!text.contains(&s[22..65]), "only hashes are exported, never a secret");
+    }
+
+    // No silent overwrite; --force replaces the file and makes it private again.
+    let out = atna(&old, &["export", "--output", file.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ok(atna(&old, &["export", "--output", file.to_str().unwrap(), "--force"], None));
+        assert_eq!(mode(&file), 0o600);
+    }
+
+    let out = ok(atna(&new, &["import", file.to_str().unwrap()], None));
+    assert!(out.contains("imported 1 user, 2 keys (1 deleted), 3 audit events"), "{out}");
+    let users: Value = serde_json::from_str(&ok(atna(&new, &["user", "list", "--json"], None))).unwrap();
+    assert_eq!((users[0]["id"].as_i64(), users[0]["email"].as_str()), (Some(1), Some("alice@example.com")));
+
+    let server = Server::start(&new, "info");
+    assert_eq!(server.whoami(&secret).await, 200, "the old key works against the new database");
+    assert_eq!(server.whoami(&gone_secret).await, 401, "a deleted key stays deleted");
+    // The moved key still manages keys, and new keys join the moved ones.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/keys", server.base))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({"name": "after-the-move"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let _ = server.stop();
+
+    // Standard output and standard input work too.
+    let json = ok(atna(&old, &["export"], None));
+    let third = dir.path().join("third");
+    let out = ok(atna(&third, &["import", "-"], Some(&json)));
+    assert!(out.contains("imported 1 user, 2 keys (1 deleted), 3 audit events"), "{out}");
+}
+
+#[test]
+fn import_refuses_bad_files_and_non_empty_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, fresh) = (dir.path().join("old"), dir.path().join("fresh"));
+    bootstrap(&old);
+    let file = dir.path().join("export.json");
+    ok(atna(&old, &["export", "--output", file.to_str().unwrap()], None));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let fail = |data: &Path, path: &Path, want: &str| {
+        let out = atna(data, &["import", path.to_str().unwrap()], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "importing {} should fail", path.display());
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+
+    // Into the database it came from (not empty): refused, nothing changes.
+    let before = ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None));
+    fail(&old, &file, "not empty");
+    assert_eq!(ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None)), before);
+    assert_eq!(ok(atna(&old, &["user", "list"], None)).lines().count(), 1);
+
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    fail(&fresh, &write("garbage.json", "this is not JSON"), "not valid JSON (expected ident at line 1 column 2)");
+    fail(&fresh, &write("truncated.json", &text[..text.len() / 2]), "line ");
+    fail(&fresh, &write("other.json", "{\"users\": []}"), "not an atna export");
+    fail(&fresh, &write("future.json", &text.replace("atna-export/1", "atna-export/2")), "atna-export/2");
+    fail(&fresh, &write("typo.json", &text.replace("\"is_admin\"", "\"admin\"")), "unknown field `admin`");
+    fail(&fresh, &write("edited.json", &text.replace("\"owner_id\": 1", "\"owner_id\": 2")), "owner 2");
+    fail(&fresh, &dir.path().join("missing.json"), "cannot read");
+    assert!(!fresh.exists(), "a refused file never creates the target database");
 }

@@ -162,6 +162,11 @@ impl From<StoreError> for DashError {
                 tracing::error!(error = %msg, "corrupt record");
                 Self::internal()
             }
+            // Only `atna import` meets these; no request does.
+            e @ (StoreError::NotEmpty | StoreError::InvalidSnapshot(_)) => {
+                tracing::error!(error = %e, "unexpected store error");
+                Self::internal()
+            }
         }
     }
 }
