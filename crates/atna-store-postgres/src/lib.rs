@@ -464,4 +464,123 @@ impl Store for PgStore {
             .map_err(db)?;
         Ok(r.rows_affected())
     }
+
+    async fn export_all(&self) -> StoreResult<Snapshot> {
+        // One snapshot of all three tables, even while nodes keep serving.
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(db)?;
+        let users = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(rows::exported_user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let keys = sqlx::query(
+            "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
+                    last_used_at, last_used_ip, use_count
+             FROM api_keys ORDER BY id COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(rows::exported_key_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        let audit_events =
+            sqlx::query("SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
+                .iter()
+                .map(rows::exported_audit_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(db)?;
+        let exported_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or_default();
+        Ok(Snapshot { format: SNAPSHOT_FORMAT.to_owned(), exported_at, users, keys, audit_events })
+    }
+
+    async fn import_all(&self, snap: &Snapshot) -> StoreResult<ImportSummary> {
+        snap.check()?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // No other writer may slip in between the emptiness check and the inserts.
+        sqlx::query("LOCK TABLE users, api_keys, audit_events IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let present: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM api_keys) + (SELECT COUNT(*) FROM audit_events)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        if present > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        for u in &snap.users {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, is_admin, disabled, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(u.id)
+            .bind(&u.email)
+            .bind(&u.password_hash)
+            .bind(u.is_admin)
+            .bind(u.disabled)
+            .bind(u.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| rows::conflict(e, "a user in the export file"))?;
+        }
+        for k in &snap.keys {
+            let hash = atna_domain::SecretHash::from_hex(&k.secret_hash)
+                .ok_or_else(|| StoreError::InvalidSnapshot(format!("key {}: bad secret_hash", k.id)))?;
+            sqlx::query(
+                "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
+                                       revoked_at, last_used_at, last_used_ip, use_count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&k.id)
+            .bind(k.owner_id)
+            .bind(&k.name)
+            .bind(&hash.as_bytes()[..])
+            .bind(&k.scopes)
+            .bind(&k.status)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(k.last_used_at)
+            .bind(k.last_used_ip.as_deref())
+            .bind(k.use_count)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| rows::conflict(e, "a key in the export file"))?;
+        }
+        for e in &snap.audit_events {
+            sqlx::query(
+                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.at)
+            .bind(e.owner_id)
+            .bind(e.actor_id)
+            .bind(&e.action)
+            .bind(e.key_id.as_deref())
+            .bind(e.key_name.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        // Explicit IDs do not move a sequence: set it above the imported ones so new users never collide.
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), COALESCE((SELECT MAX(id) FROM users), 0) + 1, false)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(snap.summary())
+    }
 }

@@ -104,7 +104,7 @@ pub fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     })
 }
 
-pub fn exported_user_from_row(r: &SqliteRow) -> StoreResult<ExportedUser> {
+pub fn exported_user_from_row(r: &DbRow) -> StoreResult<ExportedUser> {
     Ok(ExportedUser {
         id: r.try_get("id").map_err(db)?,
         email: r.try_get("email").map_err(db)?,
@@ -115,7 +115,7 @@ pub fn exported_user_from_row(r: &SqliteRow) -> StoreResult<ExportedUser> {
     })
 }
 
-pub fn exported_key_from_row(r: &SqliteRow) -> StoreResult<ExportedKey> {
+pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
     let hash: &[u8] = r.try_get("secret_hash").map_err(db)?;
     Ok(ExportedKey {
         id: r.try_get("id").map_err(db)?,
@@ -133,7 +133,7 @@ pub fn exported_key_from_row(r: &SqliteRow) -> StoreResult<ExportedKey> {
     })
 }
 
-pub fn exported_audit_from_row(r: &SqliteRow) -> StoreResult<ExportedAuditEvent> {
+pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
     Ok(ExportedAuditEvent {
         at: r.try_get("at").map_err(db)?,
         owner_id: r.try_get("owner_id").map_err(db)?,

@@ -232,3 +232,54 @@ async fn usage_from_several_nodes_adds_up_and_the_latest_use_wins() {
     let last: chrono::DateTime<chrono::Utc> = k["last_used_at"].as_str().unwrap().parse().unwrap();
     assert!(last > between, "last used {last} is from node 1's later calls (after {between})");
 }
+
+#[tokio::test]
+async fn a_sqlite_installation_moves_to_postgres_and_its_keys_keep_working() {
+    let Some(server) = testdb::server_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sqlite = [("ATNA_DATA_DIR", data.to_str().unwrap())];
+    ok(atna_env(&sqlite, &["user", "create", "--email", "alice@example.com", "--password-stdin"], Some(PASSWORD)));
+    let key = |name: &str| {
+        let out = ok(atna_env(
+            &sqlite,
+            &["key", "create", "--user", "alice@example.com", "--name", name, "--scope", "keys:manage", "--json"],
+            None,
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+    };
+    let (_, kept) = key("billing-service");
+    let (gone_id, gone) = key("old-service");
+    ok(atna_env(&sqlite, &["key", "delete", &gone_id], None));
+    let file = dir.path().join("atna-export.json");
+    ok(atna_env(&sqlite, &["export", "--output", file.to_str().unwrap()], None));
+
+    // The README's steps: migrate the new database, import, start nodes on it.
+    let url = testdb::fresh_schema_url(&server).await;
+    let pg = [("ATNA_DATABASE_URL", url.as_str())];
+    assert!(ok(atna_env(&pg, &["migrate"], None)).contains("postgres"));
+    let out = ok(atna_env(&pg, &["import", file.to_str().unwrap()], None));
+    assert!(out.contains("imported 1 user, 2 keys (1 deleted)"), "{out}");
+    // A second import is refused: the database is no longer empty.
+    let again = atna_env(&pg, &["import", file.to_str().unwrap()], None);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    let node = Server::start_env(&[("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "info")]);
+    assert_eq!(node.whoami(&kept).await, 200, "only hashes moved, and the key still works");
+    assert_eq!(node.whoami(&gone).await, 401, "a deleted key stays deleted");
+    // New users and keys get IDs after the imported ones.
+    ok(atna_env(&pg, &["user", "create", "--email", "bob@example.com", "--password-stdin"], Some(PASSWORD)));
+    let users: Value = serde_json::from_str(&ok(atna_env(&pg, &["user", "list", "--json"], None))).unwrap();
+    let ids: Vec<i64> = users.as_array().unwrap().iter().map(|u| u["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2]);
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/keys", node.base))
+        .bearer_auth(&kept)
+        .json(&serde_json::json!({ "name": "after-the-move" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    node.stop();
+}
