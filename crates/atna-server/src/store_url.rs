@@ -28,11 +28,15 @@ pub fn default_url(data_dir: &Path) -> String {
 pub struct DbOptions {
     /// Most connections in the PostgreSQL pool (per node). SQLite ignores it.
     pub max_connections: u32,
+    /// How long a request waits for a PostgreSQL connection (or for the server to answer a connect) before it fails
+    /// with 503. SQLite ignores it.
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: PgSettings::default().max_connections }
+        let d = PgSettings::default();
+        Self { max_connections: d.max_connections, acquire_timeout: d.acquire_timeout }
     }
 }
 
@@ -53,7 +57,11 @@ pub async fn open(url: &str, opts: &DbOptions) -> Result<Arc<dyn Store>, OpenErr
             Ok(Arc::new(SqliteStore::open(url, create).await?))
         }
         "postgres" | "postgresql" => {
-            let settings = PgSettings { max_connections: opts.max_connections, ..PgSettings::default() };
+            let settings = PgSettings {
+                max_connections: opts.max_connections,
+                acquire_timeout: opts.acquire_timeout,
+                ..PgSettings::default()
+            };
             let store = PgStore::open(url, &settings).await.map_err(|e| match e {
                 // sqlx's messages can carry the URL; never print a password.
                 StoreError::Database(m) => StoreError::Database(redact_in(&m, url)),

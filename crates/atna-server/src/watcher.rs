@@ -34,9 +34,11 @@ pub fn follow_changes(
                 w = store.wait_for_change(poll) => w,
                 _ = stop.changed() => return,
             };
-            if wake == Wake::Lost {
-                tracing::warn!("change notifications were interrupted; forgetting all cached keys");
-                verifier.evict_all();
+            // Notifications may have been missed. The feed itself is durable and ordered, so reading it from `last`
+            // settles the doubt; until that read succeeds nothing cached can be trusted.
+            let unsure = wake == Wake::Lost;
+            if unsure {
+                tracing::warn!("change notifications were interrupted; catching up from the change feed");
             }
             loop {
                 match store.changes_since(last, BATCH).await {
@@ -51,6 +53,11 @@ pub fn follow_changes(
                         if (changes.len() as i64) < BATCH {
                             break;
                         }
+                    }
+                    Err(e) if unsure => {
+                        tracing::warn!(error = %e, "cannot read the change feed either; forgetting all cached keys");
+                        verifier.evict_all();
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the change feed; cached keys expire by TTL meanwhile");

@@ -53,7 +53,7 @@ pub struct PgSettings {
 
 impl Default for PgSettings {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5), migrate: true }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), migrate: true }
     }
 }
 
@@ -88,7 +88,7 @@ impl PgStore {
         }
         // Named after this process, so an operator (or a test) can tell which node's listener a connection is.
         let name = format!("atna-listener-{}", std::process::id());
-        let listener = Listener::start(opts.application_name(&name));
+        let listener = Listener::start(opts.application_name(&name), settings.acquire_timeout);
         Ok(Self { pool, listener })
     }
 

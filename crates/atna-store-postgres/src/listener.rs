@@ -34,9 +34,9 @@ impl Drop for Listener {
 
 impl Listener {
     /// Starts listening in the background. It never gives up: while the server is away it retries with backoff.
-    pub(crate) fn start(opts: PgConnectOptions) -> Arc<Self> {
+    pub(crate) fn start(opts: PgConnectOptions, connect_timeout: Duration) -> Arc<Self> {
         let signal = Arc::new(Signal::default());
-        let task = tokio::spawn(listen_forever(opts, signal.clone()));
+        let task = tokio::spawn(listen_forever(opts, connect_timeout, signal.clone()));
         Arc::new(Self { signal, task })
     }
 
@@ -62,11 +62,11 @@ impl Listener {
     }
 }
 
-async fn listen_forever(opts: PgConnectOptions, signal: Arc<Signal>) {
+async fn listen_forever(opts: PgConnectOptions, connect_timeout: Duration, signal: Arc<Signal>) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
-        match listen_once(&opts, &signal, &mut first, &mut backoff).await {
+        match listen_once(&opts, connect_timeout, &signal, &mut first, &mut backoff).await {
             Ok(()) => tracing::warn!("change notifications: connection closed; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "change notifications: connection lost; reconnecting"),
         }
@@ -75,20 +75,20 @@ async fn listen_forever(opts: PgConnectOptions, signal: Arc<Signal>) {
         signal.lost.store(true, Ordering::Release);
         signal.notify.notify_one();
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 /// One connection's life: connect, `LISTEN`, forward notifications until it breaks.
 async fn listen_once(
     opts: &PgConnectOptions,
+    connect_timeout: Duration,
     signal: &Signal,
     first: &mut bool,
     backoff: &mut Duration,
 ) -> Result<(), sqlx::Error> {
     // A pool of one, used only to open this connection; dropped (and closed) with it.
-    let pool =
-        PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(5)).connect_lazy_with(opts.clone());
+    let pool = PgPoolOptions::new().max_connections(1).acquire_timeout(connect_timeout).connect_lazy_with(opts.clone());
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.eager_reconnect(false);
     listener.listen(crate::CHANNEL).await?;

@@ -37,7 +37,7 @@ async fn key(s: &dyn Store) -> atna_domain::CredentialId {
     let g = GeneratedKey::generate();
     let name = format!("k-{}", g.id.as_str());
     s.insert_key(NewKey {
-        id: g.id.clone(),
+        id: g.id,
         owner,
         name: KeyName::parse(&name).unwrap(),
         hash: g.hash,

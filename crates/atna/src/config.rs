@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub database_max_connections: Option<u32>,
+    pub database_timeout_ms: Option<u64>,
     pub trust_forwarded_for: Option<bool>,
     pub cache_ttl_secs: Option<u64>,
     pub negative_cache_ttl_secs: Option<u64>,
@@ -68,6 +69,10 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
     if let Some(n) = g.database_max_connections.or(file.database_max_connections) {
         anyhow::ensure!(n >= 1, "database_max_connections must be at least 1");
         db.max_connections = n;
+    }
+    if let Some(ms) = file.database_timeout_ms {
+        anyhow::ensure!(ms >= 1, "database_timeout_ms must be at least 1");
+        db.acquire_timeout = Duration::from_millis(ms);
     }
     Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
 }
