@@ -4,6 +4,7 @@
 #
 #   bench/http.sh            # 10 s per run, 3 runs each, alternating
 #   DURATION=30s RUNS=5 bench/http.sh
+#   BACKEND=postgres bench/http.sh   # atna on PostgreSQL (a fresh database atna_bench on PG_SERVER, dropped after)
 #
 # Needs: wrk and taskset (Debian: apt-get install wrk util-linux). Only talks to 127.0.0.1.
 set -euo pipefail
@@ -19,6 +20,16 @@ cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -r
 trap cleanup EXIT
 
 export ATNA_DATA_DIR=$work/data ATNA_LOG=warn
+if [ "${BACKEND:-sqlite}" = postgres ]; then
+  PG_SERVER=${PG_SERVER:-postgres://postgres@127.0.0.1:5432/postgres}
+  psql "$PG_SERVER" -q -c "DROP DATABASE IF EXISTS atna_bench WITH (FORCE)" -c "CREATE DATABASE atna_bench"
+  export ATNA_DATABASE_URL=${PG_SERVER%/*}/atna_bench
+  cleanup() {
+    kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"
+    psql "$PG_SERVER" -q -c "DROP DATABASE IF EXISTS atna_bench WITH (FORCE)"
+  }
+fi
+echo "backend: ${BACKEND:-sqlite}"
 echo "bench-password" | target/release/atna user create --email bench@example.com --password-stdin >/dev/null
 KEY=$(target/release/atna key create --user bench@example.com --name "bench-$(date +%d_%m_%Y-%H_%M)" --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
