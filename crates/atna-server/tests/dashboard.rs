@@ -239,6 +239,18 @@ async fn session_cookie_flags_and_security_headers() {
     let r = Client::new().put(format!("{}/v1/whoami", s.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers()["content-type"], "application/problem+json", "the API keeps its own errors");
+    // An unknown address: a browser gets the dashboard's page, a program (or anything under /v1) a problem document.
+    let html = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let r = c.get(format!("{}/no-such-page", s.base)).header("accept", html).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(r.text().await.unwrap().contains("Not found"));
+    for (path, accept) in [("/no-such-page", "application/json"), ("/no-such-page", "*/*"), ("/v1/nope", html)] {
+        let r = c.get(format!("{}{path}", s.base)).header("accept", accept).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path} with Accept: {accept}");
+    }
     // Assets are cacheable for a long time.
     let (_, html) = page(&c, &format!("{}/keys", s.base)).await;
     let css = value_after(&html.replace("href=", "value="), "rel=\"stylesheet\"");

@@ -7,7 +7,8 @@ pub mod keys;
 pub mod openapi;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -35,8 +36,17 @@ pub fn router(state: &AppState) -> Router<AppState> {
         ))
 }
 
-async fn not_found() -> ApiError {
+/// Unknown addresses: a problem document for programs, the dashboard's "Not found" page for a browser (one that
+/// asks for HTML) anywhere outside `/v1`.
+async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
+    let browser =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"));
+    let api = uri.path() == "/v1" || uri.path().starts_with("/v1/");
+    if browser && !api {
+        return crate::dashboard::not_found_page();
+    }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "There is nothing at this address; see /openapi.json.")
+        .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

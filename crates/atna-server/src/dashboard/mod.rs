@@ -83,7 +83,7 @@ pub fn router(app: AppState, setup_token: Option<String>) -> Router {
         .route("/admin/users/{id}/disable", post(admin::disable))
         .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/help/secure-storage", get(pages::secure_storage))
-        // A key's own address has no page: the HTML 404 (other unknown addresses get the API's JSON 404).
+        // A key's own address has no page: the HTML 404 (see also the API's fallback, which answers browsers in HTML).
         .route("/keys/{id}", any(pages::not_found))
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), csrf::same_origin_only))
@@ -103,6 +103,18 @@ async fn root(signed_in: Option<session::SignedIn>) -> Response {
 /// Security headers on every dashboard page; pages hold private data, so none of them is cached.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
+    secure(&mut res);
+    res
+}
+
+/// The dashboard's "Not found" page, for a person whose browser asked for an address that does not exist.
+pub fn not_found_page() -> Response {
+    let mut res = pages::DashError::not_found().into_response();
+    secure(&mut res);
+    res
+}
+
+fn secure(res: &mut Response) {
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -111,5 +123,4 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    res
 }
