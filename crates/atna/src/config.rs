@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub usage_flush_secs: Option<u64>,
     pub change_poll_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    pub session_idle_timeout_secs: Option<u64>,
+    pub session_absolute_timeout_secs: Option<u64>,
 }
 
 /// Everything resolved.
@@ -91,7 +93,8 @@ pub fn settings(r: &Resolved, s: &Serve) -> Settings {
         usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
         change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
-        ..d
+        session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
+        session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
     }
 }
 
@@ -123,5 +126,51 @@ pub fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(config: Option<PathBuf>) -> Global {
+        Global { config, data_dir: None, database_url: None, database_max_connections: None }
+    }
+
+    #[test]
+    fn the_file_sets_timeouts_and_database_options_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atna.toml");
+        std::fs::write(
+            &path,
+            "session_idle_timeout_secs = 600\nsession_absolute_timeout_secs = 3600\n\
+             database_max_connections = 4\ndatabase_timeout_ms = 250\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let r = resolve(&global(Some(path.clone()))).unwrap();
+        assert_eq!((r.db.max_connections, r.db.acquire_timeout), (4, Duration::from_millis(250)));
+        let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None });
+        assert_eq!(s.session_idle_timeout, Duration::from_secs(600));
+        assert_eq!(s.session_absolute_timeout, Duration::from_secs(3600));
+        assert_eq!(s.listen.port(), 9000);
+        let flag = Serve { listen: Some("127.0.0.1:9001".parse().unwrap()), trust_forwarded_for: None };
+        assert_eq!(settings(&r, &flag).listen.port(), 9001, "a flag wins over the file");
+        let mut g = global(Some(path));
+        g.database_max_connections = Some(7);
+        assert_eq!(resolve(&g).unwrap().db.max_connections, 7);
+    }
+
+    #[test]
+    fn typos_and_impossible_values_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("session_idle_timeout = 600\n", "unknown field `session_idle_timeout`"),
+            ("database_max_connections = 0\n", "at least 1"),
+        ] {
+            let path = dir.path().join("atna.toml");
+            std::fs::write(&path, text).unwrap();
+            let e = resolve(&global(Some(path))).err().unwrap();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
     }
 }
