@@ -5,9 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use atna_store::Store;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::Method;
+use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::Service;
 
 use crate::verify::Verifier;
 use crate::{api, dashboard, watcher, AppState, Settings};
@@ -73,8 +81,14 @@ impl App {
             ),
             watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx),
         ];
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let (router, state) = (self.router, self.state.clone());
+        let make_service = tower::service_fn(move |conn: axum::serve::IncomingStream<'_, TcpListener>| {
+            // Small responses go out at once instead of waiting for the client's delayed ACK (Nagle).
+            let _ = conn.io().set_nodelay(true);
+            let front = Front { router: router.clone(), state: state.clone(), peer: *conn.remote_addr() };
+            std::future::ready(Ok::<_, Infallible>(front))
+        });
+        let served = axum::serve(self.listener, make_service).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -84,5 +98,36 @@ impl App {
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
         }
         served
+    }
+}
+
+/// The service each connection gets. `GET /v1/whoami`, the request every API call of every client makes, is answered
+/// directly: routing it through the router (path matching, URL-parameter and matched-path extensions, the per-route
+/// layers) costs more than verifying the key. Every other request goes to the router, with the peer's address as
+/// `ConnectInfo` as usual. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
+#[derive(Clone)]
+struct Front {
+    router: Router,
+    state: AppState,
+    peer: SocketAddr,
+}
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
+            let (state, peer) = (self.state.clone(), self.peer.ip());
+            return Box::pin(async move { Ok(api::auth::whoami_direct(&state, req.headers(), peer).await) });
+        }
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let mut router = self.router.clone();
+        Box::pin(async move { router.call(req).await })
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -16,9 +16,14 @@ use crate::AppState;
 /// The client's address: the peer, or with `trust_forwarded_for` the last `X-Forwarded-For` hop (the one our own
 /// proxy appended; earlier entries are whatever the client claimed).
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    client_ip_of(&parts.headers, peer, trust_forwarded_for)
+}
+
+/// [`client_ip`] from the headers and the peer's address.
+pub fn client_ip_of(headers: &HeaderMap, peer: Option<IpAddr>, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for {
-        let forwarded = parts
-            .headers
+        let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
             .next_back()
@@ -29,7 +34,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
             return forwarded;
         }
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    peer
 }
 
 /// The client's address, as [`client_ip`] finds it.
@@ -44,8 +49,8 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 /// The text after `Bearer ` in the Authorization header. The scheme is case-insensitive (RFC 9110).
-pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::missing_credentials());
     };
     let value = value.to_str().map_err(|_| {
@@ -69,14 +74,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(parts)?;
         let ip = client_ip(parts, state.settings.trust_forwarded_for);
-        match state.verifier.verify(token, ip).await? {
-            Verdict::Valid(entry) => Ok(Caller(entry)),
-            Verdict::Invalid { code, malformed, .. } => {
-                Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
-            }
-        }
+        authenticate(state, &parts.headers, ip).await.map(Caller)
+    }
+}
+
+/// Checks the request's Bearer key: the key's cache entry when it is valid, else the 401 (or 503) to answer.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    let token = bearer_token(headers)?;
+    match state.verifier.verify(token, ip).await? {
+        Verdict::Valid(entry) => Ok(entry),
+        Verdict::Invalid { code, malformed, .. } => Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string()))),
     }
 }
 

@@ -20,12 +20,26 @@ async fn whoami_describes_the_calling_key() {
     let app = TestApp::spawn().await;
     let res = app.whoami(&app.admin_key).await;
     assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["name"], "admin-key");
     assert_eq!(body["owner"]["email"], "alice@example.com");
     assert_eq!(body["scopes"], json!(["keys:manage"]));
     assert_eq!(body["key_id"].as_str().unwrap(), &app.admin_key[5..21]);
     assert!(body.get("secret").is_none());
+    // The same address by the router's other doors: HEAD answers like GET without a body, a query string is ignored,
+    // other methods are refused, a trailing slash is another address.
+    let head = app.http.head(app.url("/v1/whoami")).bearer_auth(&app.admin_key).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()["x-content-type-options"].to_str().unwrap()), (200, "nosniff"));
+    let q = app.http.get(app.url("/v1/whoami?verbose=1")).bearer_auth(&app.admin_key).send().await.unwrap();
+    assert_eq!(q.json::<Value>().await.unwrap(), body);
+    let (status, p) =
+        problem(app.http.post(app.url("/v1/whoami")).bearer_auth(&app.admin_key).send().await.unwrap()).await;
+    assert_eq!((status, p["code"].as_str().unwrap()), (405, "method_not_allowed"));
+    let (status, _) =
+        problem(app.http.get(app.url("/v1/whoami/")).bearer_auth(&app.admin_key).send().await.unwrap()).await;
+    assert_eq!(status, 404);
     app.stop().await;
 }
 

@@ -1,16 +1,18 @@
 //! Checking keys: `/v1/whoami` for a client about its own key, `/v1/keys/verify` for services that check keys
 //! themselves.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::dto::{Owner, VerifyRequest, VerifyResponse, WhoAmI};
 use crate::clock::to_datetime;
 use crate::error::{ApiResult, Problem};
-use crate::extract::{ApiJson, Caller, ClientIp};
-use crate::verify::Verdict;
+use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
+use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
 
 /// The key that made this request: its ID, name, owner and scopes.
@@ -21,6 +23,22 @@ use crate::AppState;
             body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn whoami(Caller(entry): Caller) -> Response {
+    whoami_response(&entry)
+}
+
+/// `GET /v1/whoami` without the router: [`App`](crate::App) answers the hottest route directly (see `app::Front`).
+/// Same answers as [`whoami`], byte for byte.
+pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Response {
+    let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
+    let mut res = match authenticate(state, headers, ip).await {
+        Ok(entry) => whoami_response(&entry),
+        Err(e) => e.into_response(),
+    };
+    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res
+}
+
+fn whoami_response(entry: &KeyEntry) -> Response {
     // Serialised once when the key was loaded into the cache.
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json.clone()).into_response()
 }
