@@ -15,12 +15,39 @@ export const screenshotDir = path.join(repoRoot, "test-artifacts", "screenshots"
 export const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 export const PASSWORD = "correct horse battery";
 
+/**
+ * With ATNA_BROWSER_POSTGRES_URL (a PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/postgres) every
+ * server runs on a fresh PostgreSQL database of its own, dropped when it stops; otherwise on SQLite in a temporary
+ * data directory.
+ */
+const pgServer = process.env.ATNA_BROWSER_POSTGRES_URL || "";
+
+function psql(sql) {
+  execFileSync("psql", [pgServer, "-q", "-c", sql], { stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** The environment for atna processes working on `server`'s database. */
+function envFor(server, extra = {}) {
+  const env = { ...process.env, ...extra };
+  delete env.ATNA_DATABASE_URL;
+  if (server.databaseUrl) env.ATNA_DATABASE_URL = server.databaseUrl;
+  return env;
+}
+
 /** Starts `atna serve` on 127.0.0.1:0; resolves once it printed its address and /healthz answers. */
 export async function startServer() {
   const dataDir = mkdtempSync(path.join(tmpdir(), "atna-browser-"));
+  let databaseUrl = null;
+  if (pgServer) {
+    const name = `atna_b_${process.pid}_${Math.random().toString(16).slice(2, 10)}`;
+    psql(`CREATE DATABASE ${name}`);
+    const url = new URL(pgServer);
+    url.pathname = `/${name}`;
+    databaseUrl = url.toString();
+  }
   const child = spawn(atnaBin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ATNA_LOG: "warn" },
+    env: envFor({ databaseUrl }, { ATNA_LOG: "warn" }),
   });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr += d; });
@@ -50,9 +77,12 @@ export async function startServer() {
     if (Date.now() > deadline) throw new Error(`atna at ${base} never became healthy\n${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  const { backend } = await (await fetch(`${base}/readyz`)).json();
+  if (backend !== (databaseUrl ? "postgres" : "sqlite")) throw new Error(`atna runs on ${backend}, not the database asked for`);
   return {
     base,
     dataDir,
+    databaseUrl,
     get setupUrl() { return setupUrl; },
     async stop() {
       if (child.exitCode === null) {
@@ -61,6 +91,7 @@ export async function startServer() {
         await exited;
       }
       rmSync(dataDir, { recursive: true, force: true });
+      if (databaseUrl) psql(`DROP DATABASE IF EXISTS ${new URL(databaseUrl).pathname.slice(1)} WITH (FORCE)`);
     },
   };
 }
@@ -69,12 +100,16 @@ export async function startServer() {
 export function createUser(server, email, { admin = false, password = PASSWORD } = {}) {
   const args = ["--data-dir", server.dataDir, "user", "create", "--email", email, "--password-stdin"];
   if (admin) args.push("--admin");
-  execFileSync(atnaBin, args, { input: `${password}\n`, stdio: ["pipe", "pipe", "pipe"] });
+  execFileSync(atnaBin, args, { input: `${password}\n`, stdio: ["pipe", "pipe", "pipe"], env: envFor(server) });
 }
 
 /** Creates a key for a user with `atna key create`; returns { id, secret }. */
 export function createKey(server, email, name) {
-  const out = execFileSync(atnaBin, ["--data-dir", server.dataDir, "key", "create", "--user", email, "--name", name, "--json"]);
+  const out = execFileSync(
+    atnaBin,
+    ["--data-dir", server.dataDir, "key", "create", "--user", email, "--name", name, "--json"],
+    { env: envFor(server) },
+  );
   const v = JSON.parse(out.toString());
   return { id: v.id, secret: v.secret };
 }
