@@ -20,6 +20,9 @@ use tower::Service;
 use crate::verify::Verifier;
 use crate::{api, dashboard, watcher, AppState, Settings};
 
+/// How often old change-feed entries and expired sessions are deleted.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 /// A bound, ready-to-run server.
 pub struct App {
     listener: TcpListener,
@@ -79,7 +82,8 @@ impl App {
                 s.settings.change_poll_interval,
                 stop_rx.clone(),
             ),
-            watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx),
+            watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx.clone()),
+            watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let (router, state) = (self.router, self.state.clone());
         let make_service = tower::service_fn(move |conn: axum::serve::IncomingStream<'_, TcpListener>| {

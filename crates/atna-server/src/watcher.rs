@@ -82,3 +82,37 @@ pub fn flush_usage(verifier: Arc<Verifier>, every: Duration, mut stop: watch::Re
         }
     })
 }
+
+/// How long change-feed entries are kept: far longer than any node's cache trusts a record, so no running node can
+/// still need one that is gone.
+pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Deletes old change-feed entries and expired sessions, at start and then every `every`, until `stop` turns true.
+/// Every node does it; deleting what is already gone costs nothing.
+pub fn housekeeping(
+    store: Arc<dyn Store>,
+    cache_ttl: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let keep = CHANGE_RETENTION.max(cache_ttl * 2).as_millis() as i64;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! { _ = tick.tick() => {}, _ = stop.changed() => return }
+            let now = crate::clock::now();
+            match store.prune(now - keep, now).await {
+                Ok(p) if p.changes + p.sessions > 0 => {
+                    tracing::info!(
+                        changes = p.changes,
+                        sessions = p.sessions,
+                        "pruned old change-feed entries and expired sessions"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),
+            }
+        }
+    })
+}

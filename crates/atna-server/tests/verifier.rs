@@ -70,3 +70,54 @@ async fn eviction_takes_effect_on_the_next_check() {
     assert_eq!(v.verify(&key, None).await.unwrap().code(), VerifyCode::Revoked);
     assert_eq!(v.store_reads(), 2);
 }
+
+#[tokio::test]
+async fn a_running_server_prunes_old_changes_and_expired_sessions() {
+    let store = common::fresh_store().await;
+    let alice = common::user(&*store, "prune@example.com").await;
+    let now = atna_server::clock::now();
+    let day = 24 * 60 * 60 * 1000;
+    let session = |token: u8, expires: i64| atna_store::NewSession {
+        token_hash: [token; 32],
+        user: alice,
+        csrf: "c".into(),
+        created_at: now - 3 * day,
+        idle_expires_at: expires,
+        absolute_expires_at: expires,
+    };
+    store.create_session(session(1, now - day)).await.unwrap();
+    store.create_session(session(2, now + day)).await.unwrap();
+    let old = atna_domain::GeneratedKey::generate();
+    store
+        .insert_key(atna_store::NewKey {
+            id: old.id,
+            owner: alice,
+            name: atna_domain::KeyName::parse("old").unwrap(),
+            hash: old.hash,
+            scopes: atna_domain::Scopes::parse::<&str>(&[]).unwrap(),
+            created_at: now - 3 * day,
+            expires_at: None,
+            actor: atna_store::Actor::Operator,
+        })
+        .await
+        .unwrap();
+    store.revoke_key(None, &old.id, atna_store::Actor::Operator, now - 2 * day).await.unwrap();
+    assert_eq!(store.changes_since(0, 10).await.unwrap().len(), 1);
+
+    let settings = atna_server::Settings { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let app = atna_server::App::build(settings, store.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    // Housekeeping runs once at start: the two-day-old feed entry and the expired session go, the live one stays.
+    common::eventually("housekeeping at start", std::time::Duration::from_secs(10), || async {
+        store.changes_since(0, 10).await.unwrap().is_empty()
+            && store.session(&[1; 32], now - 3 * day).await.unwrap().is_none()
+    })
+    .await;
+    assert!(store.session(&[2; 32], now).await.unwrap().is_some());
+    assert_eq!(store.auth_record(&old.id).await.unwrap().unwrap().key.status, atna_domain::KeyStatus::Revoked);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}

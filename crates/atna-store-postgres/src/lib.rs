@@ -393,6 +393,22 @@ impl Store for PgStore {
         self.listener.wait(timeout).await
     }
 
+    async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned> {
+        let changes = sqlx::query("DELETE FROM changes WHERE at < $1")
+            .bind(changes_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        let sessions = sqlx::query("DELETE FROM sessions WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(Pruned { changes, sessions })
+    }
+
     async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
         let rows = sqlx::query(
             "SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events

@@ -15,7 +15,7 @@ macro_rules! conformance_tests {
             users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
-            audit_survives_the_key);
+            audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -381,4 +381,38 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!((after.users, after.keys, after.audit_events), (before.users, before.keys, before.audit_events));
     // So is an import into the (non-empty) source.
     assert!(matches!(from.import_all(&snap).await, Err(StoreError::NotEmpty)));
+}
+
+pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (old, _) = new_key(a.id, "old", T0);
+    let (new, _) = new_key(a.id, "new", T0);
+    s.insert_key(old.clone()).await.unwrap();
+    s.insert_key(new.clone()).await.unwrap();
+    s.revoke_key(None, &old.id, Actor::Operator, T0 + 10).await.unwrap().unwrap();
+    s.revoke_key(None, &new.id, Actor::Operator, T0 + 20).await.unwrap().unwrap();
+    let session = |token: u8, idle: i64, absolute: i64| NewSession {
+        token_hash: [token; 32],
+        user: a.id,
+        csrf: "c".into(),
+        created_at: T0,
+        idle_expires_at: idle,
+        absolute_expires_at: absolute,
+    };
+    s.create_session(session(1, T0 + 100, T0 + 1000)).await.unwrap(); // idle expired at T0 + 100
+    s.create_session(session(2, T0 + 1000, T0 + 100)).await.unwrap(); // absolutely expired at T0 + 100
+    s.create_session(session(3, T0 + 1000, T0 + 1000)).await.unwrap(); // alive
+    let latest = s.latest_change().await.unwrap();
+
+    let pruned = s.prune(T0 + 15, T0 + 500).await.unwrap();
+    assert_eq!(pruned, Pruned { changes: 1, sessions: 2 });
+    let left = s.changes_since(0, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].what, ChangeKind::Key(new.id));
+    assert_eq!(s.latest_change().await.unwrap(), latest, "the newest entry stays");
+    assert!(s.session(&[3; 32], T0 + 500).await.unwrap().is_some());
+    assert!(s.session(&[1; 32], T0).await.unwrap().is_none(), "deleted, not just expired");
+    // Deleted keys stay deleted: pruning the feed never brings a key back.
+    assert_eq!(s.auth_record(&old.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
+    assert_eq!(s.prune(T0 + 15, T0 + 500).await.unwrap(), Pruned::default());
 }

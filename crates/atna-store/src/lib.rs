@@ -111,6 +111,11 @@ pub trait Store: Send + Sync + 'static {
         Wake::Timeout
     }
 
+    /// Housekeeping: deletes change-feed entries recorded before `changes_before` (they matter only to nodes that
+    /// are that far behind, and a node's cache never is) and sessions that have expired by `now`. Returns how many
+    /// of each were deleted.
+    async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned>;
+
     // ----- audit -----
 
     /// An owner's audit events, newest first.

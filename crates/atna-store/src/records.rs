@@ -414,3 +414,10 @@ mod tests {
         assert!(!format!("{s:?}").contains("argon2"));
     }
 }
+
+/// What [`Store::prune`](crate::Store::prune) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub changes: u64,
+    pub sessions: u64,
+}
