@@ -31,12 +31,15 @@ pub struct DbOptions {
     /// How long a request waits for a PostgreSQL connection (or for the server to answer a connect) before it fails
     /// with 503. SQLite ignores it.
     pub acquire_timeout: std::time::Duration,
+    /// How long to keep trying while a PostgreSQL server cannot be reached at all (`atna serve` waits, so nodes may
+    /// start before their database). SQLite ignores it.
+    pub wait: std::time::Duration,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
         let d = PgSettings::default();
-        Self { max_connections: d.max_connections, acquire_timeout: d.acquire_timeout }
+        Self { max_connections: d.max_connections, acquire_timeout: d.acquire_timeout, wait: d.wait }
     }
 }
 
@@ -60,6 +63,7 @@ pub async fn open(url: &str, opts: &DbOptions) -> Result<Arc<dyn Store>, OpenErr
             let settings = PgSettings {
                 max_connections: opts.max_connections,
                 acquire_timeout: opts.acquire_timeout,
+                wait: opts.wait,
                 ..PgSettings::default()
             };
             let store = PgStore::open(url, &settings).await.map_err(|e| match e {

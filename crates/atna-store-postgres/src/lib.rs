@@ -49,11 +49,14 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// Run migrations on open. `atna serve` and `atna migrate` do; tests of migration races may not.
     pub migrate: bool,
+    /// How long [`PgStore::open`] keeps trying while the server cannot be reached (it is still starting, say).
+    /// Zero: one attempt. Other errors (a wrong password, a missing database) fail at once.
+    pub wait: Duration,
 }
 
 impl Default for PgSettings {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), migrate: true }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), migrate: true, wait: Duration::ZERO }
     }
 }
 
@@ -75,14 +78,26 @@ impl PgStore {
 
     /// Like [`open`](Self::open), from parsed options (tests use this to pick a schema).
     pub async fn open_with(opts: PgConnectOptions, settings: &PgSettings) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(settings.acquire_timeout)
-            // A connection that broke while idle (a server restart) is found out before a request gets it.
-            .test_before_acquire(true)
-            .connect_with(opts.clone())
-            .await
-            .map_err(|e| StoreError::Database(format!("cannot connect to PostgreSQL: {e}")))?;
+        let deadline = tokio::time::Instant::now() + settings.wait;
+        let pool = loop {
+            let attempt = PgPoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                // A connection that broke while idle (a server restart) is found out before a request gets it.
+                .test_before_acquire(true)
+                .connect_with(opts.clone())
+                .await;
+            match attempt {
+                Ok(pool) => break pool,
+                Err(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)))
+                    if tokio::time::Instant::now() + Duration::from_secs(1) < deadline =>
+                {
+                    tracing::warn!(error = %e, "PostgreSQL is not reachable yet; waiting for it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(StoreError::Database(format!("cannot connect to PostgreSQL: {e}"))),
+            }
+        };
         if settings.migrate {
             MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
         }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use atna_domain::{CredentialId, Email, Password, PasswordHash};
@@ -28,7 +29,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     config::ensure_data_dir(&resolved)?;
-    let store = store_url::open(&resolved.database_url, &resolved.db).await?;
+    let mut db = resolved.db.clone();
+    if matches!(cli.command, Command::Serve(_)) {
+        // A node may start before its database: wait for it (a wrong URL or password still fails at once).
+        db.wait = Duration::from_secs(resolved.file.database_start_wait_secs.unwrap_or(60));
+    }
+    let store = store_url::open(&resolved.database_url, &db).await?;
     match cli.command {
         Command::Serve(s) => serve(store, config::settings(&resolved, &s)).await,
         Command::Migrate => {

@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub database_max_connections: Option<u32>,
     pub database_timeout_ms: Option<u64>,
+    pub database_start_wait_secs: Option<u64>,
     pub trust_forwarded_for: Option<bool>,
     pub cache_ttl_secs: Option<u64>,
     pub negative_cache_ttl_secs: Option<u64>,

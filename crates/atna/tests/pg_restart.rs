@@ -190,3 +190,36 @@ async fn a_postgres_restart_costs_errors_for_its_duration_and_the_node_recovers_
     let logs = node.stop();
     assert!(logs.contains("listening again"), "{logs}");
 }
+
+#[tokio::test]
+async fn a_node_started_before_its_database_waits_for_it_and_the_cli_does_not() {
+    let Some(pg) = PrivatePg::create() else { return };
+    let url = pg.url();
+    pg.stop("fast");
+    let env = [("ATNA_DATABASE_URL", url.as_str())];
+    // One-shot commands fail at once with a clear message.
+    let out = atna_env(&env, &["migrate"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to PostgreSQL"));
+
+    // `atna serve` waits for the database instead.
+    let starting = std::thread::spawn({
+        let url = url.clone();
+        move || Server::start_env(&[("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "info")])
+    });
+    // The database comes up a little later than the node (a deliberate delay, not a wait for readiness).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!starting.is_finished(), "the node cannot be listening without its database");
+    pg.start();
+    let node = starting.join().unwrap();
+    ok(atna_env(
+        &env,
+        &["user", "create", "--email", "alice@example.com", "--password-stdin"],
+        Some("correct horse battery\n"),
+    ));
+    let out = ok(atna_env(&env, &["key", "create", "--user", "alice@example.com", "--name", "late", "--json"], None));
+    let secret = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(node.whoami(&secret).await, 200);
+    let logs = node.stop();
+    assert!(logs.contains("PostgreSQL is not reachable yet; waiting for it"), "{logs}");
+}
