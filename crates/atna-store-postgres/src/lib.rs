@@ -242,3 +242,16 @@ async fn after_import(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
     .map_err(db)?;
     Ok(())
 }
+
+/// Sign-in throttling decides under a transaction-level advisory lock per key (taken in key order, so two nodes
+/// cannot deadlock): no other node can count an attempt for the same key in between.
+async fn begin_throttle(pool: &PgPool, keys: &[(&str, i64)]) -> StoreResult<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let mut names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(name).execute(&mut *tx).await.map_err(db)?;
+    }
+    Ok(tx)
+}

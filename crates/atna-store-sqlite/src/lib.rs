@@ -150,3 +150,11 @@ async fn begin_import(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'stati
 async fn after_import(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreResult<()> {
     Ok(())
 }
+
+/// Sign-in throttling decides under the database's write lock: no other process can count an attempt in between.
+async fn begin_throttle(
+    pool: &SqlitePool,
+    _keys: &[(&str, i64)],
+) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+}

@@ -189,7 +189,68 @@ macro_rules! sql_store {
                     .await
                     .map_err(db)?
                     .rows_affected();
-                Ok(Pruned { changes, sessions })
+                let sign_in_attempts = sqlx::query("DELETE FROM sign_in_attempts WHERE at < $1")
+                .bind(changes_before)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            Ok(Pruned { changes, sessions, sign_in_attempts })
+        }
+
+        async fn throttle_begin(
+            &self,
+            keys: &[(&str, i64)],
+            now: Millis,
+            window: Millis,
+        ) -> StoreResult<Option<Millis>> {
+            let mut tx = begin_throttle(&self.pool, keys).await?;
+            let mut wait: Millis = 0;
+            for &(key, limit) in keys {
+                let recent: Vec<i64> = sqlx::query_scalar(
+                    "SELECT at FROM sign_in_attempts WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+                )
+                .bind(key)
+                .bind(now - window)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                if limit > 0 && recent.len() as i64 >= limit {
+                    // Allowed again when the limit-th newest attempt leaves the window.
+                    wait = wait.max(recent[recent.len() - 1] + window - now);
+                }
+            }
+            if wait > 0 {
+                tx.rollback().await.map_err(db)?;
+                return Ok(Some(wait));
+            }
+            for &(key, _) in keys {
+                sqlx::query("INSERT INTO sign_in_attempts (key, at) VALUES ($1, $2)")
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)?;
+            Ok(None)
+        }
+
+        async fn throttle_succeed(&self, forget: &str, take_back: Option<&str>) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            sqlx::query("DELETE FROM sign_in_attempts WHERE key = $1").bind(forget).execute(&mut *tx).await.map_err(db)?;
+            if let Some(key) = take_back {
+                sqlx::query(
+                    "DELETE FROM sign_in_attempts WHERE id = \
+                     (SELECT id FROM sign_in_attempts WHERE key = $1 ORDER BY id DESC LIMIT 1)",
+                )
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)
             }
 
             async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {

@@ -15,7 +15,8 @@ macro_rules! conformance_tests {
             users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
-            audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions);
+            audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
+            sign_in_throttling_counts_before_judging_and_forgives_success);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -403,9 +404,11 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     s.create_session(session(2, T0 + 1000, T0 + 100)).await.unwrap(); // absolutely expired at T0 + 100
     s.create_session(session(3, T0 + 1000, T0 + 1000)).await.unwrap(); // alive
     let latest = s.latest_change().await.unwrap();
+    assert_eq!(s.throttle_begin(&[("a:old", 5)], T0, 1000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&[("a:new", 5)], T0 + 20, 1000).await.unwrap(), None);
 
     let pruned = s.prune(T0 + 15, T0 + 500).await.unwrap();
-    assert_eq!(pruned, Pruned { changes: 1, sessions: 2 });
+    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1 });
     let left = s.changes_since(0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].what, ChangeKind::Key(new.id));
@@ -415,4 +418,35 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     // Deleted keys stay deleted: pruning the feed never brings a key back.
     assert_eq!(s.auth_record(&old.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
     assert_eq!(s.prune(T0 + 15, T0 + 500).await.unwrap(), Pruned::default());
+}
+
+pub async fn sign_in_throttling_counts_before_judging_and_forgives_success(s: &dyn Store) {
+    const WINDOW: i64 = 15 * 60 * 1000;
+    let keys = |account: &'static str, ip: &'static str| [(account, 3_i64), (ip, 5_i64)];
+    // Three attempts for one account are counted; the fourth is refused until the first leaves the window.
+    for i in 0..3 {
+        assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + i, WINDOW).await.unwrap(), None);
+    }
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + 10, WINDOW).await.unwrap(), Some(WINDOW - 10));
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    // The address has T0 + 1, T0 + 2 and T0 + WINDOW in its window (the refused attempt was not counted): two more
+    // accounts' attempts fit, then it is full.
+    assert_eq!(s.throttle_begin(&keys("a:bob", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:erin", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    let refused = s.throttle_begin(&keys("a:carol", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap();
+    assert!(refused.is_some(), "the address has used its five attempts");
+    assert_eq!(s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+
+    // A success forgets the account's attempts and takes back the address's latest one.
+    s.throttle_succeed("a:carol", Some("i:198.51.100.1")).await.unwrap();
+    for i in 0..3 {
+        let r = s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW + 1 + i, WINDOW).await.unwrap();
+        assert_eq!(r, None, "carol starts from zero");
+    }
+
+    // Parallel attempts are decided one at a time: no more than the limit get through.
+    let attempts = (0..8).map(|i| s.throttle_begin(&[("a:dave", 3)], T0 + i, WINDOW));
+    let allowed =
+        futures::future::join_all(attempts).await.into_iter().filter(|r| r.as_ref().unwrap().is_none()).count();
+    assert_eq!(allowed, 3);
 }

@@ -111,10 +111,20 @@ pub trait Store: Send + Sync + 'static {
         Wake::Timeout
     }
 
-    /// Housekeeping: deletes change-feed entries recorded before `changes_before` (they matter only to nodes that
-    /// are that far behind, and a node's cache never is) and sessions that have expired by `now`. Returns how many
-    /// of each were deleted.
+    /// Housekeeping: deletes change-feed entries and sign-in attempts recorded before `changes_before` (feed entries
+    /// matter only to nodes that far behind, and a node's cache never is; attempts only within the throttling
+    /// window) and sessions that have expired by `now`. Returns how many of each were deleted.
     async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned>;
+
+    // ----- sign-in throttling (shared by every process on the database) -----
+
+    /// Counts a sign-in attempt against each `(key, limit)`, unless some key already has `limit` attempts after
+    /// `now - window`: then counts nothing and returns how long until that key is allowed again. Atomic across
+    /// processes, so parallel attempts on several nodes cannot all slip under the limit.
+    async fn throttle_begin(&self, keys: &[(&str, i64)], now: Millis, window: Millis) -> StoreResult<Option<Millis>>;
+    /// After a successful sign-in: forgets every attempt of `forget`, and takes back the latest attempt of
+    /// `take_back`.
+    async fn throttle_succeed(&self, forget: &str, take_back: Option<&str>) -> StoreResult<()>;
 
     // ----- audit -----
 

@@ -420,4 +420,5 @@ mod tests {
 pub struct Pruned {
     pub changes: u64,
     pub sessions: u64,
+    pub sign_in_attempts: u64,
 }

@@ -283,3 +283,31 @@ async fn a_sqlite_installation_moves_to_postgres_and_its_keys_keep_working() {
     assert_eq!(res.status(), 201);
     node.stop();
 }
+
+/// Signs in through node `base`'s dashboard form, as a browser would; returns the status of the form's answer.
+async fn sign_in(base: &str, email: &str, password: &str) -> u16 {
+    let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let html = c.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
+    let at = html.find("name=\"csrf\"").expect("a CSRF field on the sign-in page");
+    let rest = &html[at..];
+    let v = &rest[rest.find("value=\"").unwrap() + 7..];
+    let csrf = &v[..v.find('"').unwrap()];
+    let form = [("csrf", csrf), ("email", email), ("password", password)];
+    c.post(format!("{base}/login")).form(&form).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn sign_in_throttling_is_shared_by_every_node() {
+    let Some(c) = Cluster::start(2, "").await else { return };
+    // Five wrong passwords, spread over both nodes, use up the account's allowance everywhere.
+    for i in 0..5 {
+        assert_eq!(sign_in(&c.nodes[i % 2].base, "alice@example.com", "wrong password").await, 401);
+    }
+    for n in &c.nodes {
+        assert_eq!(sign_in(&n.base, "alice@example.com", PASSWORD.trim()).await, 429, "even the right password waits");
+    }
+    // Another account is not affected, on either node.
+    c.cli(&["user", "create", "--email", "bob@example.com", "--password-stdin"], Some(PASSWORD));
+    assert_eq!(sign_in(&c.nodes[1].base, "bob@example.com", PASSWORD.trim()).await, 303);
+    c.stop();
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::csrf::{tokens_match, LOGIN_COOKIE};
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
-use super::throttle::minutes;
+use super::throttle::{self, minutes};
 use super::{random_token, DashState};
 use crate::clock;
 
@@ -154,7 +154,7 @@ pub async fn login(
     };
     // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
     let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
-    if let Err(wait) = s.throttle.begin(&account, ip) {
+    if let Err(wait) = throttle::begin(&*s.app.store, &account, ip).await? {
         let n = minutes(wait);
         let unit = if n == 1 { "minute" } else { "minutes" };
         return again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed sign-ins; try again in {n} {unit}."));
@@ -176,7 +176,7 @@ pub async fn login(
     if user.disabled {
         return again(StatusCode::FORBIDDEN, "This account is disabled. Ask an administrator to re-enable it.".into());
     }
-    s.throttle.succeed(&account, ip);
+    throttle::succeed(&*s.app.store, &account, ip).await?;
     let set = session::start(&s, user.id, secure).await?;
     let mut res = Redirect::to("/keys").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);

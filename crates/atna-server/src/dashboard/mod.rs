@@ -31,7 +31,6 @@ form-action 'self'; base-uri 'none'; object-src 'none'";
 /// What the dashboard keeps besides the app's state: all of it in memory, per process.
 pub struct Dash {
     pub app: AppState,
-    pub throttle: throttle::Throttle,
     /// The one-time first-run setup token; `None` once used (or when users existed at start).
     pub setup_token: Mutex<Option<String>>,
     /// Serialises first-run setup so two people cannot both become the first admin.
@@ -63,7 +62,6 @@ pub fn random_token() -> String {
 pub fn router(app: AppState, setup_token: Option<String>) -> Router {
     let state = DashState(Arc::new(Dash {
         app,
-        throttle: throttle::Throttle::default(),
         setup_token: Mutex::new(setup_token),
         setup_lock: tokio::sync::Mutex::new(()),
         nonces: keys::Nonces::default(),
