@@ -29,6 +29,7 @@ async fn seed(store: &dyn Store) -> String {
     let g = GeneratedKey::generate();
     store
         .insert_key(NewKey {
+            form_nonce: None,
             id: g.id,
             owner: u.id,
             name: KeyName::parse("bench").unwrap(),

@@ -47,6 +47,8 @@ pub struct KeySpec<'a> {
     pub expires_at: Option<Millis>,
     /// The scopes the creator may grant; `None` for an owner acting in person (dashboard) or the operator (CLI).
     pub grantable: Option<&'a Scopes>,
+    /// The dashboard form's nonce: creating twice with one nonce fails (`NameTaken`) instead of making two keys.
+    pub once: Option<&'a str>,
 }
 
 /// Creates a key for `owner`. The record is committed before this returns, so the secret may then be shown.
@@ -69,8 +71,17 @@ pub async fn create_key(
         return Err(CreateKeyError::ExpiryInPast);
     }
     let g = GeneratedKey::generate();
-    let new =
-        NewKey { id: g.id, owner, name, hash: g.hash, scopes, created_at: now, expires_at: spec.expires_at, actor };
+    let new = NewKey {
+        form_nonce: spec.once.map(str::to_owned),
+        id: g.id,
+        owner,
+        name,
+        hash: g.hash,
+        scopes,
+        created_at: now,
+        expires_at: spec.expires_at,
+        actor,
+    };
     match store.insert_key(new).await {
         Ok(rec) => Ok((rec, g.secret)),
         Err(StoreError::Conflict(_)) => Err(CreateKeyError::NameTaken),

@@ -111,6 +111,7 @@ async fn expired_revoked_and_disabled_keys_are_refused() {
     let now = atna_server::clock::now();
     app.store
         .insert_key(NewKey {
+            form_nonce: None,
             id: g.id,
             owner: app.alice,
             name: KeyName::parse("old").unwrap(),

@@ -14,7 +14,8 @@ async fn setup() -> (Arc<Verifier>, Arc<dyn atna_store::Store>, String) {
     let store = fresh_store().await;
     let alice = user(&*store, "alice@example.com").await;
     let scopes = vec![];
-    let spec = atna_server::service::KeySpec { name: "k", scopes: &scopes, expires_at: None, grantable: None };
+    let spec =
+        atna_server::service::KeySpec { once: None, name: "k", scopes: &scopes, expires_at: None, grantable: None };
     let (_, secret) =
         atna_server::service::create_key(&*store, alice, atna_store::Actor::Operator, spec, atna_server::clock::now())
             .await
@@ -90,6 +91,7 @@ async fn a_running_server_prunes_old_changes_and_expired_sessions() {
     let old = atna_domain::GeneratedKey::generate();
     store
         .insert_key(atna_store::NewKey {
+            form_nonce: None,
             id: old.id,
             owner: alice,
             name: atna_domain::KeyName::parse("old").unwrap(),

@@ -37,6 +37,7 @@ async fn key(s: &dyn Store) -> atna_domain::CredentialId {
     let g = GeneratedKey::generate();
     let name = format!("k-{}", g.id.as_str());
     s.insert_key(NewKey {
+        form_nonce: None,
         id: g.id,
         owner,
         name: KeyName::parse(&name).unwrap(),

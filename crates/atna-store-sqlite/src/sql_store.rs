@@ -93,8 +93,8 @@ macro_rules! sql_store {
             async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let row = sqlx::query(&format!(
-                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(k.id.as_str())
                 .bind(k.owner.0)
@@ -103,12 +103,24 @@ macro_rules! sql_store {
                 .bind(k.scopes.to_stored())
                 .bind(k.created_at)
                 .bind(k.expires_at)
+                .bind(k.form_nonce.as_deref())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
                 audit(&mut tx, k.created_at, k.owner, k.actor, "key.created", &k.id, k.name.as_str()).await?;
                 tx.commit().await.map_err(db)?;
                 key_from_row(&row)
+            }
+
+            async fn key_by_form_nonce(&self, owner: UserId, nonce: &str) -> StoreResult<Option<KeyRecord>> {
+                let row =
+                    sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE owner_id = $1 AND form_nonce = $2"))
+                        .bind(owner.0)
+                        .bind(nonce)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db)?;
+                row.as_ref().map(key_from_row).transpose()
             }
 
             async fn get_key(&self, owner: UserId, id: &CredentialId) -> StoreResult<Option<KeyRecord>> {

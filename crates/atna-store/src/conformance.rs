@@ -16,7 +16,7 @@ macro_rules! conformance_tests {
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
-            sign_in_throttling_counts_before_judging_and_forgives_success);
+            sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -58,6 +58,7 @@ async fn user(s: &dyn Store, email: &str) -> User {
 fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey) {
     let g = GeneratedKey::generate();
     let k = NewKey {
+        form_nonce: None,
         id: g.id,
         owner,
         name: KeyName::parse(name).unwrap(),
@@ -449,4 +450,29 @@ pub async fn sign_in_throttling_counts_before_judging_and_forgives_success(s: &d
     let allowed =
         futures::future::join_all(attempts).await.into_iter().filter(|r| r.as_ref().unwrap().is_none()).count();
     assert_eq!(allowed, 3);
+}
+
+pub async fn a_form_nonce_makes_one_key(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let (mut k, _) = new_key(a.id, "from-form", T0);
+    k.form_nonce = Some("nonce-1".into());
+    assert!(s.key_by_form_nonce(a.id, "nonce-1").await.unwrap().is_none());
+    s.insert_key(k.clone()).await.unwrap();
+    assert_eq!(s.key_by_form_nonce(a.id, "nonce-1").await.unwrap().unwrap().id, k.id);
+    assert!(s.key_by_form_nonce(b.id, "nonce-1").await.unwrap().is_none(), "another owner's form is not ours");
+    // The same form again, even under another name: refused.
+    let (mut again, _) = new_key(a.id, "other-name", T0);
+    again.form_nonce = Some("nonce-1".into());
+    assert!(matches!(s.insert_key(again).await, Err(StoreError::Conflict(_))));
+    // Another owner may use the same nonce; keys without a nonce never collide.
+    let (mut bobs, _) = new_key(b.id, "bobs", T0);
+    bobs.form_nonce = Some("nonce-1".into());
+    s.insert_key(bobs).await.unwrap();
+    for name in ["api-1", "api-2"] {
+        s.insert_key(new_key(a.id, name, T0).0).await.unwrap();
+    }
+    // A deleted key still answers for its form (so a late resend does not make a new one).
+    s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 1).await.unwrap().unwrap();
+    assert_eq!(s.key_by_form_nonce(a.id, "nonce-1").await.unwrap().unwrap().status, KeyStatus::Revoked);
 }

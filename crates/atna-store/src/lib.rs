@@ -76,6 +76,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new key, durably, before its secret is shown to anyone. `Conflict` when the owner already has a
     /// live key of that name.
     async fn insert_key(&self, key: NewKey) -> StoreResult<KeyRecord>;
+    /// The key (live or deleted) that an owner's dashboard form with this nonce created, if any.
+    async fn key_by_form_nonce(&self, owner: UserId, nonce: &str) -> StoreResult<Option<KeyRecord>>;
     /// One live (not deleted) key of one owner. Another owner's key is `None`, exactly like a missing one.
     async fn get_key(&self, owner: UserId, id: &CredentialId) -> StoreResult<Option<KeyRecord>>;
     /// A page of an owner's live keys, newest first.

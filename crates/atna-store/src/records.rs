@@ -34,6 +34,8 @@ pub struct NewKey {
     pub expires_at: Option<Millis>,
     /// Who created it (for the audit trail).
     pub actor: Actor,
+    /// The dashboard form that created it: a key per form at most, whichever node the form is sent to, however often.
+    pub form_nonce: Option<String>,
 }
 
 /// A stored key's metadata. Never holds the secret or its hash.

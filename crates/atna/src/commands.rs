@@ -171,6 +171,7 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             let u = find_user(store, &user).await?;
             let now = clock::now();
             let spec = KeySpec {
+                once: None,
                 name: &name,
                 scopes: &scopes,
                 expires_at: expires_at.map(|t| t.timestamp_millis()),

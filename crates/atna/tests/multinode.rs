@@ -284,16 +284,60 @@ async fn a_sqlite_installation_moves_to_postgres_and_its_keys_keep_working() {
     node.stop();
 }
 
-/// Signs in through node `base`'s dashboard form, as a browser would; returns the status of the form's answer.
-async fn sign_in(base: &str, email: &str, password: &str) -> u16 {
-    let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let html = c.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
-    let at = html.find("name=\"csrf\"").expect("a CSRF field on the sign-in page");
+/// A browser: keeps cookies, shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The `value` of the form field named `name` in a page.
+fn field(html: &str, name: &str) -> String {
+    value_after(html, &format!("name=\"{name}\""))
+}
+
+/// The `value` of the first element after `marker`.
+fn value_after(html: &str, marker: &str) -> String {
+    let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in:\n{html}"));
     let rest = &html[at..];
     let v = &rest[rest.find("value=\"").unwrap() + 7..];
-    let csrf = &v[..v.find('"').unwrap()];
-    let form = [("csrf", csrf), ("email", email), ("password", password)];
+    v[..v.find('"').unwrap()].to_owned()
+}
+
+/// Signs in through node `base`'s dashboard form with browser `c`; returns the status of the form's answer.
+async fn sign_in_with(c: &reqwest::Client, base: &str, email: &str, password: &str) -> u16 {
+    let html = c.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
+    let form = [("csrf", field(&html, "csrf")), ("email", email.into()), ("password", password.into())];
     c.post(format!("{base}/login")).form(&form).send().await.unwrap().status().as_u16()
+}
+
+/// Signs in through node `base`'s dashboard form, as a new browser would.
+async fn sign_in(base: &str, email: &str, password: &str) -> u16 {
+    sign_in_with(&browser(), base, email, password).await
+}
+
+#[tokio::test]
+async fn the_dashboard_works_whichever_node_answers_each_request() {
+    let Some(c) = Cluster::start(2, "").await else { return };
+    let (a, b) = (&c.nodes[0].base, &c.nodes[1].base);
+    // Signed in on one node, the session is good on the other (both nodes on 127.0.0.1: the cookie goes to both).
+    let web = browser();
+    assert_eq!(sign_in_with(&web, a, "alice@example.com", PASSWORD.trim()).await, 303);
+    let html = web.get(format!("{b}/keys/new")).send().await.unwrap().text().await.unwrap();
+    let form =
+        [("csrf", field(&html, "csrf")), ("nonce", field(&html, "nonce")), ("name", "billing-27_11_2026-10_00".into())];
+    // The form came from node b; Save & Add reaches node a, then a reload re-sends it to node b.
+    let created = web.post(format!("{a}/keys/new")).form(&form).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let page = created.text().await.unwrap();
+    let secret = value_after(&page, "id=\"credential-secret\"");
+    assert!(secret.starts_with("atna_"), "the Credential Secret is on the page");
+    let again = web.post(format!("{b}/keys/new")).form(&form).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again = again.text().await.unwrap();
+    assert!(again.contains("already created") && !again.contains(&secret), "one key, secret shown once");
+    let list: Value =
+        serde_json::from_str(&c.cli(&["key", "list", "--user", "alice@example.com", "--json"], None)).unwrap();
+    assert_eq!(list.as_array().unwrap().iter().filter(|k| k["name"] == "billing-27_11_2026-10_00").count(), 1);
+    c.stop();
 }
 
 #[tokio::test]

@@ -42,6 +42,7 @@ pub async fn create(
     let owner = caller.0.record.owner;
     let now = clock::now();
     let spec = KeySpec {
+        once: None,
         name: &body.name,
         scopes: &body.scopes,
         expires_at: body.expires_at.map(|t| t.timestamp_millis()),

@@ -1,10 +1,6 @@
 //! My API Keys: the list, "+ Generate an API Key" (form and the one page that ever shows the secret), and deletion
 //! with a confirmation that says when and from where the key was last used.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use askama::Template;
 use atna_domain::scope::MANAGE_KEYS;
 use atna_domain::{CredentialId, KeyHealth, KeyName, KeyStatus, UserId};
@@ -23,77 +19,6 @@ use crate::service::{self, CreateKeyError, KeySpec};
 
 /// Keys per page of the list.
 const PAGE: i64 = 25;
-/// How long a "Generate an API Key" form stays usable.
-const NONCE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
-/// Above this many outstanding nonces, old ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
-/// Most unused forms one person may have open; opening another retires their oldest.
-const OPEN_PER_USER: usize = 20;
-
-enum NonceState {
-    /// The form was shown and not yet used.
-    Open,
-    /// A key is being created with it right now.
-    InFlight,
-    /// It created this key.
-    Used(CredentialId, String),
-}
-
-/// Single-use nonces of "Generate an API Key" forms, so a reload (which re-sends the form) cannot create a second
-/// key or show a secret again.
-#[derive(Default)]
-pub struct Nonces(Mutex<HashMap<String, (UserId, Instant, NonceState)>>);
-
-enum Claim {
-    Claimed,
-    AlreadyCreated(Option<(CredentialId, String)>),
-    Unknown,
-}
-
-impl Nonces {
-    fn issue(&self, user: UserId) -> String {
-        let n = random_token();
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > SWEEP_ABOVE {
-            m.retain(|_, (_, at, _)| at.elapsed() < NONCE_LIFETIME);
-        }
-        let mut open: Vec<(Instant, String)> = m
-            .iter()
-            .filter(|(_, (u, _, st))| *u == user && matches!(st, NonceState::Open))
-            .map(|(k, (_, at, _))| (*at, k.clone()))
-            .collect();
-        if open.len() >= OPEN_PER_USER {
-            open.sort();
-            for (_, k) in open.iter().take(open.len() + 1 - OPEN_PER_USER) {
-                m.remove(k);
-            }
-        }
-        m.insert(n.clone(), (user, Instant::now(), NonceState::Open));
-        n
-    }
-
-    fn claim(&self, user: UserId, nonce: &str) -> Claim {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(nonce) {
-            Some((owner, at, state)) if *owner == user && at.elapsed() < NONCE_LIFETIME => match state {
-                NonceState::Open => {
-                    *state = NonceState::InFlight;
-                    Claim::Claimed
-                }
-                NonceState::InFlight => Claim::AlreadyCreated(None),
-                NonceState::Used(id, name) => Claim::AlreadyCreated(Some((*id, name.clone()))),
-            },
-            _ => Claim::Unknown,
-        }
-    }
-
-    fn settle(&self, nonce: &str, outcome: NonceState) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, state)) = m.get_mut(nonce) {
-            *state = outcome;
-        }
-    }
-}
 
 /// One row of the list.
 struct KeyRow {
@@ -230,9 +155,10 @@ fn suggested_name() -> String {
 }
 
 /// `GET /keys/new`: the "Generate an API Key" form.
-pub async fn new_form(State(s): State<DashState>, si: SignedIn) -> Response {
+pub async fn new_form(si: SignedIn) -> Response {
     let page = NewPage {
-        nonce: s.nonces.issue(si.user.id),
+        // Identifies this form: whichever node it is sent to, and however often, it creates one key.
+        nonce: random_token(),
         c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
         name: suggested_name(),
         manage: false,
@@ -278,6 +204,17 @@ struct AlreadyPage {
     expired_form: bool,
 }
 
+/// "This key was already created": what a form sent twice gets instead of a second key or the secret again.
+fn already_created(si: &SignedIn, done: &KeyRecord) -> Response {
+    let page = AlreadyPage {
+        c: Chrome::signed_in(si, "keys", "Key already created"),
+        id: done.id.to_string(),
+        name: done.name.to_string(),
+        expired_form: false,
+    };
+    no_store(render(StatusCode::OK, &page))
+}
+
 fn expiry_days(v: &str) -> Option<i64> {
     match v {
         "30" => Some(30),
@@ -302,32 +239,27 @@ pub async fn create(
     DashForm(f): DashForm<CreateForm>,
 ) -> DashResult {
     si.check_csrf(&f.csrf)?;
-    match s.nonces.claim(si.user.id, &f.nonce) {
-        Claim::Claimed => {}
-        Claim::AlreadyCreated(done) => {
-            let (id, name) = done.map(|(id, n)| (id.to_string(), n)).unwrap_or_default();
-            let page =
-                AlreadyPage { c: Chrome::signed_in(&si, "keys", "Key already created"), id, name, expired_form: false };
-            return Ok(no_store(render(StatusCode::OK, &page)));
-        }
-        Claim::Unknown => {
-            let page = AlreadyPage {
-                c: Chrome::signed_in(&si, "keys", "Form expired"),
-                id: String::new(),
-                name: String::new(),
-                expired_form: true,
-            };
-            return Ok(no_store(render(StatusCode::OK, &page)));
-        }
+    let owner = si.user.id;
+    if f.nonce.is_empty() || f.nonce.len() > 128 {
+        let page = AlreadyPage {
+            c: Chrome::signed_in(&si, "keys", "Form expired"),
+            id: String::new(),
+            name: String::new(),
+            expired_form: true,
+        };
+        return Ok(no_store(render(StatusCode::OK, &page)));
+    }
+    // A form sent again (a reload, a double click, a retry through another node) shows the key it made, never its
+    // secret.
+    if let Some(done) = s.app.store.key_by_form_nonce(owner, &f.nonce).await? {
+        return Ok(already_created(&si, &done));
     }
     let now = clock::now();
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
-    let owner = si.user.id;
-    let spec = KeySpec { name: &f.name, scopes: &scopes, expires_at, grantable: None };
+    let spec = KeySpec { once: Some(&f.nonce), name: &f.name, scopes: &scopes, expires_at, grantable: None };
     match service::create_key(s.app.store.as_ref(), owner, Actor::User(owner), spec, now).await {
         Ok((rec, secret)) => {
-            s.nonces.settle(&f.nonce, NonceState::Used(rec.id, rec.name.to_string()));
             let forwarded = s.app.settings.trust_forwarded_for.then(|| headers.get("x-forwarded-host")).flatten();
             let host = forwarded
                 .or_else(|| headers.get(header::HOST))
@@ -351,13 +283,15 @@ pub async fn create(
             };
             Ok(no_store(render(StatusCode::CREATED, &page)))
         }
-        Err(CreateKeyError::Store(e)) => {
-            s.nonces.settle(&f.nonce, NonceState::Open);
-            Err(e.into())
-        }
+        Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
+            // The same form, sent twice at once: the other request made the key.
+            if matches!(e, CreateKeyError::NameTaken) {
+                if let Some(done) = s.app.store.key_by_form_nonce(owner, &f.nonce).await? {
+                    return Ok(already_created(&si, &done));
+                }
+            }
             // The person can fix this: show the form again with what they typed and the reason.
-            s.nonces.settle(&f.nonce, NonceState::Open);
             let page = NewPage {
                 c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
                 nonce: f.nonce.clone(),

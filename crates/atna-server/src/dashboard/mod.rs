@@ -35,8 +35,6 @@ pub struct Dash {
     pub setup_token: Mutex<Option<String>>,
     /// Serialises first-run setup so two people cannot both become the first admin.
     pub setup_lock: tokio::sync::Mutex<()>,
-    /// Single-use nonces of "Generate an API Key" forms.
-    pub nonces: keys::Nonces,
 }
 
 /// The dashboard handlers' state.
@@ -64,7 +62,6 @@ pub fn router(app: AppState, setup_token: Option<String>) -> Router {
         app,
         setup_token: Mutex::new(setup_token),
         setup_lock: tokio::sync::Mutex::new(()),
-        nonces: keys::Nonces::default(),
     }));
     let pages = Router::new()
         .route("/", get(root))
