@@ -43,7 +43,18 @@ impl App {
         ));
         // First run: with no user yet, a one-time token lets the first person create the admin account.
         let setup_token = match store.count_users().await {
-            Ok(0) => Some(dashboard::random_token()),
+            Ok(0) => {
+                // Recorded (hashed) in the database, so the link works on every node of a cluster.
+                let token = dashboard::random_token();
+                let hash = dashboard::session::hash_token(&token);
+                match store.add_setup_token(&hash, crate::clock::now()).await {
+                    Ok(()) => Some(token),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record a setup token; no setup link");
+                        None
+                    }
+                }
+            }
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "could not count users; no setup link");

@@ -210,6 +210,59 @@ macro_rules! sql_store {
             Ok(Pruned { changes, sessions, sign_in_attempts })
         }
 
+        async fn add_setup_token(&self, token_hash: &[u8; 32], at: Millis) -> StoreResult<()> {
+            sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)")
+                .bind(&token_hash[..])
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(())
+        }
+
+        async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
+                             AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)",
+            )
+            .bind(&token_hash[..])
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(open == 1)
+        }
+
+        async fn create_first_admin(&self, u: NewUser, token_hash: &[u8; 32]) -> StoreResult<Option<User>> {
+            // The same exclusive start as an import: no other process can create a user in between.
+            let mut tx = begin_import(&self.pool).await?;
+            let open: i64 = sqlx::query_scalar(
+                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
+                             AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)",
+            )
+            .bind(&token_hash[..])
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if open != 1 {
+                tx.rollback().await.map_err(db)?;
+                return Ok(None);
+            }
+            let row = sqlx::query(&format!(
+                "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING {USER_COLUMNS}"
+            ))
+            .bind(u.email.as_str())
+            .bind(u.password_hash.as_str())
+            .bind(u.is_admin)
+            .bind(u.created_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            user_from_row(&row).map(Some)
+        }
+
         async fn throttle_begin(
             &self,
             keys: &[(&str, i64)],

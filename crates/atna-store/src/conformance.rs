@@ -16,7 +16,8 @@ macro_rules! conformance_tests {
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
-            sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key);
+            sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key,
+            setup_makes_one_first_admin);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -475,4 +476,31 @@ pub async fn a_form_nonce_makes_one_key(s: &dyn Store) {
     // A deleted key still answers for its form (so a late resend does not make a new one).
     s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 1).await.unwrap().unwrap();
     assert_eq!(s.key_by_form_nonce(a.id, "nonce-1").await.unwrap().unwrap().status, KeyStatus::Revoked);
+}
+
+pub async fn setup_makes_one_first_admin(s: &dyn Store) {
+    let admin = |email: &str| NewUser {
+        email: Email::parse(email).unwrap(),
+        password_hash: PasswordHash::from_stored("x".into()),
+        is_admin: true,
+        created_at: T0,
+    };
+    let (node_a, node_b, forged) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    assert!(!s.setup_open(&node_a).await.unwrap(), "no token recorded yet");
+    s.add_setup_token(&node_a, T0).await.unwrap();
+    s.add_setup_token(&node_b, T0).await.unwrap();
+    assert!(s.setup_open(&node_a).await.unwrap() && s.setup_open(&node_b).await.unwrap());
+    assert!(!s.setup_open(&forged).await.unwrap());
+    assert!(s.create_first_admin(admin("mallory@example.com"), &forged).await.unwrap().is_none());
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    // Either node's link works, once: two at the same time make one administrator.
+    let (first, second) = futures::join!(
+        s.create_first_admin(admin("root@example.com"), &node_b),
+        s.create_first_admin(admin("other@example.com"), &node_a)
+    );
+    let made: Vec<User> = [first.unwrap(), second.unwrap()].into_iter().flatten().collect();
+    assert_eq!(made.len(), 1);
+    assert!(made[0].is_admin);
+    assert_eq!(s.count_users().await.unwrap(), 1);
+    assert!(!s.setup_open(&node_a).await.unwrap() && !s.setup_open(&node_b).await.unwrap(), "setup is over");
 }

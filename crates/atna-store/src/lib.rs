@@ -118,6 +118,16 @@ pub trait Store: Send + Sync + 'static {
     /// window) and sessions that have expired by `now`. Returns how many of each were deleted.
     async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned>;
 
+    // ----- first-run setup (shared by every process on the database) -----
+
+    /// Records a setup token (its SHA-256) that a node printed while no user existed.
+    async fn add_setup_token(&self, token_hash: &[u8; 32], at: Millis) -> StoreResult<()>;
+    /// Whether a setup token is recorded and no user exists yet.
+    async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool>;
+    /// Creates the first administrator, only if the token is recorded and no user exists, atomically across
+    /// processes; then forgets every setup token. `None` when setup is no longer (or was never) possible.
+    async fn create_first_admin(&self, user: NewUser, token_hash: &[u8; 32]) -> StoreResult<Option<User>>;
+
     // ----- sign-in throttling (shared by every process on the database) -----
 
     /// Counts a sign-in attempt against each `(key, limit)`, unless some key already has `limit` attempts after

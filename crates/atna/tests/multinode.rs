@@ -355,3 +355,37 @@ async fn sign_in_throttling_is_shared_by_every_node() {
     assert_eq!(sign_in(&c.nodes[1].base, "bob@example.com", PASSWORD.trim()).await, 303);
     c.stop();
 }
+
+#[tokio::test]
+async fn a_setup_link_printed_by_one_node_works_on_another_once() {
+    let Some(server) = testdb::server_url() else { return };
+    let url = testdb::fresh_schema_url(&server).await;
+    let env = [("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "warn")];
+    let (a, b) = (Server::start_env(&env), Server::start_env(&env));
+    let (link_a, link_b) = (a.setup_link().expect("node a printed a link"), b.setup_link().expect("node b too"));
+    // Node a's link, opened through node b (as a load balancer may send it).
+    let token = &link_a[link_a.find("token=").unwrap() + 6..];
+    let web = browser();
+    let html = web.get(format!("{}/setup?token={token}", b.base)).send().await.unwrap().text().await.unwrap();
+    let form = [
+        ("csrf", field(&html, "csrf")),
+        ("token", token.to_owned()),
+        ("email", "root@example.com".into()),
+        ("password", PASSWORD.trim().into()),
+        ("confirm", PASSWORD.trim().into()),
+    ];
+    let res = web.post(format!("{}/setup", b.base)).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), 303, "the first administrator is created and signed in");
+    // Setup is over everywhere: node b's own link and a second use of a's link are refused.
+    for link in [&link_b, &link_a] {
+        let status = reqwest::get(link.as_str()).await.unwrap().status().as_u16();
+        assert_eq!(status, 404, "{link}");
+    }
+    let users: Value =
+        serde_json::from_str(&ok(atna_env(&[("ATNA_DATABASE_URL", url.as_str())], &["user", "list", "--json"], None)))
+            .unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["admin"], true);
+    a.stop();
+    b.stop();
+}

@@ -2,7 +2,7 @@
 
 use askama::Template;
 use atna_domain::{Email, Password, PasswordHash};
-use atna_store::{NewUser, StoreError, User};
+use atna_store::{NewUser, User};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -215,9 +215,9 @@ pub struct SetupQuery {
     token: String,
 }
 
-/// Whether `token` is the live setup token and no user exists yet.
+/// Whether `token` is a setup token some node printed (and recorded) and no user exists yet.
 async fn setup_allowed(s: &DashState, token: &str) -> DashResult<()> {
-    let matches = s.setup_token.lock().ok().and_then(|t| t.as_deref().map(|t| tokens_match(t, token))).unwrap_or(false);
+    let matches = !token.is_empty() && s.app.store.setup_open(&session::hash_token(token)).await?;
     if s.app.store.count_users().await? > 0 {
         return Err(DashError::new(
             StatusCode::NOT_FOUND,
@@ -276,7 +276,6 @@ pub async fn setup(
     DashForm(f): DashForm<SetupForm>,
 ) -> DashResult {
     check_login_csrf(&headers, &f.csrf)?;
-    let _one_at_a_time = s.setup_lock.lock().await;
     setup_allowed(&s, &f.token).await?;
     let again = |error: String| {
         let page = SetupPage {
@@ -300,15 +299,12 @@ pub async fn setup(
         Err(e) => return again(e.to_string()),
     };
     let hash = hash_password(password).await?;
-    let user = match s
-        .app
-        .store
-        .create_user(NewUser { email, password_hash: hash, is_admin: true, created_at: clock::now() })
-        .await
-    {
-        Ok(u) => u,
-        Err(StoreError::Conflict(_)) => return again("A user with this e-mail address already exists.".into()),
-        Err(e) => return Err(e.into()),
+    // Atomic across nodes: two people sending the form at once cannot both become "the first" administrator.
+    let first = NewUser { email, password_hash: hash, is_admin: true, created_at: clock::now() };
+    let Some(user) = s.app.store.create_first_admin(first, &session::hash_token(&f.token)).await? else {
+        // Someone else finished setup meanwhile (or the token went away): say so.
+        setup_allowed(&s, &f.token).await?;
+        return Err(DashError::new(StatusCode::CONFLICT, "Setup is finished", "Sign in instead."));
     };
     if let Ok(mut t) = s.setup_token.lock() {
         *t = None;

@@ -9,7 +9,7 @@ mod auth;
 mod csrf;
 mod keys;
 mod pages;
-mod session;
+pub(crate) mod session;
 mod throttle;
 mod timefmt;
 
@@ -28,13 +28,13 @@ use crate::AppState;
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; \
 form-action 'self'; base-uri 'none'; object-src 'none'";
 
-/// What the dashboard keeps besides the app's state: all of it in memory, per process.
+/// What the dashboard keeps besides the app's state. Everything that several nodes must agree on (sessions, CSRF
+/// tokens, sign-in throttling, form nonces, setup tokens) lives in the database; this is only a local hint.
 pub struct Dash {
     pub app: AppState,
-    /// The one-time first-run setup token; `None` once used (or when users existed at start).
+    /// The setup token this process printed, so its sign-in page can point at it; `None` once setup is done (or when
+    /// users existed at start). The link itself is checked against the database.
     pub setup_token: Mutex<Option<String>>,
-    /// Serialises first-run setup so two people cannot both become the first admin.
-    pub setup_lock: tokio::sync::Mutex<()>,
 }
 
 /// The dashboard handlers' state.
@@ -58,11 +58,7 @@ pub fn random_token() -> String {
 
 /// The dashboard routes, with their state applied. `setup_token` is the first-run token printed by `atna serve`.
 pub fn router(app: AppState, setup_token: Option<String>) -> Router {
-    let state = DashState(Arc::new(Dash {
-        app,
-        setup_token: Mutex::new(setup_token),
-        setup_lock: tokio::sync::Mutex::new(()),
-    }));
+    let state = DashState(Arc::new(Dash { app, setup_token: Mutex::new(setup_token) }));
     let pages = Router::new()
         .route("/", get(root))
         .route("/login", get(auth::login_page).post(auth::login))

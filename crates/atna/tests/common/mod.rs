@@ -47,6 +47,7 @@ pub fn ok(out: Output) -> String {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -89,7 +90,13 @@ impl Server {
                 break url.trim().to_owned();
             }
         };
-        Server { child, base, stderr: erx }
+        Server { child, base, stdout: rx, stderr: erx }
+    }
+
+    /// The first-run setup link the server printed after its address (it prints one only while no user exists).
+    pub fn setup_link(&self) -> Option<String> {
+        let line = self.stdout.recv_timeout(Duration::from_secs(5)).ok()?;
+        line.split_whitespace().find(|w| w.contains("/setup?token=")).map(str::to_owned)
     }
 
     pub async fn whoami(&self, key: &str) -> u16 {

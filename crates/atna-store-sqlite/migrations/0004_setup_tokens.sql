@@ -1,0 +1,6 @@
+-- First-run setup links: the SHA-256 of each token a node printed while no user existed, so the link works on every
+-- node behind a load balancer. All are deleted when the first administrator is created.
+CREATE TABLE setup_tokens (
+    token_hash BLOB   PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
