@@ -16,17 +16,9 @@ macro_rules! sql_store {
             }
 
             async fn create_user(&self, u: NewUser) -> StoreResult<User> {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) \
-                     RETURNING {USER_COLUMNS}"
-                ))
-                .bind(u.email.as_str())
-                .bind(u.password_hash.as_str())
-                .bind(u.is_admin)
-                .bind(u.created_at)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| rows::conflict(e, "a user with this e-mail address"))?;
+                let row = insert_user(&self.pool, &u)
+                    .await
+                    .map_err(|e| rows::conflict(e, "a user with this e-mail address"))?;
                 user_from_row(&row)
             }
 
@@ -222,8 +214,7 @@ macro_rules! sql_store {
 
         async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {
             let open: i64 = sqlx::query_scalar(
-                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
-                             AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)",
+                SETUP_OPEN,
             )
             .bind(&token_hash[..])
             .fetch_one(&self.pool)
@@ -236,8 +227,7 @@ macro_rules! sql_store {
             // The same exclusive start as an import: no other process can create a user in between.
             let mut tx = begin_import(&self.pool).await?;
             let open: i64 = sqlx::query_scalar(
-                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
-                             AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)",
+                SETUP_OPEN,
             )
             .bind(&token_hash[..])
             .fetch_one(&mut *tx)
@@ -247,17 +237,7 @@ macro_rules! sql_store {
                 tx.rollback().await.map_err(db)?;
                 return Ok(None);
             }
-            let row = sqlx::query(&format!(
-                "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING {USER_COLUMNS}"
-            ))
-            .bind(u.email.as_str())
-            .bind(u.password_hash.as_str())
-            .bind(u.is_admin)
-            .bind(u.created_at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+            let row = insert_user(&mut *tx, &u).await.map_err(db)?;
             sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await.map_err(db)?;
             tx.commit().await.map_err(db)?;
             user_from_row(&row).map(Some)
@@ -525,5 +505,26 @@ macro_rules! sql_store {
             .map_err(db)?;
             Ok(())
         }
+
+        /// Inserts a user, returning the stored row.
+        async fn insert_user<'e, E: sqlx::Executor<'e, Database = $db>>(
+            ex: E,
+            u: &NewUser,
+        ) -> Result<DbRow, sqlx::Error> {
+            sqlx::query(&format!(
+                "INSERT INTO users (email, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING {USER_COLUMNS}"
+            ))
+            .bind(u.email.as_str())
+            .bind(u.password_hash.as_str())
+            .bind(u.is_admin)
+            .bind(u.created_at)
+            .fetch_one(ex)
+            .await
+        }
+
+        /// 1 when the setup token `$1` is recorded and no user exists yet, else 0.
+        const SETUP_OPEN: &str = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
+                                  AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)";
     };
 }
