@@ -62,8 +62,7 @@ impl App {
             }
         };
         let state = AppState::new(store, verifier, settings);
-        let router =
-            api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone(), setup_token.clone()));
+        let router = api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone()));
         Ok(Self { listener, state, router, setup_token })
     }
 

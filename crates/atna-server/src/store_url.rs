@@ -23,25 +23,8 @@ pub fn default_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("atna.db").display())
 }
 
-/// How to open the database, beyond its URL.
-#[derive(Debug, Clone)]
-pub struct DbOptions {
-    /// Most connections in the PostgreSQL pool (per node). SQLite ignores it.
-    pub max_connections: u32,
-    /// How long a request waits for a PostgreSQL connection (or for the server to answer a connect) before it fails
-    /// with 503. SQLite ignores it.
-    pub acquire_timeout: std::time::Duration,
-    /// How long to keep trying while a PostgreSQL server cannot be reached at all (`atna serve` waits, so nodes may
-    /// start before their database). SQLite ignores it.
-    pub wait: std::time::Duration,
-}
-
-impl Default for DbOptions {
-    fn default() -> Self {
-        let d = PgSettings::default();
-        Self { max_connections: d.max_connections, acquire_timeout: d.acquire_timeout, wait: d.wait }
-    }
-}
+/// How to open the database, beyond its URL: the PostgreSQL pool's settings (SQLite has none to take).
+pub type DbOptions = PgSettings;
 
 /// Opens (and migrates) the store a URL names. A `sqlite:` URL must name an existing file unless it says
 /// `mode=rwc`, so that a typo is an error rather than a new, empty database.
@@ -60,13 +43,7 @@ pub async fn open(url: &str, opts: &DbOptions) -> Result<Arc<dyn Store>, OpenErr
             Ok(Arc::new(SqliteStore::open(url, create).await?))
         }
         "postgres" | "postgresql" => {
-            let settings = PgSettings {
-                max_connections: opts.max_connections,
-                acquire_timeout: opts.acquire_timeout,
-                wait: opts.wait,
-                ..PgSettings::default()
-            };
-            let store = PgStore::open(url, &settings).await.map_err(|e| match e {
+            let store = PgStore::open(url, opts).await.map_err(|e| match e {
                 // sqlx's messages can carry the URL; never print a password.
                 StoreError::Database(m) => StoreError::Database(redact_in(&m, url)),
                 other => other,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atna_store::{ChangeKind, Store, Wake};
+use atna_store::{ChangeKind, Pruned, Store, Wake};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -87,7 +87,7 @@ pub fn flush_usage(verifier: Arc<Verifier>, every: Duration, mut stop: watch::Re
 /// still need one that is gone.
 pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Deletes old change-feed entries and expired sessions, at start and then every `every`, until `stop` turns true.
+/// Deletes old change-feed entries, expired sessions and old sign-in attempts, at start and then every `every`, until `stop` turns true.
 /// Every node does it; deleting what is already gone costs nothing.
 pub fn housekeeping(
     store: Arc<dyn Store>,
@@ -103,13 +103,12 @@ pub fn housekeeping(
             tokio::select! { _ = tick.tick() => {}, _ = stop.changed() => return }
             let now = crate::clock::now();
             match store.prune(now - keep, now).await {
-                Ok(p) if p.changes + p.sessions > 0 => {
-                    tracing::info!(
-                        changes = p.changes,
-                        sessions = p.sessions,
-                        "pruned old change-feed entries and expired sessions"
-                    )
-                }
+                Ok(p) if p != Pruned::default() => tracing::info!(
+                    changes = p.changes,
+                    sessions = p.sessions,
+                    sign_in_attempts = p.sign_in_attempts,
+                    "pruned old change-feed entries, expired sessions and old sign-in attempts"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),
             }

@@ -5,8 +5,8 @@
 //! under a transaction-level advisory lock (so sequence numbers become visible in order) and sends
 //! `NOTIFY atna_changes`. A listener task per store holds a dedicated connection with `LISTEN atna_changes` and wakes
 //! the node's change follower within milliseconds; when that connection breaks, the follower is told (`Wake::Lost`)
-//! so it forgets everything cached, and the listener reconnects with backoff. Polling on a timer stays as the
-//! safety net for a connection that dies silently.
+//! so it catches up from the feed before trusting its cache again, and the listener reconnects with backoff. Polling
+//! on a timer stays as the safety net for a connection that dies silently.
 //!
 //! Migrations run under sqlx's advisory lock, so nodes starting together apply them once.
 
@@ -49,8 +49,6 @@ pub struct PgSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection (or for the server) before it fails.
     pub acquire_timeout: Duration,
-    /// Run migrations on open. `atna serve` and `atna migrate` do; tests of migration races may not.
-    pub migrate: bool,
     /// How long [`PgStore::open`] keeps trying while the server cannot be reached (it is still starting, say).
     /// Zero: one attempt. Other errors (a wrong password, a missing database) fail at once.
     pub wait: Duration,
@@ -58,7 +56,7 @@ pub struct PgSettings {
 
 impl Default for PgSettings {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), migrate: true, wait: Duration::ZERO }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), wait: Duration::ZERO }
     }
 }
 
@@ -100,9 +98,7 @@ impl PgStore {
                 Err(e) => return Err(StoreError::Database(format!("cannot connect to PostgreSQL: {e}"))),
             }
         };
-        if settings.migrate {
-            MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
-        }
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
         // Named after this process, so an operator (or a test) can tell which node's listener a connection is.
         let name = format!("atna-listener-{}", std::process::id());
         let listener = Listener::start(opts.application_name(&name), settings.acquire_timeout);
@@ -145,53 +141,17 @@ sql_store!(PgStore, sqlx::Postgres, {
         "postgres"
     }
 
-    async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
-        let (after_t, after_id) = match &q.after {
-            Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
-            None => (None, None),
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys
-             WHERE owner_id = $1 AND status <> 'revoked'
-               AND ($2::BIGINT IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3))
-               AND ($4::TEXT IS NULL OR strpos(lower(name), lower($4)) > 0)
-             ORDER BY created_at DESC, id DESC LIMIT $5"
-        ))
-        .bind(owner.0)
-        .bind(after_t)
-        .bind(after_id)
-        .bind(q.search.as_deref())
-        .bind(q.limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
-             AND ($2::TEXT IS NULL OR strpos(lower(name), lower($2)) > 0)",
-        )
-        .bind(owner.0)
-        .bind(search)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)
-    }
-
     async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        // Several nodes flush at once: lock the rows in one global order (by key ID) so their transactions cannot
-        // deadlock, then add counts and keep the latest use. Counts are increments, so no node's uses are lost.
-        let mut sorted: Vec<&UsageUpdate> = batch.iter().collect();
-        sorted.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-        let ids: Vec<&str> = sorted.iter().map(|u| u.id.as_str()).collect();
-        let counts: Vec<i64> = sorted.iter().map(|u| u.count).collect();
-        let ats: Vec<i64> = sorted.iter().map(|u| u.last_used_at).collect();
-        let ips: Vec<Option<&str>> = sorted.iter().map(|u| u.last_used_ip.as_deref()).collect();
+        // Several nodes flush at once: the first statement locks the rows in one global order (by key ID) so their
+        // transactions cannot deadlock; then counts are added and the latest use kept. Counts are increments, so no
+        // node's uses are lost.
+        let ids: Vec<&str> = batch.iter().map(|u| u.id.as_str()).collect();
+        let counts: Vec<i64> = batch.iter().map(|u| u.count).collect();
+        let ats: Vec<i64> = batch.iter().map(|u| u.last_used_at).collect();
+        let ips: Vec<Option<&str>> = batch.iter().map(|u| u.last_used_ip.as_deref()).collect();
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .bind(&ids)

@@ -58,41 +58,6 @@ sql_store!(SqliteStore, sqlx::Sqlite, {
         "sqlite"
     }
 
-    async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
-        let (after_t, after_id) = match &q.after {
-            Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
-            None => (None, None),
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys
-             WHERE owner_id = ?1 AND status <> 'revoked'
-               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id < ?3))
-               AND (?4 IS NULL OR instr(lower(name), lower(?4)) > 0)
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
-        ))
-        .bind(owner.0)
-        .bind(after_t)
-        .bind(after_id)
-        .bind(q.search.as_deref())
-        .bind(q.limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_keys WHERE owner_id = ?1 AND status <> 'revoked'
-             AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0)",
-        )
-        .bind(owner.0)
-        .bind(search)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)
-    }
-
     async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());

@@ -143,3 +143,18 @@ pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
         key_name: r.try_get("key_name").map_err(db)?,
     })
 }
+
+/// A `LIKE` pattern (with a backslash as its `ESCAPE` character) matching names that contain `text` literally: `%`,
+/// `_` and backslashes in it are not wildcards.
+pub fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}

@@ -127,6 +127,41 @@ macro_rules! sql_store {
                 row.as_ref().map(key_from_row).transpose()
             }
 
+            async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
+                let (after_t, after_id) = match &q.after {
+                    Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
+                    None => (None, None),
+                };
+                let rows = sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys
+                     WHERE owner_id = $1 AND status <> 'revoked'
+                       AND (CAST($2 AS BIGINT) IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3))
+                       AND (CAST($4 AS TEXT) IS NULL OR lower(name) LIKE lower($4) ESCAPE '\\')
+                     ORDER BY created_at DESC, id DESC LIMIT $5"
+                ))
+                .bind(owner.0)
+                .bind(after_t)
+                .bind(after_id)
+                .bind(q.search.as_deref().map(rows::contains_pattern))
+                .bind(q.limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.iter().map(key_from_row).collect()
+            }
+
+            async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
+                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')",
+                )
+                .bind(owner.0)
+                .bind(search.map(rows::contains_pattern))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+            }
+
             async fn revoke_key(
                 &self,
                 owner: Option<UserId>,

@@ -190,6 +190,8 @@ pub async fn listing_pages_newest_first(s: &dyn Store) {
     assert_eq!(found.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["svc-3"]);
     assert_eq!(s.count_keys(a.id, Some("svc")).await.unwrap(), 7);
     assert_eq!(s.count_keys(a.id, Some("%")).await.unwrap(), 0, "search is literal, not a LIKE pattern");
+    assert_eq!(s.count_keys(a.id, Some("svc_3")).await.unwrap(), 0, "`_` is not a wildcard either");
+    assert_eq!(s.count_keys(a.id, Some("c\\")).await.unwrap(), 0, "nor is a backslash an escape");
 }
 
 pub async fn revocation_is_durable_and_published(s: &dyn Store) {

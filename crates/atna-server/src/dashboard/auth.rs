@@ -94,9 +94,9 @@ fn notice_text(n: Option<&str>) -> String {
     }
 }
 
+/// While no user exists, every node has printed (and recorded) a setup link: the sign-in page points at it.
 async fn setup_pending(s: &DashState) -> bool {
-    let has_token = s.setup_token.lock().map(|t| t.is_some()).unwrap_or(false);
-    has_token && s.app.store.count_users().await.is_ok_and(|n| n == 0)
+    s.app.store.count_users().await.is_ok_and(|n| n == 0)
 }
 
 /// `GET /login`.
@@ -306,9 +306,6 @@ pub async fn setup(
         setup_allowed(&s, &f.token).await?;
         return Err(DashError::new(StatusCode::CONFLICT, "Setup is finished", "Sign in instead."));
     };
-    if let Ok(mut t) = s.setup_token.lock() {
-        *t = None;
-    }
     tracing::info!(user = %user.email, "first administrator created through the setup link");
     let set = session::start(&s, user.id, secure).await?;
     let mut res = Redirect::to("/keys").into_response();

@@ -13,7 +13,7 @@ pub(crate) mod session;
 mod throttle;
 mod timefmt;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue};
@@ -28,13 +28,10 @@ use crate::AppState;
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; \
 form-action 'self'; base-uri 'none'; object-src 'none'";
 
-/// What the dashboard keeps besides the app's state. Everything that several nodes must agree on (sessions, CSRF
-/// tokens, sign-in throttling, form nonces, setup tokens) lives in the database; this is only a local hint.
+/// What the dashboard handlers share: the app's state. Everything several nodes must agree on (sessions, CSRF tokens,
+/// sign-in throttling, form nonces, setup tokens) lives in the database, none of it here.
 pub struct Dash {
     pub app: AppState,
-    /// The setup token this process printed, so its sign-in page can point at it; `None` once setup is done (or when
-    /// users existed at start). The link itself is checked against the database.
-    pub setup_token: Mutex<Option<String>>,
 }
 
 /// The dashboard handlers' state.
@@ -56,9 +53,9 @@ pub fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The dashboard routes, with their state applied. `setup_token` is the first-run token printed by `atna serve`.
-pub fn router(app: AppState, setup_token: Option<String>) -> Router {
-    let state = DashState(Arc::new(Dash { app, setup_token: Mutex::new(setup_token) }));
+/// The dashboard routes, with their state applied.
+pub fn router(app: AppState) -> Router {
+    let state = DashState(Arc::new(Dash { app }));
     let pages = Router::new()
         .route("/", get(root))
         .route("/login", get(auth::login_page).post(auth::login))
