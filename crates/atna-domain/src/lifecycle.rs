@@ -87,6 +87,15 @@ impl VerifyCode {
     }
 }
 
+/// A key's status as people and programs are shown it: the stored status, except that an active key past its expiry
+/// is `expired`. Every face (REST API, CLI, dashboard) shows this one, so a dead key never looks healthy.
+pub fn shown_status(status: KeyStatus, expires_at: Option<Millis>, now: Millis) -> &'static str {
+    match status {
+        KeyStatus::Active if expires_at.is_some_and(|t| t <= now) => "expired",
+        s => s.as_str(),
+    }
+}
+
 /// Whether a key whose secret matched may be used now.
 pub fn decide(status: KeyStatus, owner_disabled: bool, expires_at: Option<Millis>, now: Millis) -> VerifyCode {
     match status {
@@ -136,6 +145,15 @@ mod tests {
         assert_eq!(decide(Active, true, None, 10), VerifyCode::Disabled);
         assert_eq!(decide(Disabled, false, None, 10), VerifyCode::Disabled);
         assert_eq!(decide(Revoked, false, Some(1), 10), VerifyCode::Revoked);
+    }
+
+    #[test]
+    fn expired_keys_are_shown_as_expired() {
+        assert_eq!(shown_status(KeyStatus::Active, Some(10), 10), "expired");
+        assert_eq!(shown_status(KeyStatus::Active, Some(11), 10), "active");
+        assert_eq!(shown_status(KeyStatus::Active, None, 10), "active");
+        assert_eq!(shown_status(KeyStatus::Disabled, Some(1), 10), "disabled");
+        assert_eq!(shown_status(KeyStatus::Revoked, Some(1), 10), "revoked");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct Key {
     pub id: String,
     pub name: String,
     pub scopes: Vec<String>,
-    /// `active` or `disabled`.
+    /// `active`, `disabled` or `expired` (an active key past `expires_at`).
     pub status: &'static str,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -72,7 +72,7 @@ impl Key {
             id: k.id.to_string(),
             name: k.name.to_string(),
             scopes: k.scopes.iter().map(str::to_owned).collect(),
-            status: k.status.as_str(),
+            status: atna_domain::lifecycle::shown_status(k.status, k.expires_at, now),
             created_at: to_datetime(k.created_at),
             expires_at: k.expires_at.map(to_datetime),
             last_used_at: k.last_used_at.map(to_datetime),

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use atna_domain::scope::MANAGE_KEYS;
-use atna_domain::{CredentialId, KeyHealth, KeyName, KeyStatus, UserId};
+use atna_domain::{CredentialId, KeyHealth, KeyName, UserId};
 use atna_store::{Actor, KeyQuery, KeyRecord};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -36,13 +36,6 @@ struct KeyRow {
     unused: bool,
 }
 
-fn status_of(r: &KeyRecord, now: i64) -> &'static str {
-    match r.status {
-        KeyStatus::Active if r.expires_at.is_some_and(|t| t <= now) => "expired",
-        s => s.as_str(),
-    }
-}
-
 impl KeyRow {
     fn new(r: &KeyRecord, now: i64) -> Self {
         let health = KeyHealth::at(r.created_at, r.last_used_at, now);
@@ -56,7 +49,7 @@ impl KeyRow {
             last_ip: r.last_used_ip.clone().unwrap_or_default(),
             age: age(health.age_days),
             expiry: r.expires_at.map_or_else(|| "never".to_owned(), |t| relative(t, now)),
-            status: status_of(r, now),
+            status: atna_domain::lifecycle::shown_status(r.status, r.expires_at, now),
             rotation_due: health.rotation_due,
             unused: health.unused,
         }
