@@ -4,19 +4,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use atna_store::Store;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
+use atna_store::Store;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
 
+use crate::serve::guard::{guarded, Face};
+use crate::serve::{self, Tracker};
 use crate::verify::Verifier;
 use crate::{api, dashboard, watcher, AppState, Settings};
 
@@ -96,13 +98,14 @@ impl App {
             watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let (router, state) = (self.router, self.state.clone());
-        let make_service = tower::service_fn(move |conn: axum::serve::IncomingStream<'_, TcpListener>| {
-            // Small responses go out at once instead of waiting for the client's delayed ACK (Nagle).
-            let _ = conn.io().set_nodelay(true);
-            let front = Front { router: router.clone(), state: state.clone(), peer: *conn.remote_addr() };
-            std::future::ready(Ok::<_, Infallible>(front))
-        });
-        let served = axum::serve(self.listener, make_service).with_graceful_shutdown(shutdown).await;
+        let make = move |c: serve::Conn| Front {
+            router: router.clone(),
+            state: state.clone(),
+            peer: c.peer,
+            trusted: c.trusted,
+            tracker: c.tracker,
+        };
+        serve::run(self.listener, &self.state.settings, make, shutdown).await;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -111,37 +114,55 @@ impl App {
             Ok(n) => tracing::info!(keys = n, "usage written"),
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
         }
-        served
+        Ok(())
     }
 }
 
 /// The service each connection gets. `GET /v1/whoami`, the request every API call of every client makes, is answered
 /// directly: routing it through the router (path matching, URL-parameter and matched-path extensions, the per-route
 /// layers) costs more than verifying the key. Every other request goes to the router, with the peer's address as
-/// `ConnectInfo` as usual. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
+/// `ConnectInfo` as usual. Both run under [`guarded`] (request timeout, panics answered 500) and report to the
+/// connection's [`Tracker`]. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
 #[derive(Clone)]
 struct Front {
     router: Router,
     state: AppState,
     peer: SocketAddr,
+    trusted: bool,
+    tracker: Arc<Tracker>,
 }
 
-impl Service<Request> for Front {
+impl Front {
+    async fn handle(&self, req: Request) -> Response {
+        if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
+            return api::auth::whoami_direct(&self.state, req.headers(), self.peer.ip(), self.trusted).await;
+        }
+        let mut req = req;
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let Ok(res) = self.router.clone().call(req).await;
+        res
+    }
+}
+
+impl<B> hyper::service::Service<axum::http::Request<B>> for Front
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
-            let (state, peer) = (self.state.clone(), self.peer.ip());
-            return Box::pin(async move { Ok(api::auth::whoami_direct(&state, req.headers(), peer).await) });
-        }
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        let mut router = self.router.clone();
-        Box::pin(async move { router.call(req).await })
+    fn call(&self, req: axum::http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            this.tracker.request_started();
+            let face = Face::of(req.uri().path());
+            let res = guarded(face, this.state.settings.request_timeout, this.handle(req.map(Body::new))).await;
+            let open_ended =
+                res.status() == StatusCode::SWITCHING_PROTOCOLS || res.body().size_hint().exact().is_none();
+            this.tracker.request_finished(open_ended);
+            Ok(res)
+        })
     }
 }

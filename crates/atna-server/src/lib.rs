@@ -3,10 +3,12 @@
 
 pub mod api;
 mod app;
+pub mod cidr;
 pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod serve;
 pub mod service;
 pub mod settings;
 pub mod state;

@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let store = store_url::open(&resolved.database_url, &db).await?;
     match cli.command {
-        Command::Serve(s) => serve(store, config::settings(&resolved, &s)).await,
+        Command::Serve(s) => serve(store, config::settings(&resolved, &s)?).await,
         Command::Migrate => {
             println!("migrations applied ({} database)", store.backend());
             Ok(())

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
-use super::session::SignedIn;
+use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, age, ago, relative};
 use super::{random_token, DashState};
 use crate::clock;
@@ -228,6 +228,7 @@ fn no_store(mut res: Response) -> Response {
 pub async fn create(
     State(s): State<DashState>,
     si: SignedIn,
+    Forwarded(trusted): Forwarded,
     headers: HeaderMap,
     DashForm(f): DashForm<CreateForm>,
 ) -> DashResult {
@@ -253,7 +254,7 @@ pub async fn create(
     let spec = KeySpec { once: Some(&f.nonce), name: &f.name, scopes: &scopes, expires_at, grantable: None };
     match service::create_key(s.app.store.as_ref(), owner, Actor::User(owner), spec, now).await {
         Ok((rec, secret)) => {
-            let forwarded = s.app.settings.trust_forwarded_for.then(|| headers.get("x-forwarded-host")).flatten();
+            let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
             let host = forwarded
                 .or_else(|| headers.get(header::HOST))
                 .and_then(|h| h.to_str().ok())
