@@ -166,3 +166,78 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing;
+    use hyper::service::Service as _;
+    use std::time::Duration;
+
+    /// The production per-connection stack around a router whose handlers panic or hang.
+    async fn front(router: Router) -> (Front, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(atna_store_sqlite::SqliteStore::open_file(&dir.path().join("atna.db")).await.unwrap());
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            request_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        };
+        let app = App::build(settings, store).await.unwrap();
+        let tracker = Tracker::new(Duration::from_secs(10), Duration::from_secs(60));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        (Front { router, state: app.state.clone(), peer, trusted: false, tracker }, dir)
+    }
+
+    /// Status, content type and body of `GET path`.
+    async fn fetch(f: &Front, path: &str) -> (StatusCode, String, String) {
+        let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let res = f.call(req).await.unwrap();
+        let status = res.status();
+        let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn hanging_and_panicking() -> Router {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        Router::new()
+            .route("/v1/boom", routing::get(boom))
+            .route("/boom", routing::get(boom))
+            .route("/v1/stuck", routing::get(std::future::pending::<&'static str>))
+            .route("/stuck", routing::get(std::future::pending::<&'static str>))
+            .route("/v1/fine", routing::get(|| async { "fine" }))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_connection_goes_on() {
+        let (f, _dir) = front(hanging_and_panicking()).await;
+        let (status, ct, body) = fetch(&f, "/v1/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ct, "application/problem+json");
+        assert!(body.contains(r#""code":"internal_error""#), "{body}");
+        let (status, ct, body) = fetch(&f, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(ct.starts_with("text/html") && body.contains("Something went wrong"), "{ct} {body}");
+        // The connection's tracker saw the request end, and the next request is served.
+        assert_eq!(f.tracker.in_flight(), 0);
+        assert_eq!(fetch(&f, "/v1/fine").await.2, "fine");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_takes_too_long_answers_503() {
+        let (f, _dir) = front(hanging_and_panicking()).await;
+        let t0 = std::time::Instant::now();
+        let (status, ct, body) = fetch(&f, "/v1/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ct, "application/problem+json");
+        assert!(body.contains(r#""code":"request_timeout""#), "{body}");
+        assert!(t0.elapsed() >= Duration::from_millis(300) && t0.elapsed() < Duration::from_secs(5));
+        let (status, ct, _) = fetch(&f, "/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ct.starts_with("text/html"));
+        assert_eq!(f.tracker.in_flight(), 0);
+    }
+}

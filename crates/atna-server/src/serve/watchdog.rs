@@ -79,6 +79,11 @@ impl Tracker {
         }
     }
 
+    /// Requests handed to the service and not answered yet.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
     /// Resolves when the connection has overstayed its phase and should be closed.
     pub async fn expired(&self) {
         loop {

@@ -59,8 +59,20 @@ impl Server {
 
     /// `atna serve` on port 0 with these variables; returns once it printed its address.
     pub fn start_env(env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        Self::start_command(cmd, env)
+    }
+
+    /// Like [`Server::start_env`], with at most `nofile` open file descriptors (soft and hard limit).
+    pub fn start_limited(nofile: u32, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" serve --listen 127.0.0.1:0"), BIN]);
+        Self::start_command(cmd, env)
+    }
+
+    fn start_command(mut cmd: Command, env: &[(&str, &str)]) -> Server {
+        let mut child = cmd
             .env_remove("ATNA_DATABASE_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
