@@ -98,12 +98,14 @@ impl App {
             watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let (router, state) = (self.router, self.state.clone());
-        let make = move |c: serve::Conn| Front {
-            router: router.clone(),
-            state: state.clone(),
-            peer: c.peer,
-            trusted: c.trusted,
-            tracker: c.tracker,
+        let make = move |c: serve::Conn| {
+            Front(Arc::new(FrontParts {
+                router: router.clone(),
+                state: state.clone(),
+                peer: c.peer,
+                trusted: c.trusted,
+                tracker: c.tracker,
+            }))
         };
         serve::run(self.listener, &self.state.settings, make, shutdown).await;
         let _ = stop_tx.send(true);
@@ -124,7 +126,10 @@ impl App {
 /// `ConnectInfo` as usual. Both run under [`guarded`] (request timeout, panics answered 500) and report to the
 /// connection's [`Tracker`]. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
 #[derive(Clone)]
-struct Front {
+struct Front(Arc<FrontParts>);
+
+/// What [`Front`] holds for its connection, behind one `Arc` so that each request clones one pointer.
+struct FrontParts {
     router: Router,
     state: AppState,
     peer: SocketAddr,
@@ -132,7 +137,7 @@ struct Front {
     tracker: Arc<Tracker>,
 }
 
-impl Front {
+impl FrontParts {
     async fn handle(&self, req: Request) -> Response {
         if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
             return api::auth::whoami_direct(&self.state, req.headers(), self.peer.ip(), self.trusted).await;
@@ -154,7 +159,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: axum::http::Request<B>) -> Self::Future {
-        let this = self.clone();
+        let this = self.0.clone();
         Box::pin(async move {
             this.tracker.request_started();
             let face = Face::of(req.uri().path());
@@ -186,7 +191,7 @@ mod tests {
         let app = App::build(settings, store).await.unwrap();
         let tracker = Tracker::new(Duration::from_secs(10), Duration::from_secs(60));
         let peer = "127.0.0.1:1".parse().unwrap();
-        (Front { router, state: app.state.clone(), peer, trusted: false, tracker }, dir)
+        (Front(Arc::new(FrontParts { router, state: app.state.clone(), peer, trusted: false, tracker })), dir)
     }
 
     /// Status, content type and body of `GET path`.
@@ -222,7 +227,7 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(ct.starts_with("text/html") && body.contains("Something went wrong"), "{ct} {body}");
         // The connection's tracker saw the request end, and the next request is served.
-        assert_eq!(f.tracker.in_flight(), 0);
+        assert_eq!(f.0.tracker.in_flight(), 0);
         assert_eq!(fetch(&f, "/v1/fine").await.2, "fine");
     }
 
@@ -238,6 +243,6 @@ mod tests {
         let (status, ct, _) = fetch(&f, "/stuck").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(ct.starts_with("text/html"));
-        assert_eq!(f.tracker.in_flight(), 0);
+        assert_eq!(f.0.tracker.in_flight(), 0);
     }
 }

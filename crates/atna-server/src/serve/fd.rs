@@ -23,6 +23,8 @@ pub fn raise_nofile_limit() -> Option<u64> {
             }
         }
     }
+    // `rlim_t` is not `u64` on every target.
+    #[allow(clippy::useless_conversion)]
     Some(u64::from(lim.rlim_cur))
 }
 
