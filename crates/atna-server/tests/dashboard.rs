@@ -391,7 +391,7 @@ async fn another_users_key_is_a_404_and_stays_untouched() {
     let s = start().await;
     user(s.store.as_ref(), "alice@example.com", false).await;
     let bob = user(s.store.as_ref(), "bob@example.com", false).await;
-    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, grantable: None };
+    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, by_key: None };
     let (rec, secret) =
         service::create_key(s.store.as_ref(), bob.id, Actor::User(bob.id), spec, atna_server::clock::now())
             .await
@@ -523,7 +523,7 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     let alice = user(s.store.as_ref(), "alice@example.com", false).await;
     for i in 0..1_030 {
         let name = format!("svc{i:04}-01_01_2026-00_00");
-        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, grantable: None };
+        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, by_key: None };
         service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, 1_000 + i).await.unwrap();
     }
     let c = signed_in(&s, "alice@example.com").await;

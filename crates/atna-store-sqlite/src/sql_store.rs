@@ -85,8 +85,9 @@ macro_rules! sql_store {
             async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let row = sqlx::query(&format!(
-                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
+                                           created_by_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(k.id.as_str())
                 .bind(k.owner.0)
@@ -96,6 +97,7 @@ macro_rules! sql_store {
                 .bind(k.created_at)
                 .bind(k.expires_at)
                 .bind(k.form_nonce.as_deref())
+                .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
@@ -335,7 +337,7 @@ macro_rules! sql_store {
 
             async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
-                    "SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events
+                    "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events
                      WHERE owner_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
                 )
                 .bind(owner.0)
@@ -417,7 +419,7 @@ macro_rules! sql_store {
                     .collect::<StoreResult<Vec<_>>>()?;
                 let keys = sqlx::query(&format!(
                     "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
-                            last_used_at, last_used_ip, use_count
+                            last_used_at, last_used_ip, use_count, created_by_key
                      FROM api_keys ORDER BY {KEY_ORDER}"
                 ))
                 .fetch_all(&mut *tx)
@@ -427,7 +429,9 @@ macro_rules! sql_store {
                 .map(rows::exported_key_from_row)
                 .collect::<StoreResult<Vec<_>>>()?;
                 let audit_events =
-                    sqlx::query("SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events ORDER BY id")
+                    sqlx::query(
+                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events ORDER BY id",
+                    )
                         .fetch_all(&mut *tx)
                         .await
                         .map_err(db)?
@@ -475,8 +479,8 @@ macro_rules! sql_store {
                         .ok_or_else(|| StoreError::InvalidSnapshot(format!("key {}: bad secret_hash", k.id)))?;
                     sqlx::query(
                         "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
-                                               revoked_at, last_used_at, last_used_ip, use_count)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                               revoked_at, last_used_at, last_used_ip, use_count, created_by_key)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     )
                     .bind(&k.id)
                     .bind(k.owner_id)
@@ -490,14 +494,15 @@ macro_rules! sql_store {
                     .bind(k.last_used_at)
                     .bind(k.last_used_ip.as_deref())
                     .bind(k.use_count)
+                    .bind(k.created_by_key.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| rows::conflict(e, "a key in the export file"))?;
                 }
                 for e in &snap.audit_events {
                     sqlx::query(
-                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(e.at)
                     .bind(e.owner_id)
@@ -505,6 +510,7 @@ macro_rules! sql_store {
                     .bind(&e.action)
                     .bind(e.key_id.as_deref())
                     .bind(e.key_name.as_deref())
+                    .bind(e.actor_key_id.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
@@ -527,7 +533,8 @@ macro_rules! sql_store {
             key_name: &str,
         ) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(at)
             .bind(owner.0)
@@ -535,6 +542,7 @@ macro_rules! sql_store {
             .bind(action)
             .bind(key.as_str())
             .bind(key_name)
+            .bind(actor.key().as_ref().map(CredentialId::as_str))
             .execute(&mut **tx)
             .await
             .map_err(db)?;

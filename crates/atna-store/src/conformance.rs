@@ -17,7 +17,7 @@ macro_rules! conformance_tests {
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
             sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key,
-            setup_makes_one_first_admin);
+            setup_makes_one_first_admin, keys_remember_the_key_that_made_them);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -60,6 +60,7 @@ fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey)
     let g = GeneratedKey::generate();
     let k = NewKey {
         form_nonce: None,
+        created_by_key: None,
         id: g.id,
         owner,
         name: KeyName::parse(name).unwrap(),
@@ -283,6 +284,29 @@ pub async fn audit_survives_the_key(s: &dyn Store) {
     assert_eq!(events[0].key_name.as_deref(), Some("audited"));
 }
 
+pub async fn keys_remember_the_key_that_made_them(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (parent, _) = new_key(a.id, "parent", T0);
+    s.insert_key(parent.clone()).await.unwrap();
+    let (mut child, _) = new_key(a.id, "child", T0 + 1);
+    child.created_by_key = Some(parent.id);
+    child.actor = Actor::Key { user: a.id, key: parent.id };
+    assert_eq!(s.insert_key(child.clone()).await.unwrap().created_by_key, Some(parent.id));
+    // Deleting the parent leaves the child, which still says where it came from.
+    s.revoke_key(Some(a.id), &parent.id, Actor::User(a.id), T0 + 2).await.unwrap().unwrap();
+    let got = s.get_key(a.id, &child.id).await.unwrap().unwrap();
+    assert_eq!(got.created_by_key, Some(parent.id));
+    assert_eq!(s.auth_record(&child.id).await.unwrap().unwrap().key.created_by_key, Some(parent.id));
+    let listed = s.list_keys(a.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().map(|k| (k.id, k.created_by_key)).collect::<Vec<_>>(), [(child.id, Some(parent.id))]);
+    // The audit trail says the key acted, not the person in the dashboard.
+    let events = s.audit_events(a.id, 10).await.unwrap();
+    let created = events.iter().find(|e| e.action == "key.created" && e.key_id == Some(child.id)).unwrap();
+    assert_eq!(created.actor, Actor::Key { user: a.id, key: parent.id });
+    let by_hand = events.iter().find(|e| e.action == "key.created" && e.key_id == Some(parent.id)).unwrap();
+    assert_eq!(by_hand.actor, Actor::User(a.id));
+}
+
 pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     // The source: an admin with a real argon2 hash, a disabled user, a user without keys; a live key with usage, a
     // deleted key whose name a live key reuses, a key of the disabled user; audit events by users and the operator.
@@ -305,7 +329,10 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
         from.insert_key(k.clone()).await.unwrap();
     }
     from.revoke_key(None, &gone.id, Actor::Operator, T0 + 4).await.unwrap().unwrap();
-    let (reused, _) = new_key(admin.id, "crm-old", T0 + 5);
+    let (mut reused, _) = new_key(admin.id, "crm-old", T0 + 5);
+    // Made through the API by the live key: the export keeps which key made it and which key acted.
+    reused.created_by_key = Some(live.id);
+    reused.actor = Actor::Key { user: admin.id, key: live.id };
     from.insert_key(reused.clone()).await.unwrap();
     let usage = UsageUpdate { id: live.id, count: 7, last_used_at: T0 + 6, last_used_ip: Some("203.0.113.7".into()) };
     from.record_usage(&[usage]).await.unwrap();
@@ -323,12 +350,16 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!((exported_gone.status.as_str(), exported_gone.revoked_at), ("revoked", Some(T0 + 4)));
     assert_eq!(exported_gone.secret_hash, gone_g.hash.to_hex());
     assert_eq!(exported_gone.scopes, "billing:read keys:manage");
+    let exported_reused = snap.keys.iter().find(|k| k.id == reused.id.as_str()).unwrap();
+    assert_eq!(exported_reused.created_by_key.as_deref(), Some(live.id.as_str()));
+    let made_by_key = snap.audit_events.iter().find(|e| e.key_id.as_deref() == Some(reused.id.as_str())).unwrap();
+    assert_eq!(made_by_key.actor_key_id.as_deref(), Some(live.id.as_str()));
     let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
     assert_eq!(snap.summary(), expected);
 
     // Refused whole, leaving the target empty: a wrong format, a key whose owner is missing.
     let mut wrong = snap.clone();
-    wrong.format = "atna-export/2".into();
+    wrong.format = "atna-export/99".into();
     assert!(matches!(to.import_all(&wrong).await, Err(StoreError::InvalidSnapshot(_))));
     let mut orphan = snap.clone();
     orphan.users.retain(|u| u.id != bob.id.0);

@@ -175,7 +175,7 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 name: &name,
                 scopes: &scopes,
                 expires_at: expires_at.map(|t| t.timestamp_millis()),
-                grantable: None,
+                by_key: None,
             };
             let (rec, secret) = service::create_key(store, u.id, Actor::Operator, spec, now).await?;
             if json {

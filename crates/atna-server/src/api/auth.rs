@@ -49,7 +49,10 @@ fn whoami_response(entry: &KeyEntry) -> Response {
     responses(
         (status = 200, body = VerifyResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "JSON without a `key` string", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable (a key not in this node's memory cannot be checked)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn verify(
     State(s): State<AppState>,

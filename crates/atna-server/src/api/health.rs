@@ -7,10 +7,10 @@ use super::dto::Health;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::AppState;
 
-/// The process is up.
+/// The process is up (the database is not asked: see `/readyz`).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub async fn live() -> Json<Health> {
-    Json(Health { status: "ok", backend: None })
+pub async fn live(State(s): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", backend: s.store.backend() })
 }
 
 /// The store answers: this node can serve.
@@ -23,5 +23,5 @@ pub async fn ready(State(s): State<AppState>) -> ApiResult<Json<Health>> {
         tracing::warn!(error = %e, "not ready");
         ApiError::unavailable()
     })?;
-    Ok(Json(Health { status: "ready", backend: Some(s.store.backend()) }))
+    Ok(Json(Health { status: "ready", backend: s.store.backend() }))
 }
