@@ -549,3 +549,37 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     let id = CredentialId::parse(&value_after(&found.replace("data-key-id=\"", "value=\""), "<tr ")).unwrap();
     assert!(s.store.get_key(alice.id, &id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
+    let s = start().await;
+    let alice = user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    // A management key makes a key through the API: the list and the delete page say which key made it.
+    let scopes = ["keys:manage".to_owned()];
+    let spec = KeySpec { once: None, name: "robot", scopes: &scopes, expires_at: None, by_key: None };
+    let now = atna_server::clock::now();
+    let (_, robot) = service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, now).await.unwrap();
+    let made = Client::new()
+        .post(format!("{}/v1/keys", s.base))
+        .bearer_auth(robot.expose())
+        .json(&serde_json::json!({"name": "made-by-robot"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let child = made.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let robot_id = &robot.expose()[5..21];
+    let (_, list) = page(&c, &format!("{}/keys", s.base)).await;
+    assert!(list.contains(&format!("created by key <code>{robot_id}</code>")), "{list}");
+    let (_, confirm) = page(&c, &format!("{}/keys/{child}/delete", s.base)).await;
+    assert!(confirm.contains(&format!("by key <code>{robot_id}</code>")));
+
+    // The confirmation sent twice (a double click, a second tab): the second answer says it is already done.
+    let form = [("csrf", csrf(&confirm))];
+    let first = c.post(format!("{}/keys/{child}/delete", s.base)).form(&form).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let again = c.post(format!("{}/keys/{child}/delete", s.base)).form(&form).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert!(again.text().await.unwrap().contains("already deleted"));
+}
