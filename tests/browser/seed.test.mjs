@@ -51,7 +51,7 @@ async function fromProfileMenu(page, email, entry, screenshot) {
 /** "+ Generate an API Key" → name → "Save & Add"; returns { id, secret }. */
 async function generateKey(page, name) {
   await page.getByRole("link", { name: "+ Generate an API Key" }).first().click();
-  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("Name for the key").fill(name);
   await page.getByRole("button", { name: "Save & Add" }).click();
   const id = await page.getByLabel("Credential ID").inputValue();
   const secret = await page.getByLabel("Credential Secret").inputValue();
@@ -77,7 +77,7 @@ describe("the seed flow", () => {
 
     // 4. + Generate an API Key.
     await page.getByRole("link", { name: "+ Generate an API Key" }).first().click();
-    const nameField = page.getByLabel("Name", { exact: true });
+    const nameField = page.getByLabel("Name for the key");
     const prefilled = await nameField.inputValue();
     assert.match(prefilled, /^service_name-\d\d_\d\d_\d{4}-\d\d_\d\d$/, "prefilled with the convention");
     assert.equal(prefilled.slice(0, 13), "service_name-");
@@ -148,7 +148,7 @@ describe("the seed flow", () => {
     const before = local();
     await page.goto(`${server.base}/keys/new`);
     await page.waitForFunction(() => document.readyState === "complete");
-    const value = await page.getByLabel("Name", { exact: true }).inputValue();
+    const value = await page.getByLabel("Name for the key").inputValue();
     const afterwards = local();
     assert.ok(value === before || value === afterwards, `${value} is local time (${before})`);
     await context.close();
@@ -184,7 +184,7 @@ describe("the seed flow", () => {
     await signIn(page, server.base, "alice@example.com");
     await page.goto(`${server.base}/keys/new`);
     await page.locator("#new-key-form input[name=csrf]").evaluate((el) => { el.value = "0".repeat(64); });
-    await page.getByLabel("Name", { exact: true }).fill("tampered");
+    await page.getByLabel("Name for the key").fill("tampered");
     const [resp] = await Promise.all([
       page.waitForResponse((r) => r.request().method() === "POST"),
       page.getByRole("button", { name: "Save & Add" }).click(),

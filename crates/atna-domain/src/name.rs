@@ -65,8 +65,12 @@ impl KeyName {
         follows_convention(&self.0)
     }
 
-    /// The recommended name for a service at a moment, e.g. `billing-26_11_2026-14_05`.
+    /// The recommended name for a service at a moment, e.g. `billing-26_11_2026-14_05`. A `service` that already
+    /// ends in a date and time (a whole conventional name) is returned as it is, never stamped twice.
     pub fn conventional<Tz: TimeZone>(service: &str, at: &DateTime<Tz>) -> String {
+        if follows_convention(service.trim()) {
+            return service.trim().to_owned();
+        }
         format!(
             "{}-{:02}_{:02}_{:04}-{:02}_{:02}",
             service.trim(),
@@ -218,5 +222,16 @@ mod tests {
         let n = KeyName::conventional("billing", &at);
         assert_eq!(n, "billing-26_11_2026-14_05");
         assert!(KeyName::parse(&n).unwrap().follows_convention());
+    }
+
+    #[test]
+    fn a_whole_conventional_name_is_not_stamped_twice() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 22, 49, 0).unwrap();
+        let whole = "billing-service-26_11_2026-14_05";
+        assert_eq!(KeyName::conventional(whole, &at), whole);
+        assert_eq!(KeyName::conventional(&format!(" {whole} "), &at), whole);
+        assert_eq!(KeyName::conventional("billing-service", &at), "billing-service-27_11_2026-22_49");
+        // Only a real date and time counts as a stamp.
+        assert_eq!(KeyName::conventional("x-31_02_2026-14_05", &at), "x-31_02_2026-14_05-27_11_2026-22_49");
     }
 }

@@ -174,6 +174,28 @@ async fn a_resent_form_creates_no_second_key_and_shows_no_secret() {
     assert_eq!(s.store.count_keys(alice.id, None).await.unwrap(), 1);
 }
 
+/// The opening tag of the element with `id`.
+fn tag_with_id<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in page:\n{html}"));
+    let start = html[..at].rfind('<').unwrap();
+    &html[start..at + html[at..].find('>').unwrap()]
+}
+
+#[tokio::test]
+async fn the_box_labelled_name_for_the_key_is_the_one_submitted() {
+    let s = start().await;
+    user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    let (_, html) = page(&c, &format!("{}/keys/new", s.base)).await;
+    // "Provide a name for the key": the label says which box that is, and that box is the form's `name`.
+    assert!(html.contains("<label for=\"name\">Name for the key</label>"), "{html}");
+    assert!(tag_with_id(&html, "name").contains(" name=\"name\""));
+    // The Service name shortcut only fills that box in (with the page's script); it is never sent itself, and
+    // without the script it stays hidden.
+    assert!(!tag_with_id(&html, "service").contains(" name="));
+    assert!(tag_with_id(&html, "service-field").contains(" hidden"));
+}
+
 #[tokio::test]
 async fn form_errors_are_shown_inline_keeping_the_input() {
     let s = start().await;
