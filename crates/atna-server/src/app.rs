@@ -140,6 +140,13 @@ impl Service<Request> for Front {
             let (state, peer) = (self.state.clone(), self.peer.ip());
             return Box::pin(async move { Ok(api::auth::whoami_direct(&state, req.headers(), peer).await) });
         }
+        // Forward-auth is every gateway request's sub-request: the same fast lane (any method, no body read).
+        if api::forward_auth::is_forward_auth(req.uri().path()) {
+            let (state, peer) = (self.state.clone(), self.peer.ip());
+            return Box::pin(async move {
+                Ok(api::forward_auth::forward_auth_direct(&state, req.uri(), req.headers(), peer).await)
+            });
+        }
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();
         Box::pin(async move { router.call(req).await })
