@@ -72,7 +72,9 @@ async fn refusals_say_why_with_the_right_status_and_challenge() {
     let deleted = app.key_for(app.alice, "gone", &[]).await;
     let del = app.http.delete(app.url(&format!("/v1/keys/{}", &deleted[5..21]))).bearer_auth(&app.admin_key).send();
     assert_eq!(del.await.unwrap().status(), 204);
-    let cases: Vec<(Vec<(&str, String)>, u16, &str, &str)> = vec![
+    // (request headers, status, code, challenge)
+    type Case<'a> = (Vec<(&'a str, String)>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], 401, "credentials_missing", r#"Bearer realm="atna""#),
         (vec![("authorization", "Basic eDp5".into())], 401, "credentials_unsupported_scheme", r#"Bearer realm="atna""#),
         (
