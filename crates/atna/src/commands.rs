@@ -60,7 +60,10 @@ async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow
     tracing::info!(%addr, backend, "atna listening");
     println!("atna listening on http://{addr}");
     if let Some(token) = app.setup_token() {
-        println!("No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token}");
+        println!(
+            "No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token} \
+             (valid for 1 hour; restarting this node prints a new link and revokes this one)"
+        );
     }
     app.run(shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -272,3 +272,23 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     fail(&fresh, &dir.path().join("missing.json"), "cannot read");
     assert!(!fresh.exists(), "a refused file never creates the target database");
 }
+
+#[tokio::test]
+async fn a_restart_revokes_the_setup_link_the_node_printed_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The same address across the restart: that (with the host name) is the node's identity.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = [("ATNA_DATA_DIR", data.to_str().unwrap()), ("ATNA_LOG", "warn")];
+    let status = |link: String| async move { reqwest::get(link).await.unwrap().status().as_u16() };
+    let server = Server::start_on(&listen, &env);
+    let old = server.setup_link().expect("a setup link while no user exists");
+    assert_eq!(status(old.clone()).await, 200);
+    let _ = server.stop();
+    let server = Server::start_on(&listen, &env);
+    let new = server.setup_link().expect("a new link after the restart");
+    assert_ne!(old, new);
+    assert_eq!(status(old).await, 403, "the restart revoked the old link");
+    assert_eq!(status(new).await, 200);
+    let _ = server.stop();
+}

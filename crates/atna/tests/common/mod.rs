@@ -43,6 +43,11 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A port nothing listens on right now (the OS picks it; a server started on it soon after gets it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A running `atna serve`.
 pub struct Server {
     pub child: Child,
@@ -59,8 +64,13 @@ impl Server {
 
     /// `atna serve` on port 0 with these variables; returns once it printed its address.
     pub fn start_env(env: &[(&str, &str)]) -> Server {
+        Self::start_on("127.0.0.1:0", env)
+    }
+
+    /// `atna serve --listen LISTEN` with these variables; returns once it printed its address.
+    pub fn start_on(listen: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .env_remove("ATNA_DATABASE_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
