@@ -69,14 +69,14 @@ impl Server {
 
     /// `atna serve --listen LISTEN` with these variables; returns once it printed its address.
     pub fn start_on(listen: &str, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen])
-            .env_remove("ATNA_DATABASE_URL")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", listen]).env_remove("ATNA_DATABASE_URL").envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (which starts `atna serve`, perhaps through a shell) and returns once it printed its address.
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
