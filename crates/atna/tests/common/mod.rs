@@ -129,3 +129,13 @@ impl Server {
         self.child.wait().unwrap();
     }
 }
+
+/// A server a failed assertion left running is killed, not leaked past the test.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
