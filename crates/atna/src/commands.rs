@@ -17,7 +17,7 @@ use atna_store::{Actor, ImportSummary, KeyQuery, NewUser, Snapshot, Store, Store
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeyCommand, UserCommand};
-use crate::output::{outln, write_stdout};
+use crate::output::{self, outln, write_stdout};
 use crate::{config, files};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,12 +75,16 @@ async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = app.local_addr();
     tracing::info!(%addr, backend, "atna listening");
-    outln!("atna listening on http://{addr}");
+    // A server keeps serving when nobody reads its standard output any more: its address is in the log too.
+    let mut text = format!("atna listening on http://{addr}\n");
     if let Some(token) = app.setup_token() {
-        outln!(
+        text += &format!(
             "No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token} \
-             (valid for 1 hour; restarting this node prints a new link and revokes this one)"
+             (valid for 1 hour; restarting this node prints a new link and revokes this one)\n"
         );
+    }
+    if let Err(e) = output::try_write_stdout(text.as_bytes()) {
+        tracing::warn!(error = %e, "could not print the address (and setup link) on standard output");
     }
     app.run(stop).await?;
     tracing::info!("stopped");

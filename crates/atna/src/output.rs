@@ -13,14 +13,19 @@ pub(crate) use outln;
 /// Writes to standard output. A closed pipe means the reader has all it wanted: exit at once, quietly and
 /// successfully, as `head` expects of the command before it. Any other failure (a full disk) is an error.
 pub fn write_stdout(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+    if let Err(e) = try_write_stdout(bytes) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
         eprintln!("error: writing to standard output: {e}");
         std::process::exit(1);
     }
+}
+
+/// Writes to standard output and flushes, for a caller that can carry on without it.
+pub fn try_write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush())
 }
 
 /// An error and its causes, `: `-separated, leaving out each cause whose message is already shown (a context that

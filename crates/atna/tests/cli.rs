@@ -191,16 +191,11 @@ fn output_into_a_closed_pipe_ends_quietly() {
         &["user", "list"],
         &["export"],
     ] {
-        // A pipe whose reader has already gone, as after `| head -n1` read its line: `true` holds the read end
-        // and exits without reading.
-        let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
-        let write_end = reader.stdin.take().unwrap();
-        reader.wait().unwrap();
         let out = Command::new(BIN)
             .args(args)
             .env("ATNA_DATA_DIR", &data)
             .env_remove("ATNA_DATABASE_URL")
-            .stdout(write_end)
+            .stdout(closed_pipe())
             .stderr(Stdio::piped())
             .output()
             .unwrap();
@@ -208,6 +203,48 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
+}
+
+/// A pipe whose reader has already gone, as after `| head -n1` read its line: `true` holds the read end and exits
+/// without reading.
+#[cfg(unix)]
+fn closed_pipe() -> std::process::ChildStdin {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let write_end = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    write_end
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_server_whose_output_nobody_reads_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &listen])
+        .env("ATNA_DATA_DIR", &data)
+        .env("ATNA_LOG", "warn")
+        .env_remove("ATNA_DATABASE_URL")
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(res) = reqwest::get(format!("http://{listen}/healthz")).await {
+            assert_eq!(res.status(), 200);
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        assert!(std::time::Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success() && !err.contains("panicked"), "{}: {err}", out.status);
+    assert!(err.contains("could not print the address"), "{err}");
 }
 
 #[test]
