@@ -255,7 +255,6 @@ async fn a_failure_while_presenting_a_new_key_leaves_no_key_behind() {
             panic!("rendering failed")
         })
         .await
-        .map(|()| ())
     });
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(app.store.count_keys(owner, None).await.unwrap(), before, "nothing was committed");
