@@ -16,6 +16,7 @@ use quick_cache::sync::Cache;
 
 use crate::api::dto::{Owner, WhoAmI};
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::usage::UsageBuffer;
 
 /// A key record as the verifier keeps it in memory.
@@ -84,6 +85,7 @@ pub struct Verifier {
     ttl: Millis,
     negative_ttl: Millis,
     usage: UsageBuffer,
+    metrics: Metrics,
 }
 
 impl Verifier {
@@ -97,6 +99,7 @@ impl Verifier {
             ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -149,16 +152,25 @@ impl Verifier {
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
             if now.saturating_sub(slot.loaded) < ttl {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(slot.entry);
             }
             self.cache.remove(&id);
         }
         match self.cache.get_value_or_guard_async(&id).await {
-            Ok(slot) => Ok(slot.entry),
+            Ok(slot) => {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(slot.entry)
+            }
             Err(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
                 self.loads.fetch_add(1, Ordering::Relaxed);
-                let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
+                self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+                let read = self.store.auth_record(&id).await;
+                if read.is_err() {
+                    self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let entry = read?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     let _ = guard.insert(Slot { loaded: clock::now(), entry: entry.clone() });
@@ -171,13 +183,21 @@ impl Verifier {
     /// Forgets one key (it was revoked or changed).
     pub fn evict(&self, id: &CredentialId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.cache.remove(id);
+        if self.cache.remove(id).is_some() {
+            self.metrics.cache_evictions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets every key (a user was disabled, or changes may have been missed).
     pub fn evict_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.cache_evictions.fetch_add(self.cache.len() as u64, Ordering::Relaxed);
         self.cache.clear();
+    }
+
+    /// The server's metrics (the verifier keeps them: it sees every check).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// How many times a cache miss read the store.
@@ -214,8 +234,13 @@ impl Verifier {
             return Ok(0);
         }
         match self.store.record_usage(&batch).await {
-            Ok(()) => Ok(n),
+            Ok(()) => {
+                self.metrics.usage_flushes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.usage_flushed_keys.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
             Err(e) => {
+                self.metrics.usage_flush_failures.fetch_add(1, Ordering::Relaxed);
                 self.usage.restore(batch);
                 Err(e)
             }

@@ -43,6 +43,10 @@ pub fn follow_changes(
             loop {
                 match store.changes_since(last, BATCH).await {
                     Ok(changes) => {
+                        verifier
+                            .metrics()
+                            .feed_read_at
+                            .store(crate::clock::now(), std::sync::atomic::Ordering::Relaxed);
                         for c in &changes {
                             match &c.what {
                                 ChangeKind::Key(id) => verifier.evict(id),
