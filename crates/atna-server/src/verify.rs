@@ -4,7 +4,7 @@
 //! Usage is counted in memory. Nothing here writes to the store.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,10 @@ pub struct Verifier {
     ttl: Millis,
     negative_ttl: Millis,
     usage: UsageBuffer,
+    /// When the change follower last read the feed successfully (Unix ms, when that read began; 0: not yet).
+    feed_read_at: AtomicI64,
+    /// How old that read may be before cached records stop being trusted; `None`: no follower, trust the TTL.
+    max_feed_lag: Option<Millis>,
 }
 
 impl Verifier {
@@ -87,6 +91,34 @@ impl Verifier {
             ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
+            feed_read_at: AtomicI64::new(0),
+            max_feed_lag: None,
+        }
+    }
+
+    /// Trusts cached records only while the change follower has read the feed within `max_lag`, and not at all
+    /// before its first read. Past that bound a deletion elsewhere may be unknown here, so every lookup reads the
+    /// store instead (and fails with it, as `503`, when the store is the trouble): the cache fails closed, whatever
+    /// broke (a lost connection, an exhausted pool, a lock), and never serves a deleted key for a whole TTL.
+    pub fn follows_feed(mut self, max_lag: Duration) -> Self {
+        self.max_feed_lag = Some(max_lag.as_millis().try_into().unwrap_or(Millis::MAX));
+        self
+    }
+
+    /// Records that the change feed was read in full as of `started` (the clock read before the read began) and
+    /// everything it listed was evicted.
+    pub fn feed_read(&self, started: Millis) {
+        self.feed_read_at.fetch_max(started, Ordering::AcqRel);
+    }
+
+    /// Whether cached records may be used at `now` (see [`follows_feed`](Self::follows_feed)).
+    pub fn cache_trusted(&self, now: Millis) -> bool {
+        match self.max_feed_lag {
+            None => true,
+            Some(lag) => {
+                let at = self.feed_read_at.load(Ordering::Acquire);
+                at != 0 && now.saturating_sub(at) <= lag
+            }
         }
     }
 
@@ -115,6 +147,11 @@ impl Verifier {
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if !self.cache_trusted(now) {
+            // Read through, and keep nothing: the follower cannot tell us what to forget right now.
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a))));
+        }
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
             if now.saturating_sub(slot.loaded) < ttl {

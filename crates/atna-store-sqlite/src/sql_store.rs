@@ -6,6 +6,18 @@
 //! SQLite binds `$NAME` parameters in that same order. Each backend also defines what differs in a shared step:
 //! `publish` (append to the change feed), `begin_import` / `after_import`, `EXPORT_BEGIN` and `KEY_ORDER`.
 
+/// Warns when the database's schema is newer than this build's (an upgraded node migrated it): this node keeps
+/// serving, because migrations only add, but the operator should finish the upgrade.
+pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migrator) {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newest) = applied.filter(|&v| v > known) {
+        tracing::warn!(
+            "this database was upgraded by a newer atna (schema {newest}; this build knows {known}); serving it \
+             anyway, since migrations only add: upgrade this node too"
+        );
+    }
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -202,14 +214,14 @@ macro_rules! sql_store {
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {
-                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(&self.pool).await.map_err(db)
+                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(self.feed_pool()).await.map_err(db)
             }
 
             async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>> {
                 let rows = sqlx::query("SELECT seq, key_id, user_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(seq)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(self.feed_pool())
                     .await
                     .map_err(db)?;
                 rows.iter().map(rows::change_from_row).collect()
