@@ -31,6 +31,10 @@ use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Transaction};
 use listener::Listener;
 use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, USER_COLUMNS};
 
+/// The listing query (for plan checks in tests and benchmarks).
+#[doc(hidden)]
+pub use sql_store::list_keys_sql;
+
 /// The row type `rows.rs` decodes.
 type DbRow = sqlx::postgres::PgRow;
 
@@ -172,7 +176,8 @@ fn unreachable(e: &sqlx::Error) -> bool {
 async fn migrate(conn: &mut PgConnection) -> StoreResult<()> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
-    migrator.run(&mut *conn).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
+    // `run_direct`: `run(&mut conn)` makes the future not `Send` (sqlx's `Acquire` lifetime issue; its own workaround).
+    migrator.run_direct(&mut *conn).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
     let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut *conn)
         .await

@@ -5,6 +5,10 @@
 mod sql_store;
 mod rows;
 
+/// The listing query (for plan checks in tests and benchmarks).
+#[doc(hidden)]
+pub use sql_store::list_keys_sql;
+
 /// The row type `rows.rs` decodes.
 type DbRow = sqlx::sqlite::SqliteRow;
 

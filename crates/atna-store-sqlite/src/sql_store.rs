@@ -18,6 +18,21 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
     }
 }
 
+/// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
+/// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
+/// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
+/// row, while the row comparison is a range on the `api_keys_live_newest` index on both backends.
+pub fn list_keys_sql(after: bool) -> String {
+    let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
+    let columns = crate::rows::KEY_COLUMNS;
+    format!(
+        "SELECT {columns} FROM api_keys
+         WHERE owner_id = $1 AND status <> 'revoked' {cursor}
+           AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -140,22 +155,17 @@ macro_rules! sql_store {
             }
 
             async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
-                let (after_t, after_id) = match &q.after {
-                    Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
-                    None => (None, None),
-                };
-                let rows = sqlx::query(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys
-                     WHERE owner_id = $1 AND status <> 'revoked'
-                       AND (CAST($2 AS BIGINT) IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3))
-                       AND (CAST($4 AS TEXT) IS NULL OR lower(name) LIKE lower($4) ESCAPE '\\')
-                     ORDER BY created_at DESC, id DESC LIMIT $5"
-                ))
-                .bind(owner.0)
-                .bind(after_t)
-                .bind(after_id)
-                .bind(q.search.as_deref().map(rows::contains_pattern))
-                .bind(q.limit)
+                let search = q.search.as_deref().map(rows::contains_pattern);
+                let sql = sql_store::list_keys_sql(q.after.is_some());
+                let rows = match &q.after {
+                    Some((t, id)) => sqlx::query(&sql)
+                        .bind(owner.0)
+                        .bind(search)
+                        .bind(q.limit)
+                        .bind(*t)
+                        .bind(id.as_str()),
+                    None => sqlx::query(&sql).bind(owner.0).bind(search).bind(q.limit),
+                }
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
