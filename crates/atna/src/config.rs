@@ -156,12 +156,15 @@ mod tests {
         std::fs::write(
             &path,
             "session_idle_timeout_secs = 600\nsession_absolute_timeout_secs = 3600\n\
-             database_max_connections = 4\ndatabase_timeout_ms = 250\nlisten = \"127.0.0.1:9000\"\n",
+             database_max_connections = 4\ndatabase_timeout_ms = 250\nlisten = \"127.0.0.1:9000\"\n\
+             database_statement_timeout_ms = 0\ndatabase_lock_timeout_ms = 700\nchange_feed_max_lag_ms = 1500\n",
         )
         .unwrap();
         let r = resolve(&global(Some(path.clone()))).unwrap();
         assert_eq!((r.db.max_connections, r.db.acquire_timeout), (4, Duration::from_millis(250)));
+        assert_eq!((r.db.statement_timeout, r.db.lock_timeout), (Duration::ZERO, Duration::from_millis(700)));
         let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None });
+        assert_eq!(s.change_feed_max_lag, Duration::from_millis(1500));
         assert_eq!(s.session_idle_timeout, Duration::from_secs(600));
         assert_eq!(s.session_absolute_timeout, Duration::from_secs(3600));
         assert_eq!(s.listen.port(), 9000);
