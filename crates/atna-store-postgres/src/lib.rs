@@ -95,7 +95,7 @@ impl PgStore {
         let opts = opts.options([("client_min_messages", "warning")]);
         // Connections are named after this process, so an operator (or a test) can tell whose they are.
         let pid = std::process::id();
-        let mut conn = connect(&opts.clone().application_name(&format!("atna-migrate-{pid}")), settings.wait).await?;
+        let mut conn = connect(&opts.clone().application_name(&format!("atna-migrate-{pid}")), settings).await?;
         // On a connection without the request timeouts: a node waiting for another's migration lock must not give
         // up after `lock_timeout`, and a migration may take longer than a request should.
         crate::migrate(&mut conn).await?;
@@ -139,25 +139,31 @@ fn pool_options(max: u32, acquire_timeout: Duration) -> PgPoolOptions {
 }
 
 /// One connection, retried while the server cannot be reached until `wait` has passed. The error says what failed
-/// and where (a pool would only say it timed out).
-async fn connect(opts: &PgConnectOptions, wait: Duration) -> StoreResult<PgConnection> {
-    let deadline = tokio::time::Instant::now() + wait;
+/// and where (a pool would only say it timed out). Each attempt is bounded: a host that drops packets would otherwise
+/// hold it for the system's TCP timeout.
+async fn connect(opts: &PgConnectOptions, settings: &PgSettings) -> StoreResult<PgConnection> {
+    let deadline = tokio::time::Instant::now() + settings.wait;
+    let per_attempt = settings.acquire_timeout.max(Duration::from_secs(5));
+    let at = if opts.get_host().starts_with('/') {
+        format!("{} (socket)", opts.get_host())
+    } else {
+        format!("{}:{}", opts.get_host(), opts.get_port())
+    };
     loop {
-        match opts.connect().await {
-            Ok(conn) => return Ok(conn),
-            Err(e) if unreachable(&e) && tokio::time::Instant::now() + Duration::from_secs(1) < deadline => {
-                tracing::warn!(error = %e, "PostgreSQL is not reachable yet; waiting for it");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        let attempt = tokio::time::timeout(per_attempt, opts.connect()).await;
+        let e = match attempt {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) if !unreachable(&e) => {
+                return Err(StoreError::Database(format!("cannot connect to PostgreSQL at {at}: {e}")))
             }
-            Err(e) => {
-                let at = if opts.get_host().starts_with('/') {
-                    format!("{} (socket)", opts.get_host())
-                } else {
-                    format!("{}:{}", opts.get_host(), opts.get_port())
-                };
-                return Err(StoreError::Database(format!("cannot connect to PostgreSQL at {at}: {e}")));
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {per_attempt:?}"),
+        };
+        if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(StoreError::Database(format!("cannot connect to PostgreSQL at {at}: {e}")));
         }
+        tracing::warn!(error = %e, "PostgreSQL is not reachable yet; waiting for it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
