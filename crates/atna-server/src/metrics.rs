@@ -3,7 +3,7 @@
 //! known at compile time.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Where a key was checked.
@@ -77,8 +77,6 @@ pub struct Metrics {
     pub usage_flushed_keys: AtomicU64,
     /// Usage flushes that failed (the usage is kept for the next one).
     pub usage_flush_failures: AtomicU64,
-    /// When the change feed was last read successfully (Unix ms; 0 before the first read).
-    pub feed_read_at: AtomicI64,
 }
 
 impl Metrics {
@@ -95,8 +93,9 @@ impl Metrics {
         OUTCOMES.iter().position(|x| *x == outcome).map_or(0, |o| self.checks[entry as usize][o].load(Relaxed))
     }
 
-    /// The text exposition format. `cached` is the number of keys in memory now, `now` the time in Unix ms.
-    pub fn render(&self, cached: usize, now: i64) -> String {
+    /// The text exposition format. `cached` is the number of keys in memory now, `feed_read_at` when the change feed
+    /// was last read in full (Unix ms; 0: never), `now` the time in Unix ms.
+    pub fn render(&self, cached: usize, feed_read_at: i64, now: i64) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let w = &mut out;
         head(
@@ -162,8 +161,7 @@ impl Metrics {
             "gauge",
             "Seconds since this node last read the change feed successfully (how stale its idea of deletions may be).",
         );
-        let read = self.feed_read_at.load(Relaxed);
-        let lag = if read == 0 { f64::NAN } else { (now - read).max(0) as f64 / 1000.0 };
+        let lag = if feed_read_at == 0 { f64::NAN } else { (now - feed_read_at).max(0) as f64 / 1000.0 };
         let _ = writeln!(w, "atna_change_feed_lag_seconds {lag}");
         out
     }
@@ -186,8 +184,7 @@ mod tests {
         m.check(Entry::ForwardAuth, "key_revoked", Duration::from_micros(10));
         m.check(Entry::Whoami, "something new", Duration::from_secs(3));
         m.cache_hits.fetch_add(5, Relaxed);
-        m.feed_read_at.store(1_000, Relaxed);
-        let text = m.render(7, 3_500);
+        let text = m.render(7, 1_000, 3_500);
         assert!(text.contains("atna_key_checks_total{entry=\"forward_auth\",outcome=\"allowed\"} 2\n"));
         assert!(text.contains("atna_key_checks_total{entry=\"forward_auth\",outcome=\"key_revoked\"} 1\n"));
         assert!(text.contains("atna_key_checks_total{entry=\"whoami\",outcome=\"other\"} 1\n"));

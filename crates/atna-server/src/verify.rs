@@ -4,7 +4,7 @@
 //! Usage is counted in memory. Nothing here writes to the store.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +86,10 @@ pub struct Verifier {
     negative_ttl: Millis,
     usage: UsageBuffer,
     metrics: Metrics,
+    /// When the change follower last read the feed successfully (Unix ms, when that read began; 0: not yet).
+    feed_read_at: AtomicI64,
+    /// How old that read may be before cached records stop being trusted; `None`: no follower, trust the TTL.
+    max_feed_lag: Option<Millis>,
 }
 
 impl Verifier {
@@ -100,7 +104,40 @@ impl Verifier {
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
             metrics: Metrics::default(),
+            feed_read_at: AtomicI64::new(0),
+            max_feed_lag: None,
         }
+    }
+
+    /// Trusts cached records only while the change follower has read the feed within `max_lag`, and not at all
+    /// before its first read. Past that bound a deletion elsewhere may be unknown here, so every lookup reads the
+    /// store instead (and fails with it, as `503`, when the store is the trouble): the cache fails closed, whatever
+    /// broke (a lost connection, an exhausted pool, a lock), and never serves a deleted key for a whole TTL.
+    pub fn follows_feed(mut self, max_lag: Duration) -> Self {
+        self.max_feed_lag = Some(max_lag.as_millis().try_into().unwrap_or(Millis::MAX));
+        self
+    }
+
+    /// Records that the change feed was read in full as of `started` (the clock read before the read began) and
+    /// everything it listed was evicted.
+    pub fn feed_read(&self, started: Millis) {
+        self.feed_read_at.fetch_max(started, Ordering::AcqRel);
+    }
+
+    /// Whether cached records may be used at `now` (see [`follows_feed`](Self::follows_feed)).
+    pub fn cache_trusted(&self, now: Millis) -> bool {
+        match self.max_feed_lag {
+            None => true,
+            Some(lag) => {
+                let at = self.feed_read_at.load(Ordering::Acquire);
+                at != 0 && now.saturating_sub(at) <= lag
+            }
+        }
+    }
+
+    /// When the change feed was last read in full (Unix ms; 0: not yet, or no follower).
+    pub fn feed_read_at(&self) -> Millis {
+        self.feed_read_at.load(Ordering::Acquire)
     }
 
     /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
@@ -149,6 +186,10 @@ impl Verifier {
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if !self.cache_trusted(now) {
+            // Read through, and keep nothing: the follower cannot tell us what to forget right now.
+            return Ok(self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a))));
+        }
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
             if now.saturating_sub(slot.loaded) < ttl {
@@ -164,13 +205,7 @@ impl Verifier {
             }
             Err(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let read = self.store.auth_record(&id).await;
-                if read.is_err() {
-                    self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                let entry = read?.map(|a| Arc::new(KeyEntry::new(a)));
+                let entry = self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     let _ = guard.insert(Slot { loaded: clock::now(), entry: entry.clone() });
@@ -178,6 +213,17 @@ impl Verifier {
                 Ok(entry)
             }
         }
+    }
+
+    /// Reads one key's record from the store (a cache miss), counting it.
+    async fn read(&self, id: &CredentialId) -> Result<Option<AuthRecord>, StoreError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let read = self.store.auth_record(id).await;
+        if read.is_err() {
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        read
     }
 
     /// Forgets one key (it was revoked or changed).

@@ -33,6 +33,7 @@ pub async fn ready(State(s): State<AppState>) -> ApiResult<Json<Health>> {
     (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4"),
 ))]
 pub async fn metrics(State(s): State<AppState>) -> impl axum::response::IntoResponse {
-    let text = s.verifier.metrics().render(s.verifier.cached(), crate::clock::now());
+    let v = &s.verifier;
+    let text = v.metrics().render(v.cached(), v.feed_read_at(), crate::clock::now());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
