@@ -82,8 +82,8 @@ async fn decide(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) 
             return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
         }
     };
-    gate::admit(&entry, &requirements)?;
     let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
+    gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
     state.verifier.count_use(&entry, ip);
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
