@@ -37,6 +37,8 @@ pub const PER_NETWORK: i64 = 20;
 pub const PER_ACCOUNT_FREE: i64 = 10;
 /// The window of the per-account counter: long against its 15-minute cap, so spacing never resets itself.
 pub const ACCOUNT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+// Housekeeping keeps sign-in attempts for `CHANGE_RETENTION` (at least): the per-account window must fit in it.
+const _: () = assert!(ACCOUNT_WINDOW.as_secs() <= crate::watcher::CHANGE_RETENTION.as_secs());
 /// The first per-account delay; each further failure doubles it.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest per-account delay.
