@@ -1,7 +1,7 @@
 // Helpers for the browser suite: run the real `atna` binary on port 0 with a temporary data directory, create users
 // with its CLI, and launch the system's headless Chromium through playwright-core.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import readline from "node:readline";
@@ -34,8 +34,12 @@ function envFor(server, extra = {}) {
   return env;
 }
 
-/** Starts `atna serve` on 127.0.0.1:0; resolves once it printed its address and /healthz answers. */
-export async function startServer() {
+/**
+ * Starts `atna serve` on 127.0.0.1:0; resolves once it printed its address and /healthz answers. With `snapshot` (what
+ * `atna export` writes, as an object) the database is first loaded with `atna import`, for states no click can make
+ * (keys months old, keys past their expiry).
+ */
+export async function startServer({ snapshot = null } = {}) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "atna-browser-"));
   let databaseUrl = null;
   if (pgServer) {
@@ -44,6 +48,12 @@ export async function startServer() {
     const url = new URL(pgServer);
     url.pathname = `/${name}`;
     databaseUrl = url.toString();
+  }
+  if (snapshot) {
+    const file = path.join(dataDir, "snapshot.json");
+    writeFileSync(file, JSON.stringify(snapshot), { mode: 0o600 });
+    execFileSync(atnaBin, ["--data-dir", dataDir, "import", file], { stdio: ["ignore", "pipe", "pipe"], env: envFor({ databaseUrl }) });
+    rmSync(file);
   }
   const child = spawn(atnaBin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -94,6 +104,12 @@ export async function startServer() {
       if (databaseUrl) psql(`DROP DATABASE IF EXISTS ${new URL(databaseUrl).pathname.slice(1)} WITH (FORCE)`);
     },
   };
+}
+
+/** What `atna export` writes for `server` (an object with `dataDir` and `databaseUrl`), parsed. */
+export function exportSnapshot(server) {
+  const out = execFileSync(atnaBin, ["--data-dir", server.dataDir, "export"], { stdio: ["ignore", "pipe", "pipe"], env: envFor(server) });
+  return JSON.parse(out.toString());
 }
 
 /** Creates a user with `atna user create`, as an operator would. */

@@ -51,7 +51,7 @@ async function fromProfileMenu(page, email, entry, screenshot) {
 /** "+ Generate an API Key" → name → "Save & Add"; returns { id, secret }. */
 async function generateKey(page, name) {
   await page.getByRole("link", { name: "+ Generate an API Key" }).first().click();
-  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("Name for the key").fill(name);
   await page.getByRole("button", { name: "Save & Add" }).click();
   const id = await page.getByLabel("Credential ID").inputValue();
   const secret = await page.getByLabel("Credential Secret").inputValue();
@@ -77,7 +77,7 @@ describe("the seed flow", () => {
 
     // 4. + Generate an API Key.
     await page.getByRole("link", { name: "+ Generate an API Key" }).first().click();
-    const nameField = page.getByLabel("Name", { exact: true });
+    const nameField = page.getByLabel("Name for the key");
     const prefilled = await nameField.inputValue();
     assert.match(prefilled, /^service_name-\d\d_\d\d_\d{4}-\d\d_\d\d$/, "prefilled with the convention");
     assert.equal(prefilled.slice(0, 13), "service_name-");
@@ -148,7 +148,7 @@ describe("the seed flow", () => {
     const before = local();
     await page.goto(`${server.base}/keys/new`);
     await page.waitForFunction(() => document.readyState === "complete");
-    const value = await page.getByLabel("Name", { exact: true }).inputValue();
+    const value = await page.getByLabel("Name for the key").inputValue();
     const afterwards = local();
     assert.ok(value === before || value === afterwards, `${value} is local time (${before})`);
     await context.close();
@@ -184,7 +184,7 @@ describe("the seed flow", () => {
     await signIn(page, server.base, "alice@example.com");
     await page.goto(`${server.base}/keys/new`);
     await page.locator("#new-key-form input[name=csrf]").evaluate((el) => { el.value = "0".repeat(64); });
-    await page.getByLabel("Name", { exact: true }).fill("tampered");
+    await page.getByLabel("Name for the key").fill("tampered");
     const [resp] = await Promise.all([
       page.waitForResponse((r) => r.request().method() === "POST"),
       page.getByRole("button", { name: "Save & Add" }).click(),
@@ -231,7 +231,18 @@ describe("the seed flow", () => {
     await context.close();
   });
 
-  test("failed sign-ins are throttled with a clear message", async () => {
+  test("failed sign-ins are throttled with a clear message, but never lock out the owner's browser", async () => {
+    // Carol signed in from her own browser before: it keeps a long-lived, HttpOnly device cookie.
+    const own = await browser.newContext();
+    const mine = await own.newPage();
+    await signIn(mine, server.base, "carol@example.com");
+    await mine.waitForURL(/\/keys$/);
+    const device = (await own.cookies()).filter((c) => c.name === "atna_device");
+    assert.equal(device.length, 1, "a device cookie");
+    assert.ok(device[0].httpOnly && device[0].sameSite === "Lax");
+    await own.close();
+
+    // A stranger fails five times from this address: then even the right password waits.
     const context = await browser.newContext();
     const page = await context.newPage();
     for (let i = 0; i < 5; i++) {
@@ -242,6 +253,14 @@ describe("the seed flow", () => {
     await page.getByText(/Too many failed sign-ins; try again in \d+ minutes?\./).waitFor();
     await shot(page, "08-login-throttled");
     await context.close();
+
+    // Carol's browser (its device cookie, no session) still gets in from the same address.
+    const back = await browser.newContext();
+    await back.addCookies(device);
+    const again = await back.newPage();
+    await signIn(again, server.base, "carol@example.com");
+    await again.waitForURL(/\/keys$/);
+    await back.close();
   });
 
   test("account, admin users, and a phone-sized screen", async () => {

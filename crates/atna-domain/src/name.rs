@@ -20,6 +20,11 @@ pub enum KeyNameError {
     TooLong,
     #[error("The name contains control characters (such as line breaks or tabs).")]
     ControlCharacter,
+    #[error(
+        "The name contains invisible formatting characters (such as right-to-left overrides or zero-width spaces), \
+         which can make a name look like another: type it again without them."
+    )]
+    FormatCharacter,
 }
 
 impl KeyName {
@@ -35,7 +40,19 @@ impl KeyName {
         if s.chars().any(char::is_control) {
             return Err(KeyNameError::ControlCharacter);
         }
+        if s.chars().any(is_format_character) {
+            return Err(KeyNameError::FormatCharacter);
+        }
         Ok(Self(s.to_owned()))
+    }
+
+    /// Reads a name from storage or an export file. Names stored before a rule was added stay readable: only the
+    /// rules every stored name has always met (trimmed, non-empty, bounded, no control characters) apply here.
+    pub fn from_stored(s: &str) -> Result<Self, KeyNameError> {
+        match Self::parse(s) {
+            Err(KeyNameError::FormatCharacter) if s.trim() == s => Ok(Self(s.to_owned())),
+            other => other,
+        }
     }
 
     /// The name as text.
@@ -48,8 +65,12 @@ impl KeyName {
         follows_convention(&self.0)
     }
 
-    /// The recommended name for a service at a moment, e.g. `billing-26_11_2026-14_05`.
+    /// The recommended name for a service at a moment, e.g. `billing-26_11_2026-14_05`. A `service` that already
+    /// ends in a date and time (a whole conventional name) is returned as it is, never stamped twice.
     pub fn conventional<Tz: TimeZone>(service: &str, at: &DateTime<Tz>) -> String {
+        if follows_convention(service.trim()) {
+            return service.trim().to_owned();
+        }
         format!(
             "{}-{:02}_{:02}_{:04}-{:02}_{:02}",
             service.trim(),
@@ -62,17 +83,35 @@ impl KeyName {
     }
 }
 
+/// Unicode format characters (general category Cf) that people meet in pasted text: bidirectional controls
+/// (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width characters (U+200B–U+200D, U+2060–U+2064, U+FEFF),
+/// the soft hyphen (U+00AD) and tag characters (U+E0000–U+E007F). They are invisible, so `billing\u{202E}...` could
+/// be made to read like another key's name.
+fn is_format_character(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
 fn follows_convention(s: &str) -> bool {
-    // "<service>-dd_mm_yyyy-hh_mm": the suffix is 17 ASCII bytes.
+    // "<service>-dd_mm_yyyy-hh_mm": the suffix is 17 ASCII bytes. Only ASCII bytes are ever indexed below: a suffix
+    // holding any other character (e.g. "1é1_2026-14_05") cannot be the convention and is refused before slicing.
     const SUFFIX: usize = "-dd_mm_yyyy-hh_mm".len();
     if s.len() <= SUFFIX || !s.is_char_boundary(s.len() - SUFFIX) {
         return false;
     }
     let (service, suffix) = s.split_at(s.len() - SUFFIX);
+    if !suffix.is_ascii() {
+        return false;
+    }
     let b = suffix.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = &suffix[r];
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+        let part = &b[r];
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
     };
     let shape = b[0] == b'-' && b[3] == b'_' && b[6] == b'_' && b[11] == b'-' && b[14] == b'_';
     let (Some(d), Some(m), Some(y), Some(h), Some(min)) = (num(1..3), num(4..6), num(7..11), num(12..14), num(15..17))
@@ -95,6 +134,43 @@ impl fmt::Display for KeyName {
 impl fmt::Debug for KeyName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyName({:?})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2_000)))]
+
+        /// Any text at all: parsing and the convention check never panic, and a parsed name obeys its rules.
+        #[test]
+        fn any_text_is_judged_without_panicking(s in any::<String>()) {
+            if let Ok(n) = KeyName::parse(&s) {
+                let _ = n.follows_convention();
+                prop_assert!(!n.as_str().is_empty());
+                prop_assert!(n.as_str().chars().count() <= MAX_NAME_CHARS);
+                prop_assert!(!n.as_str().chars().any(|c| c.is_control() || is_format_character(c)));
+            }
+            let _ = follows_convention(&s);
+        }
+
+        /// Names that end in something shaped like the convention's suffix, with arbitrary characters mixed in.
+        #[test]
+        fn near_conventional_names_never_panic(service in "\\PC{0,8}", tail in "[-_0-9é€😀]{10,20}") {
+            let s = format!("{service}{tail}");
+            let _ = follows_convention(&s);
+        }
+
+        /// Every conventional name made for a real moment follows the convention, whatever the service is called.
+        #[test]
+        fn conventional_names_round_trip(service in "[\\p{L}\\p{N}][\\p{L}\\p{N} _-]{0,40}", secs in 0i64..4_102_444_800) {
+            let at = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let name = KeyName::conventional(&service, &at);
+            prop_assert!(KeyName::parse(&name).unwrap().follows_convention(), "{name}");
+        }
     }
 }
 
@@ -125,6 +201,19 @@ mod tests {
         assert!(!ok("billing-26_11_2026-24_05"));
         assert!(!ok("billing-26/11/2026-14:05"));
         assert!(!ok("é-26_11_2026-14_0é"));
+        // The name from the defect report: a multibyte character inside the last 17 bytes (was a panic).
+        assert!(!ok("svc-1é1_2026-14_05"));
+        assert!(!ok("x-2é_11_2026-14_05"));
+        assert!(ok("café-26_11_2026-14_05"));
+    }
+
+    #[test]
+    fn invisible_format_characters_are_refused() {
+        for c in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{FEFF}', '\u{200F}', '\u{E0041}', '\u{00AD}'] {
+            let name = format!("billing{c}-service");
+            assert_eq!(KeyName::parse(&name).unwrap_err(), KeyNameError::FormatCharacter, "{c:?}");
+        }
+        assert!(KeyName::parse("Zürich ☕ 計費").is_ok(), "ordinary non-ASCII letters and symbols are fine");
     }
 
     #[test]
@@ -133,5 +222,16 @@ mod tests {
         let n = KeyName::conventional("billing", &at);
         assert_eq!(n, "billing-26_11_2026-14_05");
         assert!(KeyName::parse(&n).unwrap().follows_convention());
+    }
+
+    #[test]
+    fn a_whole_conventional_name_is_not_stamped_twice() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 22, 49, 0).unwrap();
+        let whole = "billing-service-26_11_2026-14_05";
+        assert_eq!(KeyName::conventional(whole, &at), whole);
+        assert_eq!(KeyName::conventional(&format!(" {whole} "), &at), whole);
+        assert_eq!(KeyName::conventional("billing-service", &at), "billing-service-27_11_2026-22_49");
+        // Only a real date and time counts as a stamp.
+        assert_eq!(KeyName::conventional("x-31_02_2026-14_05", &at), "x-31_02_2026-14_05-27_11_2026-22_49");
     }
 }

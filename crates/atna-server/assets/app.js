@@ -33,6 +33,8 @@
     check();
 
     // "Service name": typing it fills the name in as <service>-<dd_mm_yyyy>-<hh_mm>, until the name is edited by hand.
+    // A whole conventional name typed there (people following "Provide a name for the key" type it into the first
+    // box) already ends in a date and time: it becomes the name as it is, never stamped twice.
     var service = document.getElementById("service");
     var serviceField = document.getElementById("service-field");
     if (!service || !serviceField) return;
@@ -41,7 +43,7 @@
     service.addEventListener("input", function () {
       if (input.value !== composed) return;
       var s = service.value.trim().replace(/\s+/g, "_");
-      composed = (s || "service_name") + "-" + stamp(new Date());
+      composed = follows(s) ? s : (s || "service_name") + "-" + stamp(new Date());
       input.value = composed;
       check();
     });

@@ -30,6 +30,7 @@ async fn seed(store: &dyn Store) -> String {
     store
         .insert_key(NewKey {
             form_nonce: None,
+            created_by_key: None,
             id: g.id,
             owner: u.id,
             name: KeyName::parse("bench").unwrap(),

@@ -96,8 +96,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let started = std::time::Instant::now();
         let ip = client_ip(parts, &state.settings);
-        authenticate(state, &parts.headers, ip).await.map(Caller)
+        let result = authenticate(state, &parts.headers, ip).await;
+        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "allowed");
+        state.verifier.metrics().check(crate::metrics::Entry::Api, outcome, started.elapsed());
+        result.map(Caller)
     }
 }
 
@@ -140,9 +144,39 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// serde's messages name our Rust types (`expected struct CreateKey with 3 elements`): say "a JSON object" instead, so
+/// an error reads in the API's terms and shows nothing of the implementation.
+fn public_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "struct ".len()..];
+        let name_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        if name_len == 0 {
+            out.push_str("struct ");
+            rest = after;
+            continue;
+        }
+        out.push_str("a JSON object");
+        rest = &after[name_len..];
+        // "with 3 elements" describes the struct's fields as a sequence: meaningless to a client.
+        if let Some(tail) = rest.strip_prefix(" with ") {
+            if let Some(end) = tail.find(" elements").or_else(|| tail.find(" element")) {
+                if tail[..end].bytes().all(|b| b.is_ascii_digit()) {
+                    let skip = if tail[end..].starts_with(" elements") { " elements".len() } else { " element".len() };
+                    rest = &tail[end + skip..];
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
-        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", e.body_text()),
+        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", public_message(&e.body_text())),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", e.body_text()),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -193,5 +227,16 @@ mod tests {
         assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("2001:db8::1"), "ports and IPv6 are read");
         let h = xff(&["203.0.113.7, 198.51.100.1"]);
         assert_eq!(client_ip_of(&h, peer, true, &[]), ip("198.51.100.1"), "the old setting: the last entry");
+    }
+
+    #[test]
+    fn serde_messages_do_not_name_rust_types() {
+        assert_eq!(
+            public_message("invalid type: sequence, expected struct CreateKey with 3 elements at line 1 column 1"),
+            "invalid type: sequence, expected a JSON object at line 1 column 1"
+        );
+        assert_eq!(public_message("expected struct VerifyRequest"), "expected a JSON object");
+        assert_eq!(public_message("missing field `name`"), "missing field `name`");
+        assert_eq!(public_message("struct "), "struct ");
     }
 }

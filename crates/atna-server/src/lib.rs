@@ -8,6 +8,8 @@ pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod gate;
+pub mod metrics;
 pub mod serve;
 pub mod service;
 pub mod settings;

@@ -12,14 +12,19 @@ use crate::verify::Verifier;
 /// Why a key was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Name(#[from] KeyNameError),
-    #[error("{0}")]
+    #[error(transparent)]
     Scopes(#[from] ScopeError),
     #[error("A key cannot grant scopes it does not have: {}.", .0.join(", "))]
     ScopeNotHeld(Vec<String>),
     #[error("The expiry date is in the past.")]
     ExpiryInPast,
+    #[error(
+        "A key cannot make a key that outlives itself: this key expires at {0}, so the new key must expire by then \
+         (leave `expires_at` out to get the same expiry)."
+    )]
+    ExpiryBeyondCaller(String),
     #[error("You already have a key with this name: choose another.")]
     NameTaken,
     #[error(transparent)]
@@ -34,6 +39,7 @@ impl From<CreateKeyError> for ApiError {
             CreateKeyError::Scopes(_) => ApiError::unprocessable("invalid_scopes", detail),
             CreateKeyError::ScopeNotHeld(_) => ApiError::new(StatusCode::FORBIDDEN, "scope_not_held", detail),
             CreateKeyError::ExpiryInPast => ApiError::unprocessable("invalid_expiry", detail),
+            CreateKeyError::ExpiryBeyondCaller(_) => ApiError::unprocessable("expiry_beyond_caller", detail),
             CreateKeyError::NameTaken => ApiError::new(StatusCode::CONFLICT, "name_taken", detail),
             CreateKeyError::Store(e) => e.into(),
         }
@@ -45,13 +51,16 @@ pub struct KeySpec<'a> {
     pub name: &'a str,
     pub scopes: &'a [String],
     pub expires_at: Option<Millis>,
-    /// The scopes the creator may grant; `None` for an owner acting in person (dashboard) or the operator (CLI).
-    pub grantable: Option<&'a Scopes>,
+    /// The key making this key through the API; `None` for an owner acting in person (dashboard) or the operator
+    /// (CLI). A key grants only scopes it holds, never makes a key that outlives it (an omitted expiry becomes its
+    /// own), and is recorded as the new key's creator.
+    pub by_key: Option<&'a KeyRecord>,
     /// The dashboard form's nonce: creating twice with one nonce fails (`NameTaken`) instead of making two keys.
     pub once: Option<&'a str>,
 }
 
-/// Creates a key for `owner`. The record is committed before this returns, so the secret may then be shown.
+/// Creates a key for `owner` and returns its record and secret. The record is committed before this returns, so the
+/// secret may then be shown.
 pub async fn create_key(
     store: &dyn Store,
     owner: UserId,
@@ -59,16 +68,38 @@ pub async fn create_key(
     spec: KeySpec<'_>,
     now: Millis,
 ) -> Result<(KeyRecord, ApiKeySecret), CreateKeyError> {
+    create_key_presented(store, owner, actor, spec, now, |rec, secret| (rec.clone(), secret.clone())).await
+}
+
+/// Creates a key for `owner`, having `present` build what will show the secret *before* the key is committed: if
+/// building the response fails (even by panicking), no key exists whose secret nobody saw. Only sending what
+/// `present` built is left after the commit.
+pub async fn create_key_presented<R>(
+    store: &dyn Store,
+    owner: UserId,
+    actor: Actor,
+    spec: KeySpec<'_>,
+    now: Millis,
+    present: impl FnOnce(&KeyRecord, &ApiKeySecret) -> R,
+) -> Result<R, CreateKeyError> {
     let name = KeyName::parse(spec.name)?;
     let scopes = Scopes::parse(spec.scopes)?;
-    if let Some(grantable) = spec.grantable {
-        let missing: Vec<String> = scopes.missing_from(grantable).map(str::to_owned).collect();
+    if spec.expires_at.is_some_and(|t| t <= now) {
+        return Err(CreateKeyError::ExpiryInPast);
+    }
+    let mut expires_at = spec.expires_at;
+    if let Some(parent) = spec.by_key {
+        let missing: Vec<String> = scopes.missing_from(&parent.scopes).map(str::to_owned).collect();
         if !missing.is_empty() {
             return Err(CreateKeyError::ScopeNotHeld(missing));
         }
-    }
-    if spec.expires_at.is_some_and(|t| t <= now) {
-        return Err(CreateKeyError::ExpiryInPast);
+        if let Some(limit) = parent.expires_at {
+            match expires_at {
+                None => expires_at = Some(limit),
+                Some(t) if t > limit => return Err(CreateKeyError::ExpiryBeyondCaller(rfc3339(limit))),
+                Some(_) => {}
+            }
+        }
     }
     let g = GeneratedKey::generate();
     let new = NewKey {
@@ -79,14 +110,56 @@ pub async fn create_key(
         hash: g.hash,
         scopes,
         created_at: now,
-        expires_at: spec.expires_at,
+        expires_at,
         actor,
+        created_by_key: spec.by_key.map(|k| k.id),
     };
+    let shown = present(&new.record(), &g.secret);
     match store.insert_key(new).await {
-        Ok(rec) => Ok((rec, g.secret)),
+        Ok(_) => Ok(shown),
         Err(StoreError::Conflict(_)) => Err(CreateKeyError::NameTaken),
         Err(e) => Err(CreateKeyError::Store(e)),
     }
+}
+
+fn rfc3339(t: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(t).map_or_else(|| t.to_string(), |d| d.to_rfc3339())
+}
+
+/// Why a delete found no live key to delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotDeleted {
+    /// The owner deleted this key before: a retried delete is recognisable as such (410 `key_already_deleted`).
+    AlreadyDeleted,
+    /// The owner has no such key: another user's key looks exactly like a missing one (404).
+    NoSuchKey,
+}
+
+impl From<NotDeleted> for ApiError {
+    fn from(n: NotDeleted) -> Self {
+        match n {
+            NotDeleted::AlreadyDeleted => ApiError::new(
+                StatusCode::GONE,
+                "key_already_deleted",
+                "This key was already deleted: it no longer works, and there is nothing left to do.",
+            ),
+            NotDeleted::NoSuchKey => ApiError::no_such_key(),
+        }
+    }
+}
+
+/// Why deleting `id` for `owner` (`None`: the operator) found nothing to delete.
+pub async fn why_not_deleted(
+    store: &dyn Store,
+    owner: Option<UserId>,
+    id: &CredentialId,
+) -> Result<NotDeleted, StoreError> {
+    Ok(match store.auth_record(id).await? {
+        Some(a) if owner.is_none_or(|o| a.key.owner == o) && a.key.status == atna_domain::KeyStatus::Revoked => {
+            NotDeleted::AlreadyDeleted
+        }
+        _ => NotDeleted::NoSuchKey,
+    })
 }
 
 /// Deletes (revokes) a key and forgets it on this node at once; other nodes and processes learn it from the change

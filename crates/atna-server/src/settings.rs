@@ -22,6 +22,9 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// How often the change feed is polled when the store cannot push.
     pub change_poll_interval: Duration,
+    /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
+    /// intervals are used). Past it, a deletion elsewhere might be unknown, so keys are read from the store again.
+    pub change_feed_max_lag: Duration,
     /// Deprecated: treat every peer as a trusted proxy (the last `X-Forwarded-For` address is the client's).
     /// `trusted_proxies` says which peers are proxies instead.
     pub trust_forwarded_for: bool,
@@ -46,6 +49,8 @@ pub struct Settings {
     pub session_idle_timeout: Duration,
     /// A dashboard session ends this long after sign-in, active or not.
     pub session_absolute_timeout: Duration,
+    /// Headers forward-auth reads a key from when there is no `Authorization: Bearer` (some clients cannot set it).
+    pub api_key_headers: Vec<axum::http::HeaderName>,
 }
 
 impl Default for Settings {
@@ -57,6 +62,7 @@ impl Default for Settings {
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(5),
             change_poll_interval: Duration::from_millis(200),
+            change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
@@ -67,6 +73,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
+            api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Usage is counted in memory. Nothing here writes to the store.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use quick_cache::sync::Cache;
 
 use crate::api::dto::{Owner, WhoAmI};
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::usage::UsageBuffer;
 
 /// A key record as the verifier keeps it in memory.
@@ -27,13 +28,23 @@ pub struct KeyEntry {
     pub owner_disabled: bool,
     /// The `/v1/whoami` body for this key, serialised once when the record is loaded.
     pub whoami_json: bytes::Bytes,
+    /// The identity headers forward-auth gives a gateway for this key, built once when the record is loaded.
+    pub identity: crate::gate::Identity,
 }
 
 impl KeyEntry {
     fn new(a: AuthRecord) -> Self {
         let whoami = WhoAmI::new(&a.key, Owner { id: a.key.owner, email: a.owner_email.to_string() });
         let whoami_json = serde_json::to_vec(&whoami).unwrap_or_default().into();
-        Self { record: a.key, hash: a.hash, owner_email: a.owner_email, owner_disabled: a.owner_disabled, whoami_json }
+        let identity = crate::gate::Identity::new(&a.key, &a.owner_email);
+        Self {
+            record: a.key,
+            hash: a.hash,
+            owner_email: a.owner_email,
+            owner_disabled: a.owner_disabled,
+            whoami_json,
+            identity,
+        }
     }
 }
 
@@ -74,6 +85,11 @@ pub struct Verifier {
     ttl: Millis,
     negative_ttl: Millis,
     usage: UsageBuffer,
+    metrics: Metrics,
+    /// When the change follower last read the feed successfully (Unix ms, when that read began; 0: not yet).
+    feed_read_at: AtomicI64,
+    /// How old that read may be before cached records stop being trusted; `None`: no follower, trust the TTL.
+    max_feed_lag: Option<Millis>,
 }
 
 impl Verifier {
@@ -87,47 +103,109 @@ impl Verifier {
             ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
+            metrics: Metrics::default(),
+            feed_read_at: AtomicI64::new(0),
+            max_feed_lag: None,
         }
+    }
+
+    /// Trusts cached records only while the change follower has read the feed within `max_lag`, and not at all
+    /// before its first read. Past that bound a deletion elsewhere may be unknown here, so every lookup reads the
+    /// store instead (and fails with it, as `503`, when the store is the trouble): the cache fails closed, whatever
+    /// broke (a lost connection, an exhausted pool, a lock), and never serves a deleted key for a whole TTL.
+    pub fn follows_feed(mut self, max_lag: Duration) -> Self {
+        self.max_feed_lag = Some(max_lag.as_millis().try_into().unwrap_or(Millis::MAX));
+        self
+    }
+
+    /// Records that the change feed was read in full as of `started` (the clock read before the read began) and
+    /// everything it listed was evicted.
+    pub fn feed_read(&self, started: Millis) {
+        self.feed_read_at.fetch_max(started, Ordering::AcqRel);
+    }
+
+    /// Whether cached records may be used at `now` (see [`follows_feed`](Self::follows_feed)).
+    pub fn cache_trusted(&self, now: Millis) -> bool {
+        match self.max_feed_lag {
+            None => true,
+            Some(lag) => {
+                let at = self.feed_read_at.load(Ordering::Acquire);
+                at != 0 && now.saturating_sub(at) <= lag
+            }
+        }
+    }
+
+    /// When the change feed was last read in full (Unix ms; 0: not yet, or no follower).
+    pub fn feed_read_at(&self) -> Millis {
+        self.feed_read_at.load(Ordering::Acquire)
     }
 
     /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
     pub async fn verify(&self, key: &str, ip: Option<IpAddr>) -> Result<Verdict, StoreError> {
+        let (verdict, now) = self.judge(key).await?;
+        if let Verdict::Valid(entry) = &verdict {
+            self.usage.record(entry.record.id, now, ip);
+        }
+        Ok(verdict)
+    }
+
+    /// Checks a presented key like [`verify`](Self::verify) but counts no use: for entry points whose rules may still
+    /// refuse the request (a refused request consumes nothing). Count the use with [`count_use`](Self::count_use)
+    /// once the request is allowed.
+    pub async fn check(&self, key: &str) -> Result<Verdict, StoreError> {
+        Ok(self.judge(key).await?.0)
+    }
+
+    /// Counts one use of a key whose request was allowed.
+    pub fn count_use(&self, entry: &KeyEntry, ip: Option<IpAddr>) {
+        self.usage.record(entry.record.id, clock::now(), ip);
+    }
+
+    /// The verdict on a presented key, and the time it was judged at.
+    async fn judge(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
         let parsed = match ParsedKey::parse(key) {
             Ok(p) => p,
-            Err(m) => return Ok(Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }),
+            Err(m) => {
+                return Ok((Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }, 0))
+            }
         };
         // One clock read serves the cache TTL, the expiry check and the usage record.
         let now = clock::now();
         let Some(entry) = self.lookup(parsed.id, now).await? else {
-            return Ok(Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None });
+            return Ok((Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None }, now));
         };
         if !entry.hash.matches(&parsed.hash()) {
-            return Ok(Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None });
+            return Ok((Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None }, now));
         }
         let r = &entry.record;
-        match decide(r.status, entry.owner_disabled, r.expires_at, now) {
-            VerifyCode::Valid => {
-                self.usage.record(r.id, now, ip);
-                Ok(Verdict::Valid(entry))
-            }
-            code => Ok(Verdict::Invalid { code, malformed: None, entry: Some(entry) }),
-        }
+        let verdict = match decide(r.status, entry.owner_disabled, r.expires_at, now) {
+            VerifyCode::Valid => Verdict::Valid(entry),
+            code => Verdict::Invalid { code, malformed: None, entry: Some(entry) },
+        };
+        Ok((verdict, now))
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if !self.cache_trusted(now) {
+            // Read through, and keep nothing: the follower cannot tell us what to forget right now.
+            return Ok(self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a))));
+        }
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
             if now.saturating_sub(slot.loaded) < ttl {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(slot.entry);
             }
             self.cache.remove(&id);
         }
         match self.cache.get_value_or_guard_async(&id).await {
-            Ok(slot) => Ok(slot.entry),
+            Ok(slot) => {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(slot.entry)
+            }
             Err(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
+                let entry = self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     let _ = guard.insert(Slot { loaded: clock::now(), entry: entry.clone() });
@@ -137,16 +215,35 @@ impl Verifier {
         }
     }
 
+    /// Reads one key's record from the store (a cache miss), counting it.
+    async fn read(&self, id: &CredentialId) -> Result<Option<AuthRecord>, StoreError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let read = self.store.auth_record(id).await;
+        if read.is_err() {
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        read
+    }
+
     /// Forgets one key (it was revoked or changed).
     pub fn evict(&self, id: &CredentialId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.cache.remove(id);
+        if self.cache.remove(id).is_some() {
+            self.metrics.cache_evictions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets every key (a user was disabled, or changes may have been missed).
     pub fn evict_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.cache_evictions.fetch_add(self.cache.len() as u64, Ordering::Relaxed);
         self.cache.clear();
+    }
+
+    /// The server's metrics (the verifier keeps them: it sees every check).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// How many times a cache miss read the store.
@@ -183,8 +280,13 @@ impl Verifier {
             return Ok(0);
         }
         match self.store.record_usage(&batch).await {
-            Ok(()) => Ok(n),
+            Ok(()) => {
+                self.metrics.usage_flushes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.usage_flushed_keys.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
             Err(e) => {
+                self.metrics.usage_flush_failures.fetch_add(1, Ordering::Relaxed);
                 self.usage.restore(batch);
                 Err(e)
             }

@@ -112,6 +112,7 @@ async fn expired_revoked_and_disabled_keys_are_refused() {
     app.store
         .insert_key(NewKey {
             form_nonce: None,
+            created_by_key: None,
             id: g.id,
             owner: app.alice,
             name: KeyName::parse("old").unwrap(),

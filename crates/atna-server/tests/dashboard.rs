@@ -174,6 +174,28 @@ async fn a_resent_form_creates_no_second_key_and_shows_no_secret() {
     assert_eq!(s.store.count_keys(alice.id, None).await.unwrap(), 1);
 }
 
+/// The opening tag of the element with `id`.
+fn tag_with_id<'a>(html: &'a str, id: &str) -> &'a str {
+    let at = html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in page:\n{html}"));
+    let start = html[..at].rfind('<').unwrap();
+    &html[start..at + html[at..].find('>').unwrap()]
+}
+
+#[tokio::test]
+async fn the_box_labelled_name_for_the_key_is_the_one_submitted() {
+    let s = start().await;
+    user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    let (_, html) = page(&c, &format!("{}/keys/new", s.base)).await;
+    // "Provide a name for the key": the label says which box that is, and that box is the form's `name`.
+    assert!(html.contains("<label for=\"name\">Name for the key</label>"), "{html}");
+    assert!(tag_with_id(&html, "name").contains(" name=\"name\""));
+    // The Service name shortcut only fills that box in (with the page's script); it is never sent itself, and
+    // without the script it stays hidden.
+    assert!(!tag_with_id(&html, "service").contains(" name="));
+    assert!(tag_with_id(&html, "service-field").contains(" hidden"));
+}
+
 #[tokio::test]
 async fn form_errors_are_shown_inline_keeping_the_input() {
     let s = start().await;
@@ -391,7 +413,7 @@ async fn another_users_key_is_a_404_and_stays_untouched() {
     let s = start().await;
     user(s.store.as_ref(), "alice@example.com", false).await;
     let bob = user(s.store.as_ref(), "bob@example.com", false).await;
-    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, grantable: None };
+    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, by_key: None };
     let (rec, secret) =
         service::create_key(s.store.as_ref(), bob.id, Actor::User(bob.id), spec, atna_server::clock::now())
             .await
@@ -523,7 +545,7 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     let alice = user(s.store.as_ref(), "alice@example.com", false).await;
     for i in 0..1_030 {
         let name = format!("svc{i:04}-01_01_2026-00_00");
-        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, grantable: None };
+        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, by_key: None };
         service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, 1_000 + i).await.unwrap();
     }
     let c = signed_in(&s, "alice@example.com").await;
@@ -548,4 +570,38 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     assert!(found.contains("10 keys matching"));
     let id = CredentialId::parse(&value_after(&found.replace("data-key-id=\"", "value=\""), "<tr ")).unwrap();
     assert!(s.store.get_key(alice.id, &id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
+    let s = start().await;
+    let alice = user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    // A management key makes a key through the API: the list and the delete page say which key made it.
+    let scopes = ["keys:manage".to_owned()];
+    let spec = KeySpec { once: None, name: "robot", scopes: &scopes, expires_at: None, by_key: None };
+    let now = atna_server::clock::now();
+    let (_, robot) = service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, now).await.unwrap();
+    let made = Client::new()
+        .post(format!("{}/v1/keys", s.base))
+        .bearer_auth(robot.expose())
+        .json(&serde_json::json!({"name": "made-by-robot"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let child = made.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let robot_id = &robot.expose()[5..21];
+    let (_, list) = page(&c, &format!("{}/keys", s.base)).await;
+    assert!(list.contains(&format!("created by key <code>{robot_id}</code>")), "{list}");
+    let (_, confirm) = page(&c, &format!("{}/keys/{child}/delete", s.base)).await;
+    assert!(confirm.contains(&format!("by key <code>{robot_id}</code>")));
+
+    // The confirmation sent twice (a double click, a second tab): the second answer says it is already done.
+    let form = [("csrf", csrf(&confirm))];
+    let first = c.post(format!("{}/keys/{child}/delete", s.base)).form(&form).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let again = c.post(format!("{}/keys/{child}/delete", s.base)).form(&form).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert!(again.text().await.unwrap().contains("already deleted"));
 }

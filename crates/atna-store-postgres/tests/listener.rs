@@ -38,6 +38,7 @@ async fn key(s: &dyn Store) -> atna_domain::CredentialId {
     let name = format!("k-{}", g.id.as_str());
     s.insert_key(NewKey {
         form_nonce: None,
+        created_by_key: None,
         id: g.id,
         owner,
         name: KeyName::parse(&name).unwrap(),

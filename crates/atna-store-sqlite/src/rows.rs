@@ -10,7 +10,7 @@ use sqlx::Row;
 
 pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
 pub const KEY_COLUMNS: &str =
-    "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count";
+    "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key";
 
 pub fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -47,7 +47,7 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
     Ok(KeyRecord {
         id: CredentialId::parse(id).map_err(|_| corrupt("key id"))?,
         owner: UserId(r.try_get("owner_id").map_err(db)?),
-        name: KeyName::parse(name).map_err(|_| corrupt("key name"))?,
+        name: KeyName::from_stored(name).map_err(|_| corrupt("key name"))?,
         scopes: Scopes::from_stored(scopes).map_err(|_| corrupt("key scopes"))?,
         status: KeyStatus::parse(status).ok_or_else(|| corrupt("key status"))?,
         created_at: r.try_get("created_at").map_err(db)?,
@@ -55,7 +55,13 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
         last_used_at: r.try_get("last_used_at").map_err(db)?,
         last_used_ip: r.try_get("last_used_ip").map_err(db)?,
         use_count: r.try_get("use_count").map_err(db)?,
+        created_by_key: optional_id(r, "created_by_key")?,
     })
+}
+
+fn optional_id(r: &DbRow, column: &str) -> StoreResult<Option<CredentialId>> {
+    let id: Option<&str> = r.try_get(column).map_err(db)?;
+    id.map(CredentialId::parse).transpose().map_err(|_| corrupt(column))
 }
 
 pub fn auth_from_row(r: &DbRow) -> StoreResult<AuthRecord> {
@@ -87,7 +93,7 @@ pub fn audit_from_row(r: &DbRow) -> StoreResult<AuditEvent> {
     Ok(AuditEvent {
         at: r.try_get("at").map_err(db)?,
         owner: UserId(r.try_get("owner_id").map_err(db)?),
-        actor: actor.map_or(Actor::Operator, |a| Actor::User(UserId(a))),
+        actor: Actor::from_stored(actor.map(UserId), optional_id(r, "actor_key_id")?),
         action: r.try_get("action").map_err(db)?,
         key_id: key.map(CredentialId::parse).transpose().map_err(|_| corrupt("audit key id"))?,
         key_name: r.try_get("key_name").map_err(db)?,
@@ -130,6 +136,7 @@ pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
         last_used_at: r.try_get("last_used_at").map_err(db)?,
         last_used_ip: r.try_get("last_used_ip").map_err(db)?,
         use_count: r.try_get("use_count").map_err(db)?,
+        created_by_key: r.try_get("created_by_key").map_err(db)?,
     })
 }
 
@@ -141,6 +148,7 @@ pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
         action: r.try_get("action").map_err(db)?,
         key_id: r.try_get("key_id").map_err(db)?,
         key_name: r.try_get("key_name").map_err(db)?,
+        actor_key_id: r.try_get("actor_key_id").map_err(db)?,
     })
 }
 

@@ -6,6 +6,33 @@
 //! SQLite binds `$NAME` parameters in that same order. Each backend also defines what differs in a shared step:
 //! `publish` (append to the change feed), `begin_import` / `after_import`, `EXPORT_BEGIN` and `KEY_ORDER`.
 
+/// Warns when the database's schema is newer than this build's (an upgraded node migrated it): this node keeps
+/// serving, because migrations only add, but the operator should finish the upgrade.
+pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migrator) {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newest) = applied.filter(|&v| v > known) {
+        tracing::warn!(
+            "this database was upgraded by a newer atna (schema {newest}; this build knows {known}); serving it \
+             anyway, since migrations only add: upgrade this node too"
+        );
+    }
+}
+
+/// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
+/// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
+/// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
+/// row, while the row comparison is a range on the `api_keys_live_newest` index on both backends.
+pub fn list_keys_sql(after: bool) -> String {
+    let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
+    let columns = crate::rows::KEY_COLUMNS;
+    format!(
+        "SELECT {columns} FROM api_keys
+         WHERE owner_id = $1 AND status <> 'revoked' {cursor}
+           AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -85,8 +112,9 @@ macro_rules! sql_store {
             async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let row = sqlx::query(&format!(
-                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
+                                           created_by_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(k.id.as_str())
                 .bind(k.owner.0)
@@ -96,6 +124,7 @@ macro_rules! sql_store {
                 .bind(k.created_at)
                 .bind(k.expires_at)
                 .bind(k.form_nonce.as_deref())
+                .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
@@ -128,22 +157,17 @@ macro_rules! sql_store {
             }
 
             async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
-                let (after_t, after_id) = match &q.after {
-                    Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
-                    None => (None, None),
-                };
-                let rows = sqlx::query(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys
-                     WHERE owner_id = $1 AND status <> 'revoked'
-                       AND (CAST($2 AS BIGINT) IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3))
-                       AND (CAST($4 AS TEXT) IS NULL OR lower(name) LIKE lower($4) ESCAPE '\\')
-                     ORDER BY created_at DESC, id DESC LIMIT $5"
-                ))
-                .bind(owner.0)
-                .bind(after_t)
-                .bind(after_id)
-                .bind(q.search.as_deref().map(rows::contains_pattern))
-                .bind(q.limit)
+                let search = q.search.as_deref().map(rows::contains_pattern);
+                let sql = sql_store::list_keys_sql(q.after.is_some());
+                let rows = match &q.after {
+                    Some((t, id)) => sqlx::query(&sql)
+                        .bind(owner.0)
+                        .bind(search)
+                        .bind(q.limit)
+                        .bind(*t)
+                        .bind(id.as_str()),
+                    None => sqlx::query(&sql).bind(owner.0).bind(search).bind(q.limit),
+                }
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
@@ -202,14 +226,14 @@ macro_rules! sql_store {
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {
-                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(&self.pool).await.map_err(db)
+                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(self.feed_pool()).await.map_err(db)
             }
 
             async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>> {
                 let rows = sqlx::query("SELECT seq, key_id, user_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(seq)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(self.feed_pool())
                     .await
                     .map_err(db)?;
                 rows.iter().map(rows::change_from_row).collect()
@@ -234,40 +258,53 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?
                 .rows_affected();
-            Ok(Pruned { changes, sessions, sign_in_attempts })
-        }
-
-        async fn add_setup_token(&self, token_hash: &[u8; 32], at: Millis) -> StoreResult<()> {
-            sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)")
-                .bind(&token_hash[..])
-                .bind(at)
+            let device_tokens = sqlx::query("DELETE FROM device_tokens WHERE expires_at <= $1")
+                .bind(now)
                 .execute(&self.pool)
                 .await
+                .map_err(db)?
+                .rows_affected();
+            Ok(Pruned { changes, sessions, sign_in_attempts, device_tokens })
+        }
+
+        async fn add_setup_token(&self, token_hash: &[u8; 32], issuer: &str, at: Millis) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            // The issuer's earlier links die with its restart; tokens of older versions have no issuer and expire.
+            sqlx::query("DELETE FROM setup_tokens WHERE issuer = $1")
+                .bind(issuer)
+                .execute(&mut *tx)
+                .await
                 .map_err(db)?;
+            sqlx::query("INSERT INTO setup_tokens (token_hash, issuer, created_at) VALUES ($1, $2, $3)")
+                .bind(&token_hash[..])
+                .bind(issuer)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
             Ok(())
         }
 
-        async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {
-            let open: i64 = sqlx::query_scalar(
-                SETUP_OPEN,
-            )
-            .bind(&token_hash[..])
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
+        async fn setup_open(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<bool> {
+            let open: i64 = sqlx::query_scalar(SETUP_OPEN)
+                .bind(&token_hash[..])
+                .bind(now.saturating_sub(atna_store::SETUP_TOKEN_TTL))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
             Ok(open == 1)
         }
 
         async fn create_first_admin(&self, u: NewUser, token_hash: &[u8; 32]) -> StoreResult<Option<User>> {
             // The same exclusive start as an import: no other process can create a user in between.
             let mut tx = begin_import(&self.pool).await?;
-            let open: i64 = sqlx::query_scalar(
-                SETUP_OPEN,
-            )
-            .bind(&token_hash[..])
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+            let open: i64 = sqlx::query_scalar(SETUP_OPEN)
+                .bind(&token_hash[..])
+                .bind(u.created_at.saturating_sub(atna_store::SETUP_TOKEN_TTL))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
             if open != 1 {
                 tx.rollback().await.map_err(db)?;
                 return Ok(None);
@@ -278,34 +315,51 @@ macro_rules! sql_store {
             user_from_row(&row).map(Some)
         }
 
-        async fn throttle_begin(
-            &self,
-            keys: &[(&str, i64)],
-            now: Millis,
-            window: Millis,
-        ) -> StoreResult<Option<Millis>> {
-            let mut tx = begin_throttle(&self.pool, keys).await?;
+        async fn throttle_begin(&self, rules: &[ThrottleRule<'_>], now: Millis) -> StoreResult<Option<Millis>> {
+            let keys: Vec<&str> = rules.iter().map(|r| r.key).collect();
+            let mut tx = begin_throttle(&self.pool, &keys).await?;
             let mut wait: Millis = 0;
-            for &(key, limit) in keys {
-                let recent: Vec<i64> = sqlx::query_scalar(
-                    "SELECT at FROM sign_in_attempts WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
-                )
-                .bind(key)
-                .bind(now - window)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-                if limit > 0 && recent.len() as i64 >= limit {
-                    // Allowed again when the limit-th newest attempt leaves the window.
-                    wait = wait.max(recent[recent.len() - 1] + window - now);
+            for rule in rules {
+                if rule.limit <= 0 {
+                    continue;
+                }
+                let since = now - rule.window;
+                match rule.over {
+                    Over::Refuse => {
+                        let recent: Vec<i64> = sqlx::query_scalar(
+                            "SELECT at FROM sign_in_attempts WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+                        )
+                        .bind(rule.key)
+                        .bind(since)
+                        .bind(rule.limit)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                        if recent.len() as i64 >= rule.limit {
+                            // Allowed again when the limit-th newest attempt leaves the window.
+                            wait = wait.max(recent[recent.len() - 1] + rule.window - now);
+                        }
+                    }
+                    Over::Backoff { first, max } => {
+                        let (n, newest): (i64, Option<i64>) = sqlx::query_as(
+                            "SELECT COUNT(*), MAX(at) FROM sign_in_attempts WHERE key = $1 AND at > $2",
+                        )
+                        .bind(rule.key)
+                        .bind(since)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                        if let Some(newest) = newest {
+                            wait = wait.max(newest + backoff_delay(n, rule.limit, first, max) - now);
+                        }
+                    }
                 }
             }
             if wait > 0 {
                 tx.rollback().await.map_err(db)?;
                 return Ok(Some(wait));
             }
-            for &(key, _) in keys {
+            for key in keys {
                 sqlx::query("INSERT INTO sign_in_attempts (key, at) VALUES ($1, $2)")
                     .bind(key)
                     .bind(now)
@@ -317,25 +371,47 @@ macro_rules! sql_store {
             Ok(None)
         }
 
-        async fn throttle_succeed(&self, forget: &str, take_back: Option<&str>) -> StoreResult<()> {
+        async fn throttle_succeed(&self, forget: &str, take_back: &[&str]) -> StoreResult<()> {
             let mut tx = self.pool.begin().await.map_err(db)?;
             sqlx::query("DELETE FROM sign_in_attempts WHERE key = $1").bind(forget).execute(&mut *tx).await.map_err(db)?;
-            if let Some(key) = take_back {
+            for key in take_back {
                 sqlx::query(
                     "DELETE FROM sign_in_attempts WHERE id = \
                      (SELECT id FROM sign_in_attempts WHERE key = $1 ORDER BY id DESC LIMIT 1)",
                 )
-                .bind(key)
+                .bind(*key)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
             }
             tx.commit().await.map_err(db)
-            }
+        }
+
+        async fn add_device_token(&self, token_hash: &[u8; 32], user: UserId, expires_at: Millis) -> StoreResult<()> {
+            sqlx::query("INSERT INTO device_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(&token_hash[..])
+                .bind(user.0)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(())
+        }
+
+        async fn device_token_user(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<UserId>> {
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT user_id FROM device_tokens WHERE token_hash = $1 AND expires_at > $2")
+                    .bind(&token_hash[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+            Ok(id.map(UserId))
+        }
 
             async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
-                    "SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events
+                    "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events
                      WHERE owner_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
                 )
                 .bind(owner.0)
@@ -417,7 +493,7 @@ macro_rules! sql_store {
                     .collect::<StoreResult<Vec<_>>>()?;
                 let keys = sqlx::query(&format!(
                     "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
-                            last_used_at, last_used_ip, use_count
+                            last_used_at, last_used_ip, use_count, created_by_key
                      FROM api_keys ORDER BY {KEY_ORDER}"
                 ))
                 .fetch_all(&mut *tx)
@@ -427,7 +503,9 @@ macro_rules! sql_store {
                 .map(rows::exported_key_from_row)
                 .collect::<StoreResult<Vec<_>>>()?;
                 let audit_events =
-                    sqlx::query("SELECT at, owner_id, actor_id, action, key_id, key_name FROM audit_events ORDER BY id")
+                    sqlx::query(
+                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events ORDER BY id",
+                    )
                         .fetch_all(&mut *tx)
                         .await
                         .map_err(db)?
@@ -475,8 +553,8 @@ macro_rules! sql_store {
                         .ok_or_else(|| StoreError::InvalidSnapshot(format!("key {}: bad secret_hash", k.id)))?;
                     sqlx::query(
                         "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
-                                               revoked_at, last_used_at, last_used_ip, use_count)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                               revoked_at, last_used_at, last_used_ip, use_count, created_by_key)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     )
                     .bind(&k.id)
                     .bind(k.owner_id)
@@ -490,14 +568,15 @@ macro_rules! sql_store {
                     .bind(k.last_used_at)
                     .bind(k.last_used_ip.as_deref())
                     .bind(k.use_count)
+                    .bind(k.created_by_key.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| rows::conflict(e, "a key in the export file"))?;
                 }
                 for e in &snap.audit_events {
                     sqlx::query(
-                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(e.at)
                     .bind(e.owner_id)
@@ -505,6 +584,7 @@ macro_rules! sql_store {
                     .bind(&e.action)
                     .bind(e.key_id.as_deref())
                     .bind(e.key_name.as_deref())
+                    .bind(e.actor_key_id.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
@@ -527,7 +607,8 @@ macro_rules! sql_store {
             key_name: &str,
         ) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(at)
             .bind(owner.0)
@@ -535,6 +616,7 @@ macro_rules! sql_store {
             .bind(action)
             .bind(key.as_str())
             .bind(key_name)
+            .bind(actor.key().as_ref().map(CredentialId::as_str))
             .execute(&mut **tx)
             .await
             .map_err(db)?;
@@ -558,8 +640,9 @@ macro_rules! sql_store {
             .await
         }
 
-        /// 1 when the setup token `$1` is recorded and no user exists yet, else 0.
-        const SETUP_OPEN: &str = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
-                                  AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)";
+        /// 1 when the setup token `$1` is recorded, was issued after `$2` (now minus its lifetime) and no user exists
+        /// yet, else 0.
+        const SETUP_OPEN: &str = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1
+                                  AND created_at > $2) AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)";
     };
 }

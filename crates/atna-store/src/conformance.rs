@@ -16,8 +16,10 @@ macro_rules! conformance_tests {
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
-            sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key,
-            setup_makes_one_first_admin);
+            sign_in_throttling_counts_before_judging_and_forgives_success, backoff_throttling_spaces_attempts_out,
+            device_tokens_belong_to_one_user_until_they_expire, a_form_nonce_makes_one_key,
+            setup_makes_one_first_admin, keys_remember_the_key_that_made_them,
+            setup_links_expire_and_a_restart_revokes_its_own);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -60,6 +62,7 @@ fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey)
     let g = GeneratedKey::generate();
     let k = NewKey {
         form_nonce: None,
+        created_by_key: None,
         id: g.id,
         owner,
         name: KeyName::parse(name).unwrap(),
@@ -283,6 +286,29 @@ pub async fn audit_survives_the_key(s: &dyn Store) {
     assert_eq!(events[0].key_name.as_deref(), Some("audited"));
 }
 
+pub async fn keys_remember_the_key_that_made_them(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (parent, _) = new_key(a.id, "parent", T0);
+    s.insert_key(parent.clone()).await.unwrap();
+    let (mut child, _) = new_key(a.id, "child", T0 + 1);
+    child.created_by_key = Some(parent.id);
+    child.actor = Actor::Key { user: a.id, key: parent.id };
+    assert_eq!(s.insert_key(child.clone()).await.unwrap().created_by_key, Some(parent.id));
+    // Deleting the parent leaves the child, which still says where it came from.
+    s.revoke_key(Some(a.id), &parent.id, Actor::User(a.id), T0 + 2).await.unwrap().unwrap();
+    let got = s.get_key(a.id, &child.id).await.unwrap().unwrap();
+    assert_eq!(got.created_by_key, Some(parent.id));
+    assert_eq!(s.auth_record(&child.id).await.unwrap().unwrap().key.created_by_key, Some(parent.id));
+    let listed = s.list_keys(a.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().map(|k| (k.id, k.created_by_key)).collect::<Vec<_>>(), [(child.id, Some(parent.id))]);
+    // The audit trail says the key acted, not the person in the dashboard.
+    let events = s.audit_events(a.id, 10).await.unwrap();
+    let created = events.iter().find(|e| e.action == "key.created" && e.key_id == Some(child.id)).unwrap();
+    assert_eq!(created.actor, Actor::Key { user: a.id, key: parent.id });
+    let by_hand = events.iter().find(|e| e.action == "key.created" && e.key_id == Some(parent.id)).unwrap();
+    assert_eq!(by_hand.actor, Actor::User(a.id));
+}
+
 pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     // The source: an admin with a real argon2 hash, a disabled user, a user without keys; a live key with usage, a
     // deleted key whose name a live key reuses, a key of the disabled user; audit events by users and the operator.
@@ -305,7 +331,10 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
         from.insert_key(k.clone()).await.unwrap();
     }
     from.revoke_key(None, &gone.id, Actor::Operator, T0 + 4).await.unwrap().unwrap();
-    let (reused, _) = new_key(admin.id, "crm-old", T0 + 5);
+    let (mut reused, _) = new_key(admin.id, "crm-old", T0 + 5);
+    // Made through the API by the live key: the export keeps which key made it and which key acted.
+    reused.created_by_key = Some(live.id);
+    reused.actor = Actor::Key { user: admin.id, key: live.id };
     from.insert_key(reused.clone()).await.unwrap();
     let usage = UsageUpdate { id: live.id, count: 7, last_used_at: T0 + 6, last_used_ip: Some("203.0.113.7".into()) };
     from.record_usage(&[usage]).await.unwrap();
@@ -323,12 +352,16 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!((exported_gone.status.as_str(), exported_gone.revoked_at), ("revoked", Some(T0 + 4)));
     assert_eq!(exported_gone.secret_hash, gone_g.hash.to_hex());
     assert_eq!(exported_gone.scopes, "billing:read keys:manage");
+    let exported_reused = snap.keys.iter().find(|k| k.id == reused.id.as_str()).unwrap();
+    assert_eq!(exported_reused.created_by_key.as_deref(), Some(live.id.as_str()));
+    let made_by_key = snap.audit_events.iter().find(|e| e.key_id.as_deref() == Some(reused.id.as_str())).unwrap();
+    assert_eq!(made_by_key.actor_key_id.as_deref(), Some(live.id.as_str()));
     let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
     assert_eq!(snap.summary(), expected);
 
     // Refused whole, leaving the target empty: a wrong format, a key whose owner is missing.
     let mut wrong = snap.clone();
-    wrong.format = "atna-export/2".into();
+    wrong.format = "atna-export/99".into();
     assert!(matches!(to.import_all(&wrong).await, Err(StoreError::InvalidSnapshot(_))));
     let mut orphan = snap.clone();
     orphan.users.retain(|u| u.id != bob.id.0);
@@ -408,11 +441,14 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     s.create_session(session(2, T0 + 1000, T0 + 100)).await.unwrap(); // absolutely expired at T0 + 100
     s.create_session(session(3, T0 + 1000, T0 + 1000)).await.unwrap(); // alive
     let latest = s.latest_change().await.unwrap();
-    assert_eq!(s.throttle_begin(&[("a:old", 5)], T0, 1000).await.unwrap(), None);
-    assert_eq!(s.throttle_begin(&[("a:new", 5)], T0 + 20, 1000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&[ThrottleRule::refuse("a:old", 5, 1000)], T0).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&[ThrottleRule::refuse("a:new", 5, 1000)], T0 + 20).await.unwrap(), None);
+    s.add_device_token(&[7; 32], a.id, T0 + 500).await.unwrap(); // expires at T0 + 500
+    s.add_device_token(&[8; 32], a.id, T0 + 501).await.unwrap(); // alive
 
     let pruned = s.prune(T0 + 15, T0 + 500).await.unwrap();
-    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1 });
+    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1, device_tokens: 1 });
+    assert_eq!(s.device_token_user(&[8; 32], T0 + 500).await.unwrap(), Some(a.id));
     let left = s.changes_since(0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].what, ChangeKind::Key(new.id));
@@ -426,33 +462,79 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
 
 pub async fn sign_in_throttling_counts_before_judging_and_forgives_success(s: &dyn Store) {
     const WINDOW: i64 = 15 * 60 * 1000;
-    let keys = |account: &'static str, ip: &'static str| [(account, 3_i64), (ip, 5_i64)];
+    let keys = |account: &'static str, ip: &'static str| {
+        [ThrottleRule::refuse(account, 3, WINDOW), ThrottleRule::refuse(ip, 5, WINDOW)]
+    };
     // Three attempts for one account are counted; the fourth is refused until the first leaves the window.
     for i in 0..3 {
-        assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + i, WINDOW).await.unwrap(), None);
+        assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + i).await.unwrap(), None);
     }
-    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + 10, WINDOW).await.unwrap(), Some(WINDOW - 10));
-    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + 10).await.unwrap(), Some(WINDOW - 10));
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
     // The address has T0 + 1, T0 + 2 and T0 + WINDOW in its window (the refused attempt was not counted): two more
     // accounts' attempts fit, then it is full.
-    assert_eq!(s.throttle_begin(&keys("a:bob", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
-    assert_eq!(s.throttle_begin(&keys("a:erin", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
-    let refused = s.throttle_begin(&keys("a:carol", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap();
+    assert_eq!(s.throttle_begin(&keys("a:bob", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:erin", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
+    let refused = s.throttle_begin(&keys("a:carol", "i:203.0.113.7"), T0 + WINDOW).await.unwrap();
     assert!(refused.is_some(), "the address has used its five attempts");
-    assert_eq!(s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW).await.unwrap(), None);
 
     // A success forgets the account's attempts and takes back the address's latest one.
-    s.throttle_succeed("a:carol", Some("i:198.51.100.1")).await.unwrap();
+    s.throttle_succeed("a:carol", &["i:198.51.100.1"]).await.unwrap();
     for i in 0..3 {
-        let r = s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW + 1 + i, WINDOW).await.unwrap();
+        let r = s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW + 1 + i).await.unwrap();
         assert_eq!(r, None, "carol starts from zero");
     }
+    // Three attempts on the address (the fourth was taken back), so two more fit: taking back really removed one.
+    assert_eq!(s.throttle_begin(&keys("a:frank", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:gina", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap(), None);
+    assert!(s.throttle_begin(&keys("a:ivan", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap().is_some());
 
     // Parallel attempts are decided one at a time: no more than the limit get through.
-    let attempts = (0..8).map(|i| s.throttle_begin(&[("a:dave", 3)], T0 + i, WINDOW));
+    let rule = [ThrottleRule::refuse("a:dave", 3, WINDOW)];
+    let attempts = (0..8).map(|i| s.throttle_begin(&rule, T0 + i));
     let allowed =
         futures::future::join_all(attempts).await.into_iter().filter(|r| r.as_ref().unwrap().is_none()).count();
     assert_eq!(allowed, 3);
+}
+
+/// A backoff rule never locks: past its limit each attempt waits twice as long after the newest one, up to `max`.
+pub async fn backoff_throttling_spaces_attempts_out(s: &dyn Store) {
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let rule =
+        |key: &'static str| ThrottleRule { key, limit: 2, window: DAY, over: Over::Backoff { first: 1000, max: 5000 } };
+    let r = [rule("a:hugo")];
+    assert_eq!(s.throttle_begin(&r, T0).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0).await.unwrap(), None);
+    // Two attempts: the third waits 1 s after the newest, the fourth 2 s, the fifth 4 s, then 5 s (the cap).
+    assert_eq!(s.throttle_begin(&r, T0 + 400).await.unwrap(), Some(600));
+    assert_eq!(s.throttle_begin(&r, T0 + 1000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 2999).await.unwrap(), Some(1));
+    assert_eq!(s.throttle_begin(&r, T0 + 3000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 7000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 7001).await.unwrap(), Some(4999));
+    assert_eq!(s.throttle_begin(&r, T0 + 12_000).await.unwrap(), None);
+    // Mixed with a lock-out rule: the longer wait wins, and a refusal counts on neither key.
+    let both = [rule("a:hugo"), ThrottleRule::refuse("i:192.0.2.1", 1, DAY)];
+    assert_eq!(s.throttle_begin(&both, T0 + 17_000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&both, T0 + 22_000).await.unwrap(), Some(DAY - 5000));
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000).await.unwrap(), None, "the refused attempt was not counted");
+    // Attempts that left the window do not count: a day later the key starts from scratch.
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap(), None);
+    assert!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap().is_some());
+}
+
+pub async fn device_tokens_belong_to_one_user_until_they_expire(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    s.add_device_token(&[1; 32], a.id, T0 + 100).await.unwrap();
+    s.add_device_token(&[2; 32], b.id, T0 + 100).await.unwrap();
+    assert_eq!(s.device_token_user(&[1; 32], T0).await.unwrap(), Some(a.id));
+    assert_eq!(s.device_token_user(&[2; 32], T0 + 99).await.unwrap(), Some(b.id));
+    assert_eq!(s.device_token_user(&[1; 32], T0 + 100).await.unwrap(), None, "expired");
+    assert_eq!(s.device_token_user(&[3; 32], T0).await.unwrap(), None, "unknown");
+    assert!(s.add_device_token(&[1; 32], b.id, T0 + 100).await.is_err(), "a token belongs to one user");
 }
 
 pub async fn a_form_nonce_makes_one_key(s: &dyn Store) {
@@ -488,11 +570,11 @@ pub async fn setup_makes_one_first_admin(s: &dyn Store) {
         created_at: T0,
     };
     let (node_a, node_b, forged) = ([1u8; 32], [2u8; 32], [3u8; 32]);
-    assert!(!s.setup_open(&node_a).await.unwrap(), "no token recorded yet");
-    s.add_setup_token(&node_a, T0).await.unwrap();
-    s.add_setup_token(&node_b, T0).await.unwrap();
-    assert!(s.setup_open(&node_a).await.unwrap() && s.setup_open(&node_b).await.unwrap());
-    assert!(!s.setup_open(&forged).await.unwrap());
+    assert!(!s.setup_open(&node_a, T0).await.unwrap(), "no token recorded yet");
+    s.add_setup_token(&node_a, "host-a 10.0.0.1:8080", T0).await.unwrap();
+    s.add_setup_token(&node_b, "host-b 10.0.0.2:8080", T0).await.unwrap();
+    assert!(s.setup_open(&node_a, T0).await.unwrap() && s.setup_open(&node_b, T0).await.unwrap());
+    assert!(!s.setup_open(&forged, T0).await.unwrap());
     assert!(s.create_first_admin(admin("mallory@example.com"), &forged).await.unwrap().is_none());
     assert_eq!(s.count_users().await.unwrap(), 0);
     // Either node's link works, once: two at the same time make one administrator.
@@ -504,5 +586,33 @@ pub async fn setup_makes_one_first_admin(s: &dyn Store) {
     assert_eq!(made.len(), 1);
     assert!(made[0].is_admin);
     assert_eq!(s.count_users().await.unwrap(), 1);
-    assert!(!s.setup_open(&node_a).await.unwrap() && !s.setup_open(&node_b).await.unwrap(), "setup is over");
+    assert!(!s.setup_open(&node_a, T0).await.unwrap() && !s.setup_open(&node_b, T0).await.unwrap(), "setup is over");
+}
+
+pub async fn setup_links_expire_and_a_restart_revokes_its_own(s: &dyn Store) {
+    let admin = |at: Millis| NewUser {
+        email: Email::parse("root@example.com").unwrap(),
+        password_hash: PasswordHash::from_stored("x".into()),
+        is_admin: true,
+        created_at: at,
+    };
+    let (first, restarted, other) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let (node, other_node) = ("host-a 10.0.0.1:8080", "host-b 10.0.0.2:8080");
+    s.add_setup_token(&first, node, T0).await.unwrap();
+    s.add_setup_token(&other, other_node, T0).await.unwrap();
+    let last_moment = T0 + SETUP_TOKEN_TTL - 1;
+    assert!(s.setup_open(&first, last_moment).await.unwrap(), "open for an hour");
+    assert!(!s.setup_open(&first, T0 + SETUP_TOKEN_TTL).await.unwrap(), "expired after an hour");
+    assert!(
+        s.create_first_admin(admin(T0 + SETUP_TOKEN_TTL), &first).await.unwrap().is_none(),
+        "an expired link makes no administrator"
+    );
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    // The node restarts: its new link works, its old one no longer, the other node's still does.
+    s.add_setup_token(&restarted, node, T0 + 10).await.unwrap();
+    assert!(!s.setup_open(&first, T0 + 10).await.unwrap(), "revoked by the restart");
+    assert!(s.setup_open(&restarted, T0 + 10).await.unwrap());
+    assert!(s.setup_open(&other, T0 + 10).await.unwrap(), "another node's link is not affected");
+    assert!(s.create_first_admin(admin(T0 + 20), &first).await.unwrap().is_none());
+    assert!(s.create_first_admin(admin(T0 + 20), &restarted).await.unwrap().is_some());
 }

@@ -36,6 +36,28 @@ pub struct NewKey {
     pub actor: Actor,
     /// The dashboard form that created it: a key per form at most, whichever node the form is sent to, however often.
     pub form_nonce: Option<String>,
+    /// The key that created it through the API, if one did.
+    pub created_by_key: Option<CredentialId>,
+}
+
+impl NewKey {
+    /// The record the store holds once this key is inserted (unused, active). Lets a caller prepare everything it
+    /// will show about the key before the key is committed.
+    pub fn record(&self) -> KeyRecord {
+        KeyRecord {
+            id: self.id,
+            owner: self.owner,
+            name: self.name.clone(),
+            scopes: self.scopes.clone(),
+            status: KeyStatus::Active,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_used_at: None,
+            last_used_ip: None,
+            use_count: 0,
+            created_by_key: self.created_by_key,
+        }
+    }
 }
 
 /// A stored key's metadata. Never holds the secret or its hash.
@@ -51,6 +73,9 @@ pub struct KeyRecord {
     pub last_used_at: Option<Millis>,
     pub last_used_ip: Option<String>,
     pub use_count: i64,
+    /// The key that created it through the API (`None`: made in the dashboard or by the operator). The creating key
+    /// may since have been deleted: its children stay.
+    pub created_by_key: Option<CredentialId>,
 }
 
 /// What the verifier needs about one key.
@@ -102,18 +127,37 @@ pub enum ChangeKind {
 /// Who did something, for the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor {
-    /// A signed-in user or a key of theirs.
+    /// A signed-in user (the dashboard).
     User(UserId),
+    /// A user's API key, through the REST API.
+    Key { user: UserId, key: CredentialId },
     /// The operator, through the `atna` command line.
     Operator,
 }
 
 impl Actor {
-    /// The user ID, when a user acted.
+    /// The user ID, when a user (in person or through a key) acted.
     pub fn user(self) -> Option<UserId> {
         match self {
-            Actor::User(u) => Some(u),
+            Actor::User(u) | Actor::Key { user: u, .. } => Some(u),
             Actor::Operator => None,
+        }
+    }
+
+    /// The key that acted, when one did.
+    pub fn key(self) -> Option<CredentialId> {
+        match self {
+            Actor::Key { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Reads the stored pair (`actor_id`, `actor_key_id`) back.
+    pub fn from_stored(user: Option<UserId>, key: Option<CredentialId>) -> Self {
+        match (user, key) {
+            (Some(user), Some(key)) => Actor::Key { user, key },
+            (Some(u), None) => Actor::User(u),
+            (None, _) => Actor::Operator,
         }
     }
 }
@@ -154,8 +198,14 @@ pub struct Session {
 
 // ----- export / import (`atna export`, `atna import`) -----
 
-/// The `format` of the snapshots this build writes and reads. A snapshot in any other format is refused.
-pub const SNAPSHOT_FORMAT: &str = "atna-export/1";
+/// The `format` of the snapshots this build writes.
+///
+/// * `atna-export/2` added `created_by_key` to keys and `actor_key_id` to audit events (both optional).
+/// * `atna-export/1` files still import: they lack only those fields.
+pub const SNAPSHOT_FORMAT: &str = "atna-export/2";
+
+/// Every format this build reads.
+pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", SNAPSHOT_FORMAT];
 
 /// A whole installation, as moved between databases by `atna export` and `atna import`: every user, every key
 /// (deleted ones included) and the audit trail. Keys travel only as hashes, so every key keeps working after the move.
@@ -226,6 +276,9 @@ pub struct ExportedKey {
     pub last_used_at: Option<Millis>,
     pub last_used_ip: Option<String>,
     pub use_count: i64,
+    /// The Credential ID of the key that created it through the API (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by_key: Option<String>,
 }
 
 /// One audit event in a [`Snapshot`].
@@ -240,6 +293,9 @@ pub struct ExportedAuditEvent {
     pub action: String,
     pub key_id: Option<String>,
     pub key_name: Option<String>,
+    /// The Credential ID of the key the actor used, when a key acted through the API (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_key_id: Option<String>,
 }
 
 /// What [`Store::import_all`](crate::Store::import_all) wrote.
@@ -272,8 +328,12 @@ impl Snapshot {
     pub fn check(&self) -> Result<(), crate::StoreError> {
         use std::collections::HashSet;
         let bad = |what: String| Err(crate::StoreError::InvalidSnapshot(what));
-        if self.format != SNAPSHOT_FORMAT {
-            return bad(format!("format is `{}`; this atna reads `{SNAPSHOT_FORMAT}`", self.format));
+        if !READABLE_SNAPSHOT_FORMATS.contains(&self.format.as_str()) {
+            return bad(format!(
+                "format is `{}`; this atna reads {}",
+                self.format,
+                READABLE_SNAPSHOT_FORMATS.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" and ")
+            ));
         }
         let mut ids = HashSet::new();
         let mut emails = HashSet::new();
@@ -302,7 +362,7 @@ impl Snapshot {
             if !ids.contains(&k.owner_id) {
                 return key(&format!("owner {} is not among the users", k.owner_id));
             }
-            if KeyName::parse(&k.name).map(|n| n.as_str() != k.name).unwrap_or(true) {
+            if KeyName::from_stored(&k.name).map(|n| n.as_str() != k.name).unwrap_or(true) {
                 return key("invalid name");
             }
             if SecretHash::from_hex(&k.secret_hash).is_none() {
@@ -318,10 +378,16 @@ impl Snapshot {
             if k.use_count < 0 {
                 return key("negative use_count");
             }
+            if k.created_by_key.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
+                return key("created_by_key is not a Credential ID");
+            }
         }
         for (i, e) in self.audit_events.iter().enumerate() {
             if e.key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
                 return bad(format!("audit event {i}: key_id is not a Credential ID"));
+            }
+            if e.actor_key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
+                return bad(format!("audit event {i}: actor_key_id is not a Credential ID"));
             }
             if e.action.is_empty() {
                 return bad(format!("audit event {i}: empty action"));
@@ -357,6 +423,7 @@ mod tests {
             last_used_at: None,
             last_used_ip: None,
             use_count: 0,
+            created_by_key: None,
         };
         Snapshot {
             format: SNAPSHOT_FORMAT.into(),
@@ -370,6 +437,7 @@ mod tests {
                 action: "key.created".into(),
                 key_id: Some("AAAAAAAAAAAAAAAA".into()),
                 key_name: Some("crm".into()),
+                actor_key_id: None,
             }],
         }
     }
@@ -396,7 +464,7 @@ mod tests {
             f(&mut s);
             s
         };
-        refused(edit(&|s| s.format = "atna-export/2".into()), "atna-export/1");
+        refused(edit(&|s| s.format = "atna-export/3".into()), "atna-export/2");
         refused(edit(&|s| s.users[1].id = 1), "user id 1");
         refused(edit(&|s| s.users[1].email = "Alice@example.com".into()), "normalised");
         refused(edit(&|s| s.users[1].email = "alice@example.com".into()), "appears twice");
@@ -408,6 +476,19 @@ mod tests {
         refused(edit(&|s| s.keys[0].status = "active".into()), "same name");
         refused(edit(&|s| s.keys[1].name = " crm".into()), "name");
         refused(edit(&|s| s.audit_events[0].key_id = Some("x".into())), "audit event 0");
+        refused(edit(&|s| s.keys[1].created_by_key = Some("x".into())), "created_by_key");
+        refused(edit(&|s| s.audit_events[0].actor_key_id = Some("x".into())), "actor_key_id");
+    }
+
+    #[test]
+    fn format_1_files_still_import() {
+        // A file written before `created_by_key` / `actor_key_id` existed: no such fields at all.
+        let mut v = serde_json::to_value(snapshot()).unwrap();
+        v["format"] = "atna-export/1".into();
+        assert!(v["keys"][0].get("created_by_key").is_none(), "absent fields are not written");
+        let old: Snapshot = serde_json::from_value(v).unwrap();
+        old.check().unwrap();
+        assert!(old.keys.iter().all(|k| k.created_by_key.is_none()));
     }
 
     #[test]
@@ -423,4 +504,44 @@ pub struct Pruned {
     pub changes: u64,
     pub sessions: u64,
     pub sign_in_attempts: u64,
+    pub device_tokens: u64,
+}
+
+/// One counter an attempt is counted against by [`Store::throttle_begin`](crate::Store::throttle_begin): attempts
+/// recorded under `key` after `now - window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule<'a> {
+    pub key: &'a str,
+    /// Attempts allowed within the window before the rule holds attempts back.
+    pub limit: i64,
+    pub window: Millis,
+    /// How the rule holds attempts back once `limit` is reached.
+    pub over: Over,
+}
+
+/// What a [`ThrottleRule`] does once its key has `limit` attempts in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Refuse until the oldest of the `limit` newest attempts leaves the window (a lock-out).
+    Refuse,
+    /// Slow down instead: with `n >= limit` attempts in the window, the next one is allowed `first * 2^(n - limit)`
+    /// (at most `max`) after the newest one. The key never locks: it only spaces attempts out.
+    Backoff { first: Millis, max: Millis },
+}
+
+impl<'a> ThrottleRule<'a> {
+    /// A lock-out rule: `limit` attempts per `window`.
+    pub fn refuse(key: &'a str, limit: i64, window: Millis) -> Self {
+        Self { key, limit, window, over: Over::Refuse }
+    }
+}
+
+/// How long after the newest attempt a [`Over::Backoff`] rule with `n` attempts in its window waits.
+pub fn backoff_delay(n: i64, limit: i64, first: Millis, max: Millis) -> Millis {
+    if n < limit {
+        return 0;
+    }
+    // Capped shift: 2^40 ms is decades, far past any sensible `max`.
+    let shift = (n - limit).min(40) as u32;
+    first.saturating_mul(1_i64 << shift).min(max)
 }

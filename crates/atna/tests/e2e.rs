@@ -191,7 +191,7 @@ async fn an_installation_moves_to_a_new_database_and_its_keys_keep_working() {
     assert_eq!(mode(&file), 0o600, "the export holds password and key hashes");
     let text = std::fs::read_to_string(&file).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["format"], "atna-export/1");
+    assert_eq!(v["format"], "atna-export/2");
     assert!(v.get("sessions").is_none());
     for s in [&secret, &gone_secret] {
         assert!(!text.contains(&s[22..65]), "only hashes are exported, never a secret");
@@ -256,7 +256,7 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     let before = ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None));
     fail(&old, &file, "not empty");
     assert_eq!(ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None)), before);
-    assert_eq!(ok(atna(&old, &["user", "list"], None)).lines().count(), 1);
+    assert_eq!(ok(atna(&old, &["user", "list"], None)).lines().count(), 2, "a header and one user");
 
     let write = |name: &str, body: &str| {
         let p = dir.path().join(name);
@@ -266,9 +266,29 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     fail(&fresh, &write("garbage.json", "this is not JSON"), "not valid JSON (expected ident at line 1 column 2)");
     fail(&fresh, &write("truncated.json", &text[..text.len() / 2]), "line ");
     fail(&fresh, &write("other.json", "{\"users\": []}"), "not an atna export");
-    fail(&fresh, &write("future.json", &text.replace("atna-export/1", "atna-export/2")), "atna-export/2");
+    fail(&fresh, &write("future.json", &text.replace("atna-export/2", "atna-export/9")), "atna-export/9");
     fail(&fresh, &write("typo.json", &text.replace("\"is_admin\"", "\"admin\"")), "unknown field `admin`");
     fail(&fresh, &write("edited.json", &text.replace("\"owner_id\": 1", "\"owner_id\": 2")), "owner 2");
     fail(&fresh, &dir.path().join("missing.json"), "cannot read");
     assert!(!fresh.exists(), "a refused file never creates the target database");
+}
+
+#[tokio::test]
+async fn a_restart_revokes_the_setup_link_the_node_printed_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The same address across the restart: that (with the host name) is the node's identity.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = [("ATNA_DATA_DIR", data.to_str().unwrap()), ("ATNA_LOG", "warn")];
+    let status = |link: String| async move { reqwest::get(link).await.unwrap().status().as_u16() };
+    let server = Server::start_on(&listen, &env);
+    let old = server.setup_link().expect("a setup link while no user exists");
+    assert_eq!(status(old.clone()).await, 200);
+    let _ = server.stop();
+    let server = Server::start_on(&listen, &env);
+    let new = server.setup_link().expect("a new link after the restart");
+    assert_ne!(old, new);
+    assert_eq!(status(old).await, 403, "the restart revoked the old link");
+    assert_eq!(status(new).await, 200);
+    let _ = server.stop();
 }

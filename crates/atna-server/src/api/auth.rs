@@ -10,8 +10,10 @@ use axum::Json;
 
 use super::dto::{Owner, VerifyRequest, VerifyResponse, WhoAmI};
 use crate::clock::to_datetime;
+use crate::error::ApiError;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
+use crate::metrics::Entry;
 use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
 
@@ -30,10 +32,17 @@ pub async fn whoami(Caller(entry): Caller) -> Response {
 /// Same answers as [`whoami`], byte for byte. `peer_trusted` is [`Settings::trusts_peer`](crate::Settings::trusts_peer)
 /// of `peer`, decided once per connection.
 pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Response {
+    let started = std::time::Instant::now();
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     let mut res = match authenticate(state, headers, ip).await {
-        Ok(entry) => whoami_response(&entry),
-        Err(e) => e.into_response(),
+        Ok(entry) => {
+            state.verifier.metrics().check(Entry::Whoami, "allowed", started.elapsed());
+            whoami_response(&entry)
+        }
+        Err(e) => {
+            state.verifier.metrics().check(Entry::Whoami, e.code, started.elapsed());
+            e.into_response()
+        }
     };
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
@@ -50,15 +59,31 @@ fn whoami_response(entry: &KeyEntry) -> Response {
     responses(
         (status = 200, body = VerifyResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "JSON without a `key` string", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable (a key not in this node's memory cannot be checked)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn verify(
     State(s): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<Json<VerifyResponse>> {
-    let verdict = s.verifier.verify(&body.key, ip).await?;
+    let started = std::time::Instant::now();
+    let verdict = match s.verifier.verify(&body.key, ip).await {
+        Ok(v) => v,
+        Err(e) => {
+            let e = ApiError::from(e);
+            s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
+            return Err(e);
+        }
+    };
     let code = verdict.code();
+    let outcome = match &verdict {
+        Verdict::Valid(_) => "allowed",
+        Verdict::Invalid { code, .. } => ApiError::invalid_key(*code, None).code,
+    };
+    s.verifier.metrics().check(Entry::Verify, outcome, started.elapsed());
     let (entry, message) = match &verdict {
         Verdict::Valid(e) => (Some(e), code.explain().to_owned()),
         Verdict::Invalid { entry, malformed, .. } => {

@@ -62,6 +62,9 @@ pub struct Key {
     pub rotation_due: bool,
     /// Never used, or not used for 30 days: consider deleting it.
     pub unused: bool,
+    /// The Credential ID of the key that created this one through the API (it may since have been deleted); `null`
+    /// for keys made in the dashboard or by the operator.
+    pub created_by_key: Option<String>,
 }
 
 impl Key {
@@ -81,6 +84,7 @@ impl Key {
             follows_naming_convention: k.name.follows_convention(),
             rotation_due: health.rotation_due,
             unused: health.unused,
+            created_by_key: k.created_by_key.map(|id| id.to_string()),
         }
     }
 }
@@ -116,8 +120,9 @@ pub struct CreateKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Paging and search for the key list.
+/// Paging and search for the key list: optional query parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// From a previous page's `next_cursor`.
@@ -156,6 +161,6 @@ pub struct VerifyResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,
-    /// The storage backend (`sqlite` or `postgres`), on `/readyz`.
-    pub backend: Option<&'static str>,
+    /// The storage backend (`sqlite` or `postgres`).
+    pub backend: &'static str,
 }

@@ -1,8 +1,8 @@
 //! `/v1/keys`: a key with the `keys:manage` scope manages its owner's keys.
 
 use atna_domain::scope::MANAGE_KEYS;
-use atna_domain::CredentialId;
-use atna_store::{Actor, KeyQuery};
+use atna_domain::{ApiKeySecret, CredentialId};
+use atna_store::{Actor, KeyQuery, KeyRecord};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,10 +28,14 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
     security(("bearer" = ["keys:manage"])),
     responses(
         (status = 201, description = "Created; `secret` is shown this once", body = CreatedKey),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks `keys:manage`, or asks for scopes it lacks", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes or expiry", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes or expiry (`expiry_beyond_caller`: a key cannot make a key that outlives it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(s): State<AppState>,
@@ -39,24 +43,37 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<Response> {
     caller.require(MANAGE_KEYS)?;
-    let owner = caller.0.record.owner;
+    let parent = &caller.0.record;
+    let owner = parent.owner;
     let now = clock::now();
     let spec = KeySpec {
         once: None,
         name: &body.name,
         scopes: &body.scopes,
         expires_at: body.expires_at.map(|t| t.timestamp_millis()),
-        grantable: Some(&caller.0.record.scopes),
+        by_key: Some(parent),
     };
-    let (rec, secret) = service::create_key(s.store.as_ref(), owner, Actor::User(owner), spec, now).await?;
-    let body = CreatedKey { key: Key::new(&rec, now), secret: secret.expose().to_owned() };
-    let location = HeaderValue::from_str(&format!("/v1/keys/{}", rec.id)).map_err(|_| ApiError::internal())?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(body),
-    )
-        .into_response())
+    let actor = Actor::Key { user: owner, key: parent.id };
+    // The whole response is built before the key is committed: nothing can fail between the commit and the secret
+    // leaving.
+    let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
+        let body = CreatedKey { key: Key::new(rec, now), secret: secret.expose().to_owned() };
+        let json = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+        let location = HeaderValue::from_str(&format!("/v1/keys/{}", rec.id)).map_err(|_| ApiError::internal())?;
+        Ok::<_, ApiError>(
+            (
+                StatusCode::CREATED,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                ],
+                json,
+            )
+                .into_response(),
+        )
+    };
+    service::create_key_presented(s.store.as_ref(), owner, actor, spec, now, present).await?
 }
 
 /// List the owner's keys, newest first. Never includes secrets.
@@ -65,8 +82,9 @@ pub async fn create(
     responses(
         (status = 200, body = KeyList),
         (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
     State(s): State<AppState>,
@@ -107,7 +125,10 @@ fn parse_cursor(c: &str) -> ApiResult<(i64, CredentialId)> {
     security(("bearer" = ["keys:manage"])),
     responses(
         (status = 200, body = Key),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Key>> {
     caller.require(MANAGE_KEYS)?;
@@ -122,14 +143,19 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
     security(("bearer" = ["keys:manage"])),
     responses(
         (status = 204, description = "Deleted; the key is revoked"),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`key_already_deleted`: this key was deleted before", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(MANAGE_KEYS)?;
     let id = parse_id(&id)?;
     let owner = caller.0.record.owner;
-    service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, Actor::User(owner), clock::now())
-        .await?
-        .ok_or_else(ApiError::no_such_key)?;
-    Ok(StatusCode::NO_CONTENT)
+    let actor = Actor::Key { user: owner, key: caller.0.record.id };
+    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, clock::now()).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(service::why_not_deleted(s.store.as_ref(), Some(owner), &id).await?.into()),
+    }
 }

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use atna_domain::scope::MANAGE_KEYS;
-use atna_domain::{CredentialId, KeyHealth, KeyName, UserId};
+use atna_domain::{ApiKeySecret, CredentialId, KeyHealth, KeyName, UserId};
 use atna_store::{Actor, KeyQuery, KeyRecord};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -34,6 +34,8 @@ struct KeyRow {
     status: &'static str,
     rotation_due: bool,
     unused: bool,
+    /// The Credential ID of the key that made this one through the API; empty when made here or by the operator.
+    created_by: String,
 }
 
 impl KeyRow {
@@ -52,6 +54,7 @@ impl KeyRow {
             status: atna_domain::lifecycle::shown_status(r.status, r.expires_at, now),
             rotation_due: health.rotation_due,
             unused: health.unused,
+            created_by: r.created_by_key.map(|k| k.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -251,32 +254,35 @@ pub async fn create(
     let now = clock::now();
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
-    let spec = KeySpec { once: Some(&f.nonce), name: &f.name, scopes: &scopes, expires_at, grantable: None };
-    match service::create_key(s.app.store.as_ref(), owner, Actor::User(owner), spec, now).await {
-        Ok((rec, secret)) => {
-            let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
-            let host = forwarded
-                .or_else(|| headers.get(header::HOST))
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.split(',').next_back())
-                .map_or("localhost:8080", str::trim);
-            let scheme = if si.secure { "https" } else { "http" };
-            let page = CreatedPage {
-                c: Chrome::signed_in(&si, "keys", "Your new API key"),
-                id: rec.id.to_string(),
-                name: rec.name.to_string(),
-                secret: secret.expose().to_owned(),
-                follows_convention: rec.name.follows_convention(),
-                whoami_url: format!("{scheme}://{host}/v1/whoami"),
-                expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
-                scopes: if rec.scopes.is_empty() {
-                    "none".into()
-                } else {
-                    rec.scopes.iter().collect::<Vec<_>>().join(", ")
-                },
-            };
-            Ok(no_store(render(StatusCode::CREATED, &page)))
-        }
+    let spec = KeySpec { once: Some(&f.nonce), name: &f.name, scopes: &scopes, expires_at, by_key: None };
+    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
+    let host = forwarded
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next_back())
+        .map_or("localhost:8080", str::trim);
+    let scheme = if si.secure { "https" } else { "http" };
+    // The page that shows the secret is rendered before the key is committed: nothing can fail between the commit and
+    // the secret leaving.
+    let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
+        let page = CreatedPage {
+            c: Chrome::signed_in(&si, "keys", "Your new API key"),
+            id: rec.id.to_string(),
+            name: rec.name.to_string(),
+            secret: secret.expose().to_owned(),
+            follows_convention: rec.name.follows_convention(),
+            whoami_url: format!("{scheme}://{host}/v1/whoami"),
+            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
+            scopes: if rec.scopes.is_empty() {
+                "none".into()
+            } else {
+                rec.scopes.iter().collect::<Vec<_>>().join(", ")
+            },
+        };
+        no_store(render(StatusCode::CREATED, &page))
+    };
+    match service::create_key_presented(s.app.store.as_ref(), owner, Actor::User(owner), spec, now, present).await {
+        Ok(page) => Ok(page),
         Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
             // The same form, sent twice at once: the other request made the key.
@@ -355,6 +361,14 @@ pub async fn delete(
     .await?;
     match gone {
         Some(k) => Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response()),
-        None => Err(DashError::no_such_key()),
+        None => match service::why_not_deleted(s.app.store.as_ref(), Some(owner), &id).await? {
+            // Sent twice (a double click, a second tab): the first one deleted it.
+            service::NotDeleted::AlreadyDeleted => Err(DashError::new(
+                StatusCode::GONE,
+                "Already deleted",
+                "This key was already deleted: it no longer works, and there is nothing left to do.",
+            )),
+            service::NotDeleted::NoSuchKey => Err(DashError::no_such_key()),
+        },
     }
 }
