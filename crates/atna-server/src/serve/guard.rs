@@ -18,7 +18,7 @@ use crate::error::ApiError;
 /// Which kind of answer a request expects when something goes wrong: a problem document or an HTML page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Face {
-    /// The REST API, health checks and the OpenAPI document: `application/problem+json`.
+    /// The REST API, health checks, metrics and the OpenAPI document: `application/problem+json`.
     Api,
     /// The dashboard: an HTML error page.
     Dashboard,
@@ -27,7 +27,9 @@ pub enum Face {
 impl Face {
     /// The face a request path belongs to.
     pub fn of(path: &str) -> Self {
-        let api = path == "/v1" || path.starts_with("/v1/") || matches!(path, "/healthz" | "/readyz" | "/openapi.json");
+        let api = path == "/v1"
+            || path.starts_with("/v1/")
+            || matches!(path, "/healthz" | "/readyz" | "/openapi.json" | "/metrics");
         if api {
             Face::Api
         } else {
@@ -129,7 +131,7 @@ mod tests {
 
     #[test]
     fn api_paths_get_problem_documents_and_the_rest_pages() {
-        for p in ["/v1", "/v1/whoami", "/v1/keys/x", "/healthz", "/readyz", "/openapi.json"] {
+        for p in ["/v1", "/v1/whoami", "/v1/keys/x", "/healthz", "/readyz", "/openapi.json", "/metrics"] {
             assert_eq!(Face::of(p), Face::Api, "{p}");
         }
         for p in ["/", "/keys", "/login", "/v1x", "/assets/app.css"] {
