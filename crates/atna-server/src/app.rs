@@ -44,10 +44,12 @@ impl App {
         // First run: with no user yet, a one-time token lets the first person create the admin account.
         let setup_token = match store.count_users().await {
             Ok(0) => {
-                // Recorded (hashed) in the database, so the link works on every node of a cluster.
+                // Recorded (hashed) in the database, so the link works on every node of a cluster. Recording it under
+                // this node's identity revokes the link this node printed at its previous start.
                 let token = dashboard::random_token();
                 let hash = dashboard::session::hash_token(&token);
-                match store.add_setup_token(&hash, crate::clock::now()).await {
+                let issuer = node_identity(listener.local_addr()?);
+                match store.add_setup_token(&hash, &issuer, crate::clock::now()).await {
                     Ok(()) => Some(token),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record a setup token; no setup link");
@@ -115,6 +117,28 @@ impl App {
     }
 }
 
+/// Who issues a setup token: the host name and the address this process listens on. A restarted node has the same
+/// identity (the same host and configured address), so its new link replaces its old one; two nodes never share one,
+/// as two processes cannot listen on the same address of the same host. Needs no writable data directory, which a
+/// PostgreSQL node may not have.
+fn node_identity(addr: SocketAddr) -> String {
+    format!("{} {addr}", hostname())
+}
+
+/// This machine's host name (empty if it cannot be read: the listen address still tells nodes apart on one host).
+fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its whole length; gethostname writes at most that many bytes.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8_lossy(&buf[..end]).into_owned();
+        }
+    }
+    String::new()
+}
+
 /// The service each connection gets. `GET /v1/whoami`, the request every API call of every client makes, is answered
 /// directly: routing it through the router (path matching, URL-parameter and matched-path extensions, the per-route
 /// layers) costs more than verifying the key. Every other request goes to the router, with the peer's address as
@@ -139,6 +163,13 @@ impl Service<Request> for Front {
         if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
             let (state, peer) = (self.state.clone(), self.peer.ip());
             return Box::pin(async move { Ok(api::auth::whoami_direct(&state, req.headers(), peer).await) });
+        }
+        // Forward-auth is every gateway request's sub-request: the same fast lane (any method, no body read).
+        if api::forward_auth::is_forward_auth(req.uri().path()) {
+            let (state, peer) = (self.state.clone(), self.peer.ip());
+            return Box::pin(async move {
+                Ok(api::forward_auth::forward_auth_direct(&state, req.uri(), req.headers(), peer).await)
+            });
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();

@@ -15,7 +15,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: Cow<'static, str>,
     /// `WWW-Authenticate` value, for 401 and 403 answers (RFC 6750).
-    pub challenge: Option<&'static str>,
+    pub challenge: Option<Cow<'static, str>>,
 }
 
 /// The problem document (RFC 9457).
@@ -57,7 +57,7 @@ impl ApiError {
     /// A request without usable credentials.
     pub fn missing_credentials() -> Self {
         Self {
-            challenge: Some(r#"Bearer realm="atna""#),
+            challenge: Some(Cow::Borrowed(r#"Bearer realm="atna""#)),
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
                 "credentials_missing",
@@ -77,17 +77,36 @@ impl ApiError {
             VerifyCode::Disabled | VerifyCode::Valid => "key_disabled",
         };
         let detail = detail.map_or(Cow::Borrowed(code.explain()), Cow::Owned);
-        Self { challenge: Some(INVALID_TOKEN), ..Self::new(StatusCode::UNAUTHORIZED, c, detail) }
+        Self { challenge: Some(Cow::Borrowed(INVALID_TOKEN)), ..Self::new(StatusCode::UNAUTHORIZED, c, detail) }
     }
 
     /// The key is good but lacks a scope.
     pub fn insufficient_scope(scope: &'static str) -> Self {
         Self {
-            challenge: Some(r#"Bearer realm="atna", error="insufficient_scope", scope="keys:manage""#),
+            challenge: Some(Cow::Borrowed(r#"Bearer realm="atna", error="insufficient_scope", scope="keys:manage""#)),
             ..Self::new(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 format!("This API key lacks the `{scope}` scope. Create a key with it to manage keys over the API."),
+            )
+        }
+    }
+
+    /// The key is good but lacks scopes that the gateway requires for this request.
+    pub fn missing_scopes(missing: &[&str]) -> Self {
+        let list = missing.join(" ");
+        // Scopes are `[a-z0-9_.:-]` by construction when held; a required one may be anything the configuration
+        // says, so only characters that may stand inside a quoted string go into the challenge.
+        let quoted: String =
+            list.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ').collect();
+        Self {
+            challenge: Some(Cow::Owned(format!(
+                r#"Bearer realm="atna", error="insufficient_scope", scope="{quoted}""#
+            ))),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("This API key lacks the scopes this request needs: {}.", missing.join(", ")),
             )
         }
     }
@@ -144,7 +163,13 @@ impl IntoResponse for ApiError {
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(c) = self.challenge {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+            let value = match c {
+                Cow::Borrowed(s) => Ok(HeaderValue::from_static(s)),
+                Cow::Owned(s) => HeaderValue::try_from(s),
+            };
+            if let Ok(v) = value {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         res
     }

@@ -103,22 +103,6 @@ impl Caller {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::public_message;
-
-    #[test]
-    fn serde_messages_do_not_name_rust_types() {
-        assert_eq!(
-            public_message("invalid type: sequence, expected struct CreateKey with 3 elements at line 1 column 1"),
-            "invalid type: sequence, expected a JSON object at line 1 column 1"
-        );
-        assert_eq!(public_message("expected struct VerifyRequest"), "expected a JSON object");
-        assert_eq!(public_message("missing field `name`"), "missing field `name`");
-        assert_eq!(public_message("struct "), "struct ");
-    }
-}
-
 /// `Json<T>` whose rejections are our problem documents: 400 for broken JSON, 415 for a missing content type,
 /// 413 for a body over the limit, 422 for JSON of the wrong shape (including unknown fields).
 pub struct ApiJson<T>(pub T);
@@ -179,5 +163,21 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "The request body is larger than this server accepts.",
         ),
         other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_message;
+
+    #[test]
+    fn serde_messages_do_not_name_rust_types() {
+        assert_eq!(
+            public_message("invalid type: sequence, expected struct CreateKey with 3 elements at line 1 column 1"),
+            "invalid type: sequence, expected a JSON object at line 1 column 1"
+        );
+        assert_eq!(public_message("expected struct VerifyRequest"), "expected a JSON object");
+        assert_eq!(public_message("missing field `name`"), "missing field `name`");
+        assert_eq!(public_message("struct "), "struct ");
     }
 }

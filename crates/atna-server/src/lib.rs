@@ -7,6 +7,7 @@ pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod gate;
 pub mod service;
 pub mod settings;
 pub mod state;

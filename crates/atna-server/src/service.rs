@@ -12,9 +12,9 @@ use crate::verify::Verifier;
 /// Why a key was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Name(#[from] KeyNameError),
-    #[error("{0}")]
+    #[error(transparent)]
     Scopes(#[from] ScopeError),
     #[error("A key cannot grant scopes it does not have: {}.", .0.join(", "))]
     ScopeNotHeld(Vec<String>),

@@ -28,6 +28,8 @@ pub struct Settings {
     pub session_idle_timeout: Duration,
     /// A dashboard session ends this long after sign-in, active or not.
     pub session_absolute_timeout: Duration,
+    /// Headers forward-auth reads a key from when there is no `Authorization: Bearer` (some clients cannot set it).
+    pub api_key_headers: Vec<axum::http::HeaderName>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
+            api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
         }
     }
 }

@@ -27,13 +27,23 @@ pub struct KeyEntry {
     pub owner_disabled: bool,
     /// The `/v1/whoami` body for this key, serialised once when the record is loaded.
     pub whoami_json: bytes::Bytes,
+    /// The identity headers forward-auth gives a gateway for this key, built once when the record is loaded.
+    pub identity: crate::gate::Identity,
 }
 
 impl KeyEntry {
     fn new(a: AuthRecord) -> Self {
         let whoami = WhoAmI::new(&a.key, Owner { id: a.key.owner, email: a.owner_email.to_string() });
         let whoami_json = serde_json::to_vec(&whoami).unwrap_or_default().into();
-        Self { record: a.key, hash: a.hash, owner_email: a.owner_email, owner_disabled: a.owner_disabled, whoami_json }
+        let identity = crate::gate::Identity::new(&a.key, &a.owner_email);
+        Self {
+            record: a.key,
+            hash: a.hash,
+            owner_email: a.owner_email,
+            owner_disabled: a.owner_disabled,
+            whoami_json,
+            identity,
+        }
     }
 }
 
@@ -92,26 +102,47 @@ impl Verifier {
 
     /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
     pub async fn verify(&self, key: &str, ip: Option<IpAddr>) -> Result<Verdict, StoreError> {
+        let (verdict, now) = self.judge(key).await?;
+        if let Verdict::Valid(entry) = &verdict {
+            self.usage.record(entry.record.id, now, ip);
+        }
+        Ok(verdict)
+    }
+
+    /// Checks a presented key like [`verify`](Self::verify) but counts no use: for entry points whose rules may still
+    /// refuse the request (a refused request consumes nothing). Count the use with [`count_use`](Self::count_use)
+    /// once the request is allowed.
+    pub async fn check(&self, key: &str) -> Result<Verdict, StoreError> {
+        Ok(self.judge(key).await?.0)
+    }
+
+    /// Counts one use of a key whose request was allowed.
+    pub fn count_use(&self, entry: &KeyEntry, ip: Option<IpAddr>) {
+        self.usage.record(entry.record.id, clock::now(), ip);
+    }
+
+    /// The verdict on a presented key, and the time it was judged at.
+    async fn judge(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
         let parsed = match ParsedKey::parse(key) {
             Ok(p) => p,
-            Err(m) => return Ok(Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }),
+            Err(m) => {
+                return Ok((Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }, 0))
+            }
         };
         // One clock read serves the cache TTL, the expiry check and the usage record.
         let now = clock::now();
         let Some(entry) = self.lookup(parsed.id, now).await? else {
-            return Ok(Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None });
+            return Ok((Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None }, now));
         };
         if !entry.hash.matches(&parsed.hash()) {
-            return Ok(Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None });
+            return Ok((Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None }, now));
         }
         let r = &entry.record;
-        match decide(r.status, entry.owner_disabled, r.expires_at, now) {
-            VerifyCode::Valid => {
-                self.usage.record(r.id, now, ip);
-                Ok(Verdict::Valid(entry))
-            }
-            code => Ok(Verdict::Invalid { code, malformed: None, entry: Some(entry) }),
-        }
+        let verdict = match decide(r.status, entry.owner_disabled, r.expires_at, now) {
+            VerifyCode::Valid => Verdict::Valid(entry),
+            code => Verdict::Invalid { code, malformed: None, entry: Some(entry) },
+        };
+        Ok((verdict, now))
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {

@@ -82,8 +82,8 @@ async fn a_key_never_makes_a_key_that_outlives_it() {
 
     // A later expiry, or none at all by asking for a far date, is refused, and nothing is created.
     for late in [in_secs(121), in_secs(10 * 365 * 24 * 3600)] {
-        let (status, p) = problem(create(&app, parent_secret, json!({ "name": "grandchild", "expires_at": late })).await)
-            .await;
+        let (status, p) =
+            problem(create(&app, parent_secret, json!({ "name": "grandchild", "expires_at": late })).await).await;
         assert_eq!((status, p["code"].as_str().unwrap()), (422, "expiry_beyond_caller"));
         assert!(p["detail"].as_str().unwrap().contains("outlives"));
     }
@@ -248,13 +248,13 @@ async fn a_failure_while_presenting_a_new_key_leaves_no_key_behind() {
     let owner = app.alice;
     let before = store.count_keys(owner, None).await.unwrap();
     let task = tokio::spawn(async move {
-        let spec = atna_server::service::KeySpec { once: None, name: "doomed", scopes: &[], expires_at: None, by_key: None };
+        let spec =
+            atna_server::service::KeySpec { once: None, name: "doomed", scopes: &[], expires_at: None, by_key: None };
         let now = atna_server::clock::now();
         atna_server::service::create_key_presented(store.as_ref(), owner, Actor::User(owner), spec, now, |_, _| {
             panic!("rendering failed")
         })
         .await
-        .map(|()| ())
     });
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(app.store.count_keys(owner, None).await.unwrap(), before, "nothing was committed");

@@ -14,8 +14,7 @@ async fn setup() -> (Arc<Verifier>, Arc<dyn atna_store::Store>, String) {
     let store = fresh_store().await;
     let alice = user(&*store, "alice@example.com").await;
     let scopes = vec![];
-    let spec =
-        atna_server::service::KeySpec { once: None, name: "k", scopes: &scopes, expires_at: None, by_key: None };
+    let spec = atna_server::service::KeySpec { once: None, name: "k", scopes: &scopes, expires_at: None, by_key: None };
     let (_, secret) =
         atna_server::service::create_key(&*store, alice, atna_store::Actor::Operator, spec, atna_server::clock::now())
             .await

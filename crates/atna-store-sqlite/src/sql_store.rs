@@ -239,37 +239,44 @@ macro_rules! sql_store {
             Ok(Pruned { changes, sessions, sign_in_attempts })
         }
 
-        async fn add_setup_token(&self, token_hash: &[u8; 32], at: Millis) -> StoreResult<()> {
-            sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)")
-                .bind(&token_hash[..])
-                .bind(at)
-                .execute(&self.pool)
+        async fn add_setup_token(&self, token_hash: &[u8; 32], issuer: &str, at: Millis) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            // The issuer's earlier links die with its restart; tokens of older versions have no issuer and expire.
+            sqlx::query("DELETE FROM setup_tokens WHERE issuer = $1")
+                .bind(issuer)
+                .execute(&mut *tx)
                 .await
                 .map_err(db)?;
+            sqlx::query("INSERT INTO setup_tokens (token_hash, issuer, created_at) VALUES ($1, $2, $3)")
+                .bind(&token_hash[..])
+                .bind(issuer)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
             Ok(())
         }
 
-        async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {
-            let open: i64 = sqlx::query_scalar(
-                SETUP_OPEN,
-            )
-            .bind(&token_hash[..])
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
+        async fn setup_open(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<bool> {
+            let open: i64 = sqlx::query_scalar(SETUP_OPEN)
+                .bind(&token_hash[..])
+                .bind(now.saturating_sub(atna_store::SETUP_TOKEN_TTL))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
             Ok(open == 1)
         }
 
         async fn create_first_admin(&self, u: NewUser, token_hash: &[u8; 32]) -> StoreResult<Option<User>> {
             // The same exclusive start as an import: no other process can create a user in between.
             let mut tx = begin_import(&self.pool).await?;
-            let open: i64 = sqlx::query_scalar(
-                SETUP_OPEN,
-            )
-            .bind(&token_hash[..])
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+            let open: i64 = sqlx::query_scalar(SETUP_OPEN)
+                .bind(&token_hash[..])
+                .bind(u.created_at.saturating_sub(atna_store::SETUP_TOKEN_TTL))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
             if open != 1 {
                 tx.rollback().await.map_err(db)?;
                 return Ok(None);
@@ -566,8 +573,9 @@ macro_rules! sql_store {
             .await
         }
 
-        /// 1 when the setup token `$1` is recorded and no user exists yet, else 0.
-        const SETUP_OPEN: &str = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1)
-                                  AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)";
+        /// 1 when the setup token `$1` is recorded, was issued after `$2` (now minus its lifetime) and no user exists
+        /// yet, else 0.
+        const SETUP_OPEN: &str = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM setup_tokens WHERE token_hash = $1
+                                  AND created_at > $2) AND NOT EXISTS (SELECT 1 FROM users) THEN 1 ELSE 0 END AS BIGINT)";
     };
 }

@@ -17,7 +17,8 @@ macro_rules! conformance_tests {
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
             sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key,
-            setup_makes_one_first_admin, keys_remember_the_key_that_made_them);
+            setup_makes_one_first_admin, keys_remember_the_key_that_made_them,
+            setup_links_expire_and_a_restart_revokes_its_own);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -519,11 +520,11 @@ pub async fn setup_makes_one_first_admin(s: &dyn Store) {
         created_at: T0,
     };
     let (node_a, node_b, forged) = ([1u8; 32], [2u8; 32], [3u8; 32]);
-    assert!(!s.setup_open(&node_a).await.unwrap(), "no token recorded yet");
-    s.add_setup_token(&node_a, T0).await.unwrap();
-    s.add_setup_token(&node_b, T0).await.unwrap();
-    assert!(s.setup_open(&node_a).await.unwrap() && s.setup_open(&node_b).await.unwrap());
-    assert!(!s.setup_open(&forged).await.unwrap());
+    assert!(!s.setup_open(&node_a, T0).await.unwrap(), "no token recorded yet");
+    s.add_setup_token(&node_a, "host-a 10.0.0.1:8080", T0).await.unwrap();
+    s.add_setup_token(&node_b, "host-b 10.0.0.2:8080", T0).await.unwrap();
+    assert!(s.setup_open(&node_a, T0).await.unwrap() && s.setup_open(&node_b, T0).await.unwrap());
+    assert!(!s.setup_open(&forged, T0).await.unwrap());
     assert!(s.create_first_admin(admin("mallory@example.com"), &forged).await.unwrap().is_none());
     assert_eq!(s.count_users().await.unwrap(), 0);
     // Either node's link works, once: two at the same time make one administrator.
@@ -535,5 +536,33 @@ pub async fn setup_makes_one_first_admin(s: &dyn Store) {
     assert_eq!(made.len(), 1);
     assert!(made[0].is_admin);
     assert_eq!(s.count_users().await.unwrap(), 1);
-    assert!(!s.setup_open(&node_a).await.unwrap() && !s.setup_open(&node_b).await.unwrap(), "setup is over");
+    assert!(!s.setup_open(&node_a, T0).await.unwrap() && !s.setup_open(&node_b, T0).await.unwrap(), "setup is over");
+}
+
+pub async fn setup_links_expire_and_a_restart_revokes_its_own(s: &dyn Store) {
+    let admin = |at: Millis| NewUser {
+        email: Email::parse("root@example.com").unwrap(),
+        password_hash: PasswordHash::from_stored("x".into()),
+        is_admin: true,
+        created_at: at,
+    };
+    let (first, restarted, other) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let (node, other_node) = ("host-a 10.0.0.1:8080", "host-b 10.0.0.2:8080");
+    s.add_setup_token(&first, node, T0).await.unwrap();
+    s.add_setup_token(&other, other_node, T0).await.unwrap();
+    let last_moment = T0 + SETUP_TOKEN_TTL - 1;
+    assert!(s.setup_open(&first, last_moment).await.unwrap(), "open for an hour");
+    assert!(!s.setup_open(&first, T0 + SETUP_TOKEN_TTL).await.unwrap(), "expired after an hour");
+    assert!(
+        s.create_first_admin(admin(T0 + SETUP_TOKEN_TTL), &first).await.unwrap().is_none(),
+        "an expired link makes no administrator"
+    );
+    assert_eq!(s.count_users().await.unwrap(), 0);
+    // The node restarts: its new link works, its old one no longer, the other node's still does.
+    s.add_setup_token(&restarted, node, T0 + 10).await.unwrap();
+    assert!(!s.setup_open(&first, T0 + 10).await.unwrap(), "revoked by the restart");
+    assert!(s.setup_open(&restarted, T0 + 10).await.unwrap());
+    assert!(s.setup_open(&other, T0 + 10).await.unwrap(), "another node's link is not affected");
+    assert!(s.create_first_admin(admin(T0 + 20), &first).await.unwrap().is_none());
+    assert!(s.create_first_admin(admin(T0 + 20), &restarted).await.unwrap().is_some());
 }

@@ -12,6 +12,10 @@ pub use records::*;
 use async_trait::async_trait;
 use atna_domain::{CredentialId, Email, Millis, PasswordHash, UserId};
 
+/// How long a first-run setup link works after its node printed it: one hour. A link copied into a chat or a
+/// terminal scrollback must not stay a way to become administrator for as long as nobody signs up.
+pub const SETUP_TOKEN_TTL: Millis = 60 * 60 * 1000;
+
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -120,12 +124,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- first-run setup (shared by every process on the database) -----
 
-    /// Records a setup token (its SHA-256) that a node printed while no user existed.
-    async fn add_setup_token(&self, token_hash: &[u8; 32], at: Millis) -> StoreResult<()>;
-    /// Whether a setup token is recorded and no user exists yet.
-    async fn setup_open(&self, token_hash: &[u8; 32]) -> StoreResult<bool>;
-    /// Creates the first administrator, only if the token is recorded and no user exists, atomically across
-    /// processes; then forgets every setup token. `None` when setup is no longer (or was never) possible.
+    /// Records a setup token (its SHA-256) that the node `issuer` printed at `at` while no user existed, and revokes
+    /// the tokens that issuer recorded before (a restarted node's old link stops working; other nodes' keep working).
+    async fn add_setup_token(&self, token_hash: &[u8; 32], issuer: &str, at: Millis) -> StoreResult<()>;
+    /// Whether a setup token is recorded, was issued less than [`SETUP_TOKEN_TTL`] before `now`, and no user exists.
+    async fn setup_open(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<bool>;
+    /// Creates the first administrator, only if the token is open (as [`Store::setup_open`] at `user.created_at`),
+    /// atomically across processes; then forgets every setup token. `None` when setup is no longer (or was never)
+    /// possible.
     async fn create_first_admin(&self, user: NewUser, token_hash: &[u8; 32]) -> StoreResult<Option<User>>;
 
     // ----- sign-in throttling (shared by every process on the database) -----

@@ -1,10 +1,9 @@
 //! The command line. Every option can also come from an `ATNA_*` environment variable; flags win over variables,
 //! variables over the TOML file, the file over defaults.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "atna", version, about = "Self-hosted API keys: dashboard, REST API and Bearer verification")]
@@ -15,21 +14,58 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses the command line like [`Parser::parse`], except that a bad value taken from an `ATNA_*` variable is
+/// reported under the variable's name rather than the flag's, which the user never typed.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| match env_value_error(&e) {
+        Some(message) => {
+            eprint!("{message}");
+            std::process::exit(e.exit_code())
+        }
+        None => e.exit(),
+    })
+}
+
+/// clap's message for an invalid value, with the flag replaced by the variable, when the value came from a variable.
+fn env_value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else { return None };
+    let cmd = Cli::command();
+    let mut args: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    args.extend(cmd.get_subcommands().flat_map(|c| c.get_arguments().cloned().collect::<Vec<_>>()));
+    let typed = |long: &str| {
+        let flag = format!("--{long}");
+        std::env::args().skip(1).any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    let arg = args.iter().find(|a| a.get_long().is_some_and(|l| shown.starts_with(&format!("--{l}") as &str)))?;
+    let var = arg.get_env()?.to_str()?;
+    if typed(arg.get_long()?) || std::env::var_os(var).is_none() {
+        return None;
+    }
+    Some(e.render().to_string().replace(shown.as_str(), var))
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// A TOML file with settings (see the README).
-    #[arg(long, env = "ATNA_CONFIG", global = true)]
+    #[arg(long, env = "ATNA_CONFIG", global = true, help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Where atna keeps its data (the SQLite database by default). Default: ./atna-data
-    #[arg(long, env = "ATNA_DATA_DIR", global = true)]
+    #[arg(long, env = "ATNA_DATA_DIR", global = true, help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
     /// Database URL: sqlite:PATH or postgres://USER@HOST/DB. Default: the SQLite file in the data directory.
-    #[arg(long = "database", env = "ATNA_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(long = "database", env = "ATNA_DATABASE_URL", global = true, hide_env_values = true, help_heading = GLOBAL)]
     pub database_url: Option<String>,
     /// Most PostgreSQL connections per process (the change listener's one is extra). Default: 10
-    #[arg(long, env = "ATNA_DATABASE_MAX_CONNECTIONS", global = true)]
+    #[arg(long, env = "ATNA_DATABASE_MAX_CONNECTIONS", global = true, help_heading = GLOBAL)]
     pub database_max_connections: Option<u32>,
 }
+
+/// The help heading of the options every command takes, so they stand apart from the command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -65,9 +101,9 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct Serve {
-    /// Address to listen on. Default: 127.0.0.1:8080
+    /// Address to listen on, HOST:PORT; a host name is resolved at start. Default: 127.0.0.1:8080
     #[arg(long, env = "ATNA_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Trust the last X-Forwarded-For address as the client's (only behind your own proxy).
     #[arg(long, env = "ATNA_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: Option<bool>,
@@ -77,6 +113,7 @@ pub struct Serve {
 pub enum UserCommand {
     /// Create a user. The password comes from stdin (--password-stdin) or an interactive prompt.
     Create {
+        /// The new user's e-mail address (their sign-in name).
         #[arg(long)]
         email: String,
         /// Read the password from the first line of standard input.
@@ -88,13 +125,24 @@ pub enum UserCommand {
     },
     /// List users.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Disable a user: their sessions end and their keys stop working at once.
-    Disable { email: String },
+    Disable {
+        /// The user's e-mail address.
+        email: String,
+        /// Disable even the last enabled administrator (nobody can then manage users in the dashboard until
+        /// `atna user enable`).
+        #[arg(long)]
+        force: bool,
+    },
     /// Re-enable a disabled user.
-    Enable { email: String },
+    Enable {
+        /// The user's e-mail address.
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,16 +161,23 @@ pub enum KeyCommand {
         /// When the key stops working (RFC 3339, e.g. 2027-02-26T00:00:00Z).
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print JSON (with the secret) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List a user's keys (never their secrets).
     List {
+        /// The owner's e-mail address.
         #[arg(long)]
         user: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Delete (revoke) a key by Credential ID. Running servers stop accepting it at once.
-    Delete { id: String },
+    Delete {
+        /// The key's Credential ID (as `atna key list` shows it). A whole pasted key works too: its Credential ID
+        /// is taken from it.
+        id: String,
+    },
 }

@@ -1,13 +1,14 @@
 //! What each subcommand does. The CLI works on the database directly (no running server needed); a running server
 //! learns about its changes through the change feed.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use atna_domain::{CredentialId, Email, Password, PasswordHash};
+use atna_domain::lifecycle::shown_status;
+use atna_domain::{CredentialId, Email, ParsedKey, Password, PasswordHash};
 use atna_server::api::dto::Key;
 use atna_server::clock;
 use atna_server::service::{self, KeySpec};
@@ -16,7 +17,8 @@ use atna_store::{Actor, ImportSummary, KeyQuery, NewUser, Snapshot, Store, Store
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeyCommand, UserCommand};
-use crate::config;
+use crate::output::{self, outln, write_stdout};
+use crate::{config, files};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolved = config::resolve(&cli.global)?;
@@ -28,6 +30,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Only these make a database where there is none; the others need one, so a wrong folder is an error, not a
+    // new empty database that makes `user list` print nothing.
+    let creates = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Migrate | Command::Import { .. } | Command::User(UserCommand::Create { .. })
+    );
+    if !creates {
+        config::require_database(&resolved)?;
+    }
+    // Resolved (a host name looked up) before the database is touched, so a bad address changes nothing.
+    let settings = match &cli.command {
+        Command::Serve(s) => Some(config::settings(&resolved, s)?),
+        _ => None,
+    };
     config::ensure_data_dir(&resolved)?;
     let mut db = resolved.db.clone();
     if matches!(cli.command, Command::Serve(_)) {
@@ -36,9 +52,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let store = store_url::open(&resolved.database_url, &db).await?;
     match cli.command {
-        Command::Serve(s) => serve(store, config::settings(&resolved, &s)).await,
+        Command::Serve(_) => serve(store, settings.context("the settings were not resolved (a bug)")?).await,
         Command::Migrate => {
-            println!("migrations applied ({} database)", store.backend());
+            outln!("migrations applied ({} database)", store.backend());
             Ok(())
         }
         Command::User(c) => user(store.as_ref(), c).await,
@@ -53,37 +69,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow::Result<()> {
     let backend = store.backend();
+    let stop = shutdown_signal()?;
     let app = atna_server::App::build(settings.clone(), store)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = app.local_addr();
     tracing::info!(%addr, backend, "atna listening");
-    println!("atna listening on http://{addr}");
+    // A server keeps serving when nobody reads its standard output any more: its address is in the log too.
+    let mut text = format!("atna listening on http://{addr}\n");
     if let Some(token) = app.setup_token() {
-        println!("No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token}");
+        text += &format!(
+            "No user exists yet. Create the first (admin) account, once, at: http://{addr}/setup?token={token} \
+             (valid for 1 hour; restarting this node prints a new link and revokes this one)\n"
+        );
     }
-    app.run(shutdown_signal()).await?;
+    if let Err(e) = output::try_write_stdout(text.as_bytes()) {
+        tracing::warn!(error = %e, "could not print the address (and setup link) on standard output");
+    }
+    app.run(stop).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when it is first polled: a
+/// SIGTERM sent as soon as the address is printed (by a supervisor or a test) must stop the server gracefully, not
+/// kill it with the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let stopped = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+    let stopped = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Ok(async move {
+        stopped.await;
+        tracing::info!("shutting down");
+    })
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
@@ -126,7 +154,7 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
                     atna_store::StoreError::Conflict(_) => anyhow!("a user with this e-mail address already exists"),
                     e => e.into(),
                 })?;
-            println!("created user {} (id {}{})", u.email, u.id, if u.is_admin { ", admin" } else { "" });
+            outln!("created user {} (id {}{})", u.email, u.id, if u.is_admin { ", admin" } else { "" });
         }
         UserCommand::List { json } => {
             let users = store.list_users().await?;
@@ -138,8 +166,11 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
                                "created_at": clock::to_datetime(u.created_at)})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else if users.is_empty() {
+                outln!("no users yet; create one with `atna user create`");
             } else {
+                outln!("{:>6}  {:<40}  FLAGS", "ID", "E-MAIL");
                 for u in users {
                     let flags = [(u.is_admin, "admin"), (u.disabled, "disabled")]
                         .iter()
@@ -147,19 +178,31 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
                         .map(|f| f.1)
                         .collect::<Vec<_>>()
                         .join(",");
-                    println!("{:>6}  {}  {}", u.id, u.email, flags);
+                    outln!("{:>6}  {:<40}  {}", u.id, u.email, flags);
                 }
             }
         }
-        UserCommand::Disable { email } => {
+        UserCommand::Disable { email, force } => {
             let u = find_user(store, &email).await?;
+            // Refused rather than warned about: afterwards nobody can manage users in the dashboard, and a warning
+            // is easy to miss in a script. The CLI can always undo it, hence --force rather than a hard rule.
+            if u.is_admin && !u.disabled && !force {
+                let admins = store.list_users().await?.iter().filter(|o| o.is_admin && !o.disabled).count();
+                if admins <= 1 {
+                    bail!(
+                        "{} is the last enabled administrator: disabled, nobody could manage users in the dashboard; \
+                         make another administrator first, or pass --force (undo with `atna user enable`)",
+                        u.email
+                    );
+                }
+            }
             store.set_user_disabled(u.id, true, clock::now()).await?;
-            println!("disabled {}: sessions ended, keys stop working", u.email);
+            outln!("disabled {}: sessions ended, keys stop working", u.email);
         }
         UserCommand::Enable { email } => {
             let u = find_user(store, &email).await?;
             store.set_user_disabled(u.id, false, clock::now()).await?;
-            println!("enabled {}", u.email);
+            outln!("enabled {}", u.email);
         }
     }
     Ok(())
@@ -169,6 +212,12 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
     match c {
         KeyCommand::Create { user, name, scopes, expires_at, json } => {
             let u = find_user(store, &user).await?;
+            if u.disabled {
+                eprintln!(
+                    "warning: {} is disabled: this key will not work until `atna user enable {}`",
+                    u.email, u.email
+                );
+            }
             let now = clock::now();
             let spec = KeySpec {
                 once: None,
@@ -181,14 +230,14 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             if json {
                 let mut v = serde_json::to_value(Key::new(&rec, now))?;
                 v["secret"] = json!(secret.expose());
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("Credential ID:     {}", rec.id);
-                println!("Credential Secret: {}", secret.expose());
-                println!();
-                println!("Copy the secret now and store it securely: it cannot be shown again.");
+                outln!("Credential ID:     {}", rec.id);
+                outln!("Credential Secret: {}", secret.expose());
+                outln!();
+                outln!("Copy the secret now and store it securely: it cannot be shown again.");
                 if !rec.name.follows_convention() {
-                    println!(
+                    outln!(
                         "Tip: names like <service_name>-<dd_mm_yyyy>-<hh_mm> make keys easy to identify and rotate."
                     );
                 }
@@ -210,28 +259,71 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             }
             if json {
                 let v: Vec<Key> = all.iter().map(|k| Key::new(k, now)).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if all.is_empty() {
-                println!("{} has no keys", u.email);
+                outln!("{} has no keys", u.email);
             } else {
-                println!("{:<16}  {:<20}  {:<20}  NAME", "CREDENTIAL ID", "CREATED", "LAST USED");
+                outln!(
+                    "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  NAME",
+                    "CREDENTIAL ID",
+                    "STATUS",
+                    "CREATED",
+                    "EXPIRES",
+                    "LAST USED",
+                    "SCOPES"
+                );
                 for k in &all {
-                    let fmt = |t: Option<i64>| {
-                        t.map_or("never".to_owned(), |t| clock::to_datetime(t).format("%Y-%m-%d %H:%M UTC").to_string())
+                    let fmt = |t: Option<i64>, none: &str| {
+                        t.map_or(none.to_owned(), |t| clock::to_datetime(t).format("%Y-%m-%d %H:%M UTC").to_string())
                     };
-                    println!("{:<16}  {:<20}  {:<20}  {}", k.id, fmt(Some(k.created_at)), fmt(k.last_used_at), k.name);
+                    let scopes = if k.scopes.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        k.scopes.iter().collect::<Vec<_>>().join(",")
+                    };
+                    outln!(
+                        "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {}",
+                        k.id,
+                        shown_status(k.status, k.expires_at, now),
+                        fmt(Some(k.created_at), ""),
+                        fmt(k.expires_at, "never"),
+                        fmt(k.last_used_at, "never"),
+                        scopes,
+                        k.name
+                    );
                 }
             }
         }
         KeyCommand::Delete { id } => {
-            let parsed = CredentialId::parse(&id).map_err(|_| anyhow!("`{id}` is not a Credential ID"))?;
+            let parsed = credential_id_of(&id)?;
             match service::delete_key(store, None, None, &parsed, Actor::Operator, clock::now()).await? {
-                Some(k) => println!("deleted key {} ({}); it no longer works", k.id, k.name),
-                None => bail!("no key {id}"),
+                Some(k) => outln!("deleted key {} ({}); it no longer works", k.id, k.name),
+                None => bail!("no key {parsed}"),
             }
         }
     }
     Ok(())
+}
+
+/// The Credential ID an operator gave: the ID itself, or a whole pasted key, whose ID is taken from it (saying so).
+/// Never prints the argument back unless it is short and not an atna key: it may be a secret.
+fn credential_id_of(arg: &str) -> anyhow::Result<CredentialId> {
+    if let Ok(id) = CredentialId::parse(arg) {
+        return Ok(id);
+    }
+    match ParsedKey::parse(arg) {
+        Ok(key) => {
+            eprintln!("took the Credential ID {} from the pasted key", key.id);
+            Ok(key.id)
+        }
+        Err(e) if arg.starts_with(atna_domain::credential::PREFIX) => {
+            bail!("the argument is neither a Credential ID nor a whole atna key: {e} (it is not shown: it may be a secret)")
+        }
+        Err(_) if arg.chars().count() > 2 * atna_domain::credential::ID_LEN => {
+            bail!("the argument is not a Credential ID (16 letters and digits, as `atna key list` shows); it is not shown, as it may be a secret")
+        }
+        Err(_) => bail!("`{arg}` is not a Credential ID (16 letters and digits, as `atna key list` shows)"),
+    }
 }
 
 fn plural(n: u64, one: &str) -> String {
@@ -255,12 +347,11 @@ async fn export(store: &dyn Store, output: Option<&Path>, force: bool) -> anyhow
     json.push('\n');
     let to = match output {
         None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(json.as_bytes()).and_then(|()| out.flush()).context("writing to standard output")?;
+            write_stdout(json.as_bytes());
             "standard output".to_owned()
         }
         Some(path) => {
-            write_private(path, json.as_bytes(), force)?;
+            files::write_private(path, json.as_bytes(), force)?;
             path.display().to_string()
         }
     };
@@ -269,28 +360,6 @@ async fn export(store: &dyn Store, output: Option<&Path>, force: bool) -> anyhow
         describe(&snap.summary())
     );
     Ok(())
-}
-
-/// Writes a file only its owner can read (0600), refusing to replace an existing one unless `force`.
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = opts.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => anyhow!("{} already exists; pass --force to overwrite it", path.display()),
-        _ => anyhow!(e).context(format!("cannot create {}", path.display())),
-    })?;
-    // A file replaced with --force keeps its old mode unless told otherwise.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads and checks an export file (`-`: standard input). Every error names the file and says what is wrong with it.
@@ -325,7 +394,7 @@ async fn import(store: &dyn Store, snap: &Snapshot) -> anyhow::Result<()> {
         StoreError::NotEmpty => anyhow!("nothing was imported: {e}"),
         e => anyhow!(e).context("nothing was imported"),
     })?;
-    println!("imported {} into the {} database", describe(&summary), store.backend());
-    println!("Sessions were not moved: everyone signs in again. Delete the export file now.");
+    outln!("imported {} into the {} database", describe(&summary), store.backend());
+    outln!("Sessions were not moved: everyone signs in again. Delete the export file now.");
     Ok(())
 }

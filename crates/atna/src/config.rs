@@ -1,6 +1,6 @@
 //! Settings layered from defaults, the TOML file, `ATNA_*` variables and flags; and logging.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +13,7 @@ use crate::cli::{Global, Serve};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: Option<std::net::SocketAddr>,
+    pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub database_max_connections: Option<u32>,
@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub session_idle_timeout_secs: Option<u64>,
     pub session_absolute_timeout_secs: Option<u64>,
+    pub api_key_headers: Option<Vec<String>>,
 }
 
 /// Everything resolved.
@@ -48,6 +49,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_TRUST_FORWARDED_FOR",
     "ATNA_LOG",
     "ATNA_LOG_FORMAT",
+    "ATNA_API_KEY_HEADERS",
 ];
 
 /// Reads the file and resolves where the data lives.
@@ -81,12 +83,16 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
 }
 
 /// Server settings from the file and flags.
-pub fn settings(r: &Resolved, s: &Serve) -> Settings {
+pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
     let d = Settings::default();
     let f = &r.file;
     let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
-    Settings {
-        listen: s.listen.or(f.listen).unwrap_or(d.listen),
+    let listen = match s.listen.as_ref().or(f.listen.as_ref()) {
+        Some(text) => listen_address(text)?,
+        None => d.listen,
+    };
+    Ok(Settings {
+        listen,
         trust_forwarded_for: s.trust_forwarded_for.or(f.trust_forwarded_for).unwrap_or(d.trust_forwarded_for),
         cache_ttl: secs(f.cache_ttl_secs, d.cache_ttl),
         negative_cache_ttl: secs(f.negative_cache_ttl_secs, d.negative_cache_ttl),
@@ -96,38 +102,109 @@ pub fn settings(r: &Resolved, s: &Serve) -> Settings {
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
         session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
         session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
-    }
+        api_key_headers: api_key_headers(f.api_key_headers.as_deref())?.unwrap_or(d.api_key_headers),
+    })
 }
 
-/// Creates the data directory when the default database lives there.
+/// The headers forward-auth reads a key from: `ATNA_API_KEY_HEADERS` (comma-separated) over the file's
+/// `api_key_headers`. An empty list is allowed (Bearer only); a name that is not a header name is an error.
+fn api_key_headers(file: Option<&[String]>) -> anyhow::Result<Option<Vec<axum::http::HeaderName>>> {
+    let from_env = std::env::var("ATNA_API_KEY_HEADERS").ok();
+    let (names, source): (Vec<String>, &str) = match (&from_env, file) {
+        (Some(v), _) => {
+            (v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(), "ATNA_API_KEY_HEADERS")
+        }
+        (None, Some(list)) => (list.to_vec(), "api_key_headers"),
+        (None, None) => return Ok(None),
+    };
+    let parsed = names
+        .iter()
+        .map(|n| {
+            let name = axum::http::HeaderName::try_from(n.as_str())
+                .map_err(|_| anyhow::anyhow!("{source}: `{n}` is not a header name"))?;
+            anyhow::ensure!(
+                name != axum::http::header::AUTHORIZATION,
+                "{source}: Authorization is always read; list other headers"
+            );
+            Ok(name)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(parsed))
+}
+
+/// `HOST:PORT` as an address to bind: an IP address as is, a host name (`localhost:8080`) resolved now, taking the
+/// first address the system's resolver gives.
+fn listen_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        anyhow::bail!("listen address `{text}` has no port: use HOST:PORT, e.g. 127.0.0.1:8080 or localhost:8080")
+    };
+    anyhow::ensure!(
+        !host.is_empty() && port.parse::<u16>().is_ok(),
+        "listen address `{text}` is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080)"
+    );
+    let resolved =
+        text.to_socket_addrs().map_err(|e| anyhow::anyhow!("cannot resolve listen address `{text}`: {e}"))?;
+    resolved.into_iter().next().ok_or_else(|| anyhow::anyhow!("listen address `{text}` resolves to no address"))
+}
+
+/// Creates the data directory (private) when the default database lives there, or warns if it is not private.
 pub fn ensure_data_dir(r: &Resolved) -> anyhow::Result<()> {
     if r.uses_default_database {
-        create_dir(&r.data_dir)?;
+        crate::files::ensure_private_dir(&r.data_dir)?;
     }
     Ok(())
 }
 
-fn create_dir(p: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(p).with_context(|| format!("creating data directory {}", p.display()))
+/// For commands that need an existing database: with the default one, it must already be in the data directory.
+/// (An explicit `sqlite:` URL is checked when opened; PostgreSQL is created by `atna migrate` or `atna serve`.)
+pub fn require_database(r: &Resolved) -> anyhow::Result<()> {
+    if r.uses_default_database && !r.data_dir.join("atna.db").exists() {
+        let dir = r.data_dir.display().to_string();
+        let shown = if r.data_dir.is_relative() && !dir.starts_with('.') { format!("./{dir}") } else { dir };
+        anyhow::bail!("no atna database at {shown} (use --data-dir or ATNA_DATABASE_URL)");
+    }
+    Ok(())
 }
 
-/// Logs to stderr; `ATNA_LOG` (or `RUST_LOG`) filters, `ATNA_LOG_FORMAT=json` for JSON lines.
-pub fn init_logging() {
+/// Logs to stderr; `ATNA_LOG` (or `RUST_LOG`) filters, `ATNA_LOG_FORMAT=json` for JSON lines. A bad `ATNA_LOG` or
+/// `ATNA_LOG_FORMAT` is an error, like an unknown key in the TOML file: ignored, it would hide the logs asked for.
+pub fn init_logging() -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("ATNA_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let filter = match std::env::var("ATNA_LOG") {
+        Ok(v) => log_filter(&v)?,
+        Err(_) => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let json = match std::env::var("ATNA_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => false,
+        Ok("json") => true,
+        Ok(other) => anyhow::bail!("ATNA_LOG_FORMAT=`{other}` is not a log format: use text or json"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("ATNA_LOG_FORMAT").is_ok_and(|v| v == "json") {
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
+}
+
+/// `ATNA_LOG` as a filter. `EnvFilter` skips directives it cannot parse (`bogus===` would mean "log nothing
+/// special" without a word), so each directive is parsed on its own first.
+fn log_filter(value: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    use tracing_subscriber::filter::Directive;
+    for d in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        d.parse::<Directive>().map_err(|e| {
+            anyhow::anyhow!("ATNA_LOG=`{value}`: `{d}` is not a log filter ({e}); use e.g. info, or atna=debug,warn")
+        })?;
+    }
+    Ok(tracing_subscriber::EnvFilter::try_new(value)?)
 }
 
 #[cfg(test)]
@@ -150,12 +227,12 @@ mod tests {
         .unwrap();
         let r = resolve(&global(Some(path.clone()))).unwrap();
         assert_eq!((r.db.max_connections, r.db.acquire_timeout), (4, Duration::from_millis(250)));
-        let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None });
+        let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None }).unwrap();
         assert_eq!(s.session_idle_timeout, Duration::from_secs(600));
         assert_eq!(s.session_absolute_timeout, Duration::from_secs(3600));
         assert_eq!(s.listen.port(), 9000);
-        let flag = Serve { listen: Some("127.0.0.1:9001".parse().unwrap()), trust_forwarded_for: None };
-        assert_eq!(settings(&r, &flag).listen.port(), 9001, "a flag wins over the file");
+        let flag = Serve { listen: Some("127.0.0.1:9001".into()), trust_forwarded_for: None };
+        assert_eq!(settings(&r, &flag).unwrap().listen.port(), 9001, "a flag wins over the file");
         let mut g = global(Some(path));
         g.database_max_connections = Some(7);
         assert_eq!(resolve(&g).unwrap().db.max_connections, 7);
@@ -173,5 +250,40 @@ mod tests {
             let e = resolve(&global(Some(path))).err().unwrap();
             assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
         }
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_explains_bad_addresses() {
+        let r = resolve(&global(None)).unwrap();
+        let listen = |text: &str| settings(&r, &Serve { listen: Some(text.into()), trust_forwarded_for: None });
+        let addr = listen("localhost:9002").unwrap().listen;
+        assert!(addr.ip().is_loopback() && addr.port() == 9002, "{addr}");
+        assert_eq!(listen("[::1]:9003").unwrap().listen.port(), 9003);
+        for (text, want) in [
+            ("localhost", "has no port"),
+            ("localhost:http", "is not HOST:PORT"),
+            (":8080", "is not HOST:PORT"),
+            ("no-such-host.invalid:8080", "cannot resolve listen address `no-such-host.invalid:8080`"),
+        ] {
+            let e = listen(text).err().unwrap();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn bad_log_filters_are_errors() {
+        assert!(log_filter("info").is_ok() && log_filter("atna=debug,warn").is_ok());
+        let e = log_filter("bogus===").err().unwrap().to_string();
+        assert!(e.contains("ATNA_LOG=`bogus===`"), "{e}");
+    }
+
+    #[test]
+    fn key_header_names_are_checked() {
+        let names = |l: &[&str]| api_key_headers(Some(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        let ok = names(&["X-API-Key", "apikey"]).unwrap().unwrap();
+        assert_eq!(ok.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["x-api-key", "apikey"]);
+        assert!(names(&[]).unwrap().unwrap().is_empty(), "Bearer only");
+        assert!(names(&["bad header"]).unwrap_err().to_string().contains("`bad header` is not a header name"));
+        assert!(names(&["Authorization"]).is_err());
     }
 }

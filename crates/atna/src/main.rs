@@ -3,17 +3,27 @@
 mod cli;
 mod commands;
 mod config;
-
-use clap::Parser;
+mod files;
+mod output;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
-    config::init_logging();
+    // Before anything is created: the database (and SQLite's -wal and -shm files, which SQLite creates itself) and
+    // the data directory hold password and key hashes, so they are for this user only, whatever the shell's umask.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    let cli = cli::parse();
+    if let Err(e) = config::init_logging() {
+        eprintln!("error: {}", output::describe(&e));
+        return std::process::ExitCode::FAILURE;
+    }
     match commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -256,7 +256,7 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     let before = ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None));
     fail(&old, &file, "not empty");
     assert_eq!(ok(atna(&old, &["key", "list", "--user", "alice@example.com", "--json"], None)), before);
-    assert_eq!(ok(atna(&old, &["user", "list"], None)).lines().count(), 1);
+    assert_eq!(ok(atna(&old, &["user", "list"], None)).lines().count(), 2, "a header and one user");
 
     let write = |name: &str, body: &str| {
         let p = dir.path().join(name);
@@ -271,4 +271,24 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     fail(&fresh, &write("edited.json", &text.replace("\"owner_id\": 1", "\"owner_id\": 2")), "owner 2");
     fail(&fresh, &dir.path().join("missing.json"), "cannot read");
     assert!(!fresh.exists(), "a refused file never creates the target database");
+}
+
+#[tokio::test]
+async fn a_restart_revokes_the_setup_link_the_node_printed_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The same address across the restart: that (with the host name) is the node's identity.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = [("ATNA_DATA_DIR", data.to_str().unwrap()), ("ATNA_LOG", "warn")];
+    let status = |link: String| async move { reqwest::get(link).await.unwrap().status().as_u16() };
+    let server = Server::start_on(&listen, &env);
+    let old = server.setup_link().expect("a setup link while no user exists");
+    assert_eq!(status(old.clone()).await, 200);
+    let _ = server.stop();
+    let server = Server::start_on(&listen, &env);
+    let new = server.setup_link().expect("a new link after the restart");
+    assert_ne!(old, new);
+    assert_eq!(status(old).await, 403, "the restart revoked the old link");
+    assert_eq!(status(new).await, 200);
+    let _ = server.stop();
 }

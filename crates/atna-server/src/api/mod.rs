@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod dto;
+pub mod forward_auth;
 pub mod health;
 pub mod keys;
 pub mod openapi;
@@ -9,7 +10,7 @@ pub mod openapi;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -28,6 +29,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
         .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .route("/v1/forward-auth", any(forward_auth::forward_auth))
+        .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -217,7 +217,7 @@ pub struct SetupQuery {
 
 /// Whether `token` is a setup token some node printed (and recorded) and no user exists yet.
 async fn setup_allowed(s: &DashState, token: &str) -> DashResult<()> {
-    let matches = !token.is_empty() && s.app.store.setup_open(&session::hash_token(token)).await?;
+    let matches = !token.is_empty() && s.app.store.setup_open(&session::hash_token(token), clock::now()).await?;
     if s.app.store.count_users().await? > 0 {
         return Err(DashError::new(
             StatusCode::NOT_FOUND,
@@ -229,7 +229,8 @@ async fn setup_allowed(s: &DashState, token: &str) -> DashResult<()> {
         return Err(DashError::new(
             StatusCode::FORBIDDEN,
             "This setup link is not valid",
-            "Use the exact link `atna serve` printed when it started. Restarting the server prints a new one.",
+            "Setup links work for an hour, until their node restarts. Use the link `atna serve` printed at its \
+             latest start; if it is older than an hour, restart the server to get a new one.",
         ));
     }
     Ok(())

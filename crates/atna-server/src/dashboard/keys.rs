@@ -265,19 +265,19 @@ pub async fn create(
     // the secret leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
         let page = CreatedPage {
-                c: Chrome::signed_in(&si, "keys", "Your new API key"),
-                id: rec.id.to_string(),
-                name: rec.name.to_string(),
-                secret: secret.expose().to_owned(),
-                follows_convention: rec.name.follows_convention(),
-                whoami_url: format!("{scheme}://{host}/v1/whoami"),
-                expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
-                scopes: if rec.scopes.is_empty() {
-                    "none".into()
-                } else {
-                    rec.scopes.iter().collect::<Vec<_>>().join(", ")
-                },
-            };
+            c: Chrome::signed_in(&si, "keys", "Your new API key"),
+            id: rec.id.to_string(),
+            name: rec.name.to_string(),
+            secret: secret.expose().to_owned(),
+            follows_convention: rec.name.follows_convention(),
+            whoami_url: format!("{scheme}://{host}/v1/whoami"),
+            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
+            scopes: if rec.scopes.is_empty() {
+                "none".into()
+            } else {
+                rec.scopes.iter().collect::<Vec<_>>().join(", ")
+            },
+        };
         no_store(render(StatusCode::CREATED, &page))
     };
     match service::create_key_presented(s.app.store.as_ref(), owner, Actor::User(owner), spec, now, present).await {

@@ -43,6 +43,11 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A port nothing listens on right now (the OS picks it; a server started on it soon after gets it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A running `atna serve`.
 pub struct Server {
     pub child: Child,
@@ -59,14 +64,19 @@ impl Server {
 
     /// `atna serve` on port 0 with these variables; returns once it printed its address.
     pub fn start_env(env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("ATNA_DATABASE_URL")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        Self::start_on("127.0.0.1:0", env)
+    }
+
+    /// `atna serve --listen LISTEN` with these variables; returns once it printed its address.
+    pub fn start_on(listen: &str, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", listen]).env_remove("ATNA_DATABASE_URL").envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (which starts `atna serve`, perhaps through a shell) and returns once it printed its address.
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -117,5 +127,15 @@ impl Server {
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// A server a failed assertion left running is killed, not leaked past the test.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

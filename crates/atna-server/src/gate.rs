@@ -1,0 +1,166 @@
+//! Rules at the gate: whether a request made with a good key may go through. The verifier (`verify.rs`) answers "is
+//! this key good, whose is it"; this module answers "may it do this now", once for every entry point that enforces
+//! (forward-auth today; per-key rules and the reverse proxy plug in here). Cheap, pure checks only: nothing here
+//! touches the store, and a refused request consumes nothing (the caller counts a use only once `admit` says yes).
+
+use std::borrow::Cow;
+
+use atna_domain::Email;
+use atna_store::KeyRecord;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::ApiError;
+use crate::verify::KeyEntry;
+
+/// Most scope requirements one request may carry (query parameters and headers together).
+pub const MAX_REQUIRED_SCOPES: usize = 32;
+/// Longest single requirement, in bytes.
+pub const MAX_SCOPE_LEN: usize = 128;
+
+/// Header that a gateway's configuration adds to require scopes (space- or comma-separated), for proxies that cannot
+/// put a query string on the sub-request (Envoy's `headers_to_add`).
+pub const REQUIRE_SCOPE_HEADER: HeaderName = HeaderName::from_static("x-atna-require-scope");
+
+/// The identity headers forward-auth answers with, in this order.
+pub const IDENTITY_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-atna-key-id"),
+    HeaderName::from_static("x-atna-key-name"),
+    HeaderName::from_static("x-atna-owner-id"),
+    HeaderName::from_static("x-atna-owner-email"),
+    HeaderName::from_static("x-atna-scopes"),
+];
+
+/// A key's identity as header values, built once when the key is loaded into the cache (cloning one is a reference
+/// count, not a copy).
+#[derive(Debug, Clone)]
+pub struct Identity(pub [HeaderValue; 5]);
+
+impl Identity {
+    /// The values for [`IDENTITY_HEADERS`]. Names and e-mail addresses may be Unicode: header values are
+    /// percent-encoded UTF-8 (every byte outside printable ASCII, and `%` itself), so one decoder reads them all.
+    pub fn new(key: &KeyRecord, owner_email: &Email) -> Self {
+        let scopes: Vec<&str> = key.scopes.iter().collect();
+        let value =
+            |s: &str| HeaderValue::try_from(percent_encode(s).into_owned()).unwrap_or(HeaderValue::from_static(""));
+        Self([
+            value(key.id.as_str()),
+            value(key.name.as_str()),
+            value(&key.owner.0.to_string()),
+            value(owner_email.as_str()),
+            value(&scopes.join(" ")),
+        ])
+    }
+}
+
+/// Percent-encodes every byte that is not printable ASCII, and `%`.
+pub fn percent_encode(s: &str) -> Cow<'_, str> {
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'%';
+    if s.bytes().all(plain) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// What the gateway's configuration requires of the key for this request. Requirements only add up: whoever adds
+/// one (the configuration, or a client through a path the configuration forwards) can only narrow what passes.
+#[derive(Debug, Default)]
+pub struct Requirements<'a> {
+    /// Scopes the key must all hold.
+    pub scopes: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Requirements<'a> {
+    /// Reads `scope=` query parameters (repeatable) and [`REQUIRE_SCOPE_HEADER`] headers (repeatable; space- or
+    /// comma-separated). Too many or too long requirements are a `400`: they come from a broken configuration or a
+    /// client playing games, never from a legitimate request.
+    pub fn read(query: Option<&'a str>, headers: &'a HeaderMap) -> Result<Self, ApiError> {
+        let mut scopes: Vec<Cow<'a, str>> = Vec::new();
+        if let Some(q) = query {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                if k == "scope" {
+                    scopes.extend(split(v));
+                }
+            }
+        }
+        for h in headers.get_all(REQUIRE_SCOPE_HEADER) {
+            let text = h.to_str().map_err(|_| too_much("is not ASCII"))?;
+            scopes.extend(split(Cow::Borrowed(text)));
+        }
+        if scopes.len() > MAX_REQUIRED_SCOPES {
+            return Err(too_much("names too many scopes"));
+        }
+        if scopes.iter().any(|s| s.len() > MAX_SCOPE_LEN) {
+            return Err(too_much("names a scope that is too long"));
+        }
+        Ok(Self { scopes })
+    }
+}
+
+/// The scopes in one requirement value (space- or comma-separated), borrowing where the value is borrowed.
+fn split(v: Cow<'_, str>) -> Vec<Cow<'_, str>> {
+    match v {
+        Cow::Borrowed(s) => s.split([' ', ',']).filter(|p| !p.is_empty()).map(Cow::Borrowed).collect(),
+        Cow::Owned(s) => s.split([' ', ',']).filter(|p| !p.is_empty()).map(|p| Cow::Owned(p.to_owned())).collect(),
+    }
+}
+
+fn too_much(what: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_requirements",
+        format!("The scope requirement {what} (at most {MAX_REQUIRED_SCOPES} scopes of {MAX_SCOPE_LEN} bytes)."),
+    )
+}
+
+/// Decides whether a request made with a good key may go through: every required scope is held.
+pub fn admit(entry: &KeyEntry, req: &Requirements<'_>) -> Result<(), ApiError> {
+    let missing: Vec<&str> =
+        req.scopes.iter().map(|s| s.as_ref()).filter(|s| !entry.record.scopes.contains(s)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::missing_scopes(&missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unprintable_bytes_and_percent_are_encoded() {
+        assert_eq!(percent_encode("billing-26_11_2026-14_05"), "billing-26_11_2026-14_05");
+        assert_eq!(percent_encode("café"), "caf%C3%A9");
+        assert_eq!(percent_encode("50% off"), "50%25 off");
+        assert_eq!(percent_encode("a\r\nb"), "a%0D%0Ab");
+    }
+
+    #[test]
+    fn requirements_add_up_from_query_and_headers() {
+        let mut h = HeaderMap::new();
+        h.append(REQUIRE_SCOPE_HEADER, HeaderValue::from_static("invoices:write, reports:read"));
+        h.append(REQUIRE_SCOPE_HEADER, HeaderValue::from_static("x"));
+        let r = Requirements::read(Some("scope=invoices%3Aread&scope=&other=1&scope=a+b"), &h).unwrap();
+        let got: Vec<&str> = r.scopes.iter().map(|s| s.as_ref()).collect();
+        assert_eq!(got, ["invoices:read", "a", "b", "invoices:write", "reports:read", "x"]);
+        assert!(Requirements::read(None, &HeaderMap::new()).unwrap().scopes.is_empty());
+    }
+
+    #[test]
+    fn too_many_or_too_long_requirements_are_refused() {
+        let many = (0..=MAX_REQUIRED_SCOPES).map(|i| format!("scope=s{i}")).collect::<Vec<_>>().join("&");
+        assert_eq!(Requirements::read(Some(&many), &HeaderMap::new()).unwrap_err().code, "invalid_requirements");
+        let long = format!("scope={}", "x".repeat(MAX_SCOPE_LEN + 1));
+        assert_eq!(Requirements::read(Some(&long), &HeaderMap::new()).unwrap_err().code, "invalid_requirements");
+        let mut h = HeaderMap::new();
+        h.insert(REQUIRE_SCOPE_HEADER, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(Requirements::read(None, &h).unwrap_err().code, "invalid_requirements");
+    }
+}
