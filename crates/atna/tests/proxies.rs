@@ -3,7 +3,8 @@
 //! reaches the service with the identity atna vouched for; no key, a bad key, a key deleted a moment ago and a key
 //! without the path's scope are refused with atna's status and challenge and never reach the service; identity
 //! headers a client forges (also as look-alikes, or by naming them in `Connection`) never reach it either; when
-//! atna is down, nothing gets through.
+//! atna is down, nothing gets through. On PostgreSQL (`ATNA_TEST_POSTGRES_URL`), atna's own `503` (it cannot reach
+//! its database) reaches the client as a `503` through every gateway, nginx included.
 //!
 //! A proxy that is not installed is skipped with "SKIPPED: <proxy> not installed" (a failure with `CI=true`);
 //! `scripts/install-proxies` installs all four and prints the `ATNA_NGINX`, `ATNA_CADDY`, `ATNA_TRAEFIK` and
@@ -14,11 +15,12 @@ mod gateway;
 
 use std::path::Path;
 
-use common::{atna, ok, Server};
+use common::{atna, atna_env, ok, Server};
 use gateway::{Echo, Kind, Proxy};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Response;
 use serde_json::Value;
+use sqlx::Connection;
 
 const OWNER: &str = "alice@example.com";
 /// A name that is not ASCII: it must reach the service percent-encoded.
@@ -42,6 +44,55 @@ async fn traefik_enforces_atna_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_enforces_atna_keys() {
     gateway_contract(Kind::Envoy).await;
+}
+
+/// atna answers `503` when it cannot decide (a key not in memory, and the database gone); each gateway must pass
+/// that on as a `503`, never as a pass or a misleading `401`. nginx needs its `X-Atna-Status` mapping for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
+    let Some(server) = atna_store_postgres::testdb::server_url() else {
+        eprintln!("SKIPPED: PostgreSQL not configured (ATNA_TEST_POSTGRES_URL)");
+        return;
+    };
+    let url = atna_store_postgres::testdb::fresh_schema_url(&server).await;
+    let db = [("ATNA_DATABASE_URL", url.as_str())];
+    ok(atna_env(&db, &["user", "create", "--email", OWNER, "--password-stdin"], Some("correct horse battery\n")));
+    let out = ok(atna_env(&db, &["key", "create", "--user", OWNER, "--name", "never-used", "--json"], None));
+    let key = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
+    let atna_server = Server::start_env(&[("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "off")]);
+    let atna_addr = atna_server.base.trim_start_matches("http://").to_owned();
+    let echo = Echo::start().await;
+    let mut proxies = Vec::new();
+    for kind in [Kind::Nginx, Kind::Caddy, Kind::Traefik, Kind::Envoy] {
+        if let Some(mut proxy) = Proxy::start(kind, &atna_addr, echo.addr) {
+            proxy.wait_ready().await;
+            proxies.push(proxy);
+        }
+    }
+
+    // The schema goes away under the running server: the key is not in its memory, so it cannot decide.
+    let schema = url.rsplit("search_path%3D").next().unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let client = reqwest::Client::new();
+    for proxy in &proxies {
+        let res = client.get(format!("{}/hello", proxy.base)).bearer_auth(&key).send().await.unwrap();
+        let ctx = format!("{} — atna cannot decide\nproxy log:\n{}", proxy.kind.name(), proxy.log());
+        let ctx = format!("{ctx}\nanswer: {res:?}");
+        assert_eq!(res.status(), 503, "{ctx}");
+        // Envoy takes an authorization service's 5xx for a failure of the service and answers with its own
+        // status_on_error (503, no body); the others pass on atna's answer (nginx: its status and X-Atna-Status).
+        if !matches!(proxy.kind, Kind::Envoy) {
+            assert_eq!(res.headers().get("x-atna-status").map(|v| v.to_str().unwrap()), Some("503"), "{ctx}");
+            let ctype = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            assert!(ctype.unwrap_or_default().starts_with("application/problem+json"), "{ctx}");
+        }
+    }
+    assert_eq!(echo.hits(), 0, "nothing reached the service");
+    drop(proxies);
+    atna_server.kill9();
 }
 
 /// A key made by the CLI: what the service should be told about it.
