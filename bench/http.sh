@@ -5,12 +5,14 @@
 #   bench/http.sh            # 10 s per run, 3 runs each, alternating
 #   DURATION=30s RUNS=5 bench/http.sh
 #   BACKEND=postgres bench/http.sh   # atna on PostgreSQL (a fresh database atna_bench on PG_SERVER, dropped after)
+#   ENDPOINT=/v1/forward-auth bench/http.sh   # the gateway's sub-request instead of whoami
 #
 # Needs: wrk and taskset (Debian: apt-get install wrk util-linux). Only talks to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
+ENDPOINT=${ENDPOINT:-/v1/whoami}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 
 cargo build --release -q -p atna
@@ -44,7 +46,7 @@ taskset -c 0 target/release/examples/bare 127.0.0.1:18182 >"$work/bare.log" 2>&1
 bare_pid=$!
 wait_up http://127.0.0.1:18181/healthz
 wait_up http://127.0.0.1:18182/
-curl -sf -H "Authorization: Bearer $KEY" http://127.0.0.1:18181/v1/whoami >/dev/null || { echo "whoami failed" >&2; exit 1; }
+curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:18181$ENDPOINT" >/dev/null || { echo "$ENDPOINT failed" >&2; exit 1; }
 
 # Both servers get the same request (the bare one ignores the header), so the difference is atna's work alone.
 # Besides requests/s, report the server's CPU time per request (from /proc, in µs): it depends far less on what else
@@ -59,15 +61,16 @@ run() { # pid url -> "rps cpu_us_per_req"
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   echo "$rps $(echo "($after - $before) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l)"
 }
-echo "run  bare_rps  whoami_rps  ratio   bare_cpu_us/req  whoami_cpu_us/req"
+echo "endpoint: $ENDPOINT (\"atna\" columns)"
+echo "run  bare_rps  atna_rps    ratio   bare_cpu_us/req  atna_cpu_us/req"
 bare_sum=0; who_sum=0; bare_cpu=0; who_cpu=0
 for i in $(seq 1 "$RUNS"); do
   read -r b bc_ < <(run "$bare_pid" http://127.0.0.1:18182/)
-  read -r w wc_ < <(run "$atna_pid" http://127.0.0.1:18181/v1/whoami)
+  read -r w wc_ < <(run "$atna_pid" "http://127.0.0.1:18181$ENDPOINT")
   printf '%-4s %-9s %-11s %.3f   %-16.2f %.2f\n' "$i" "$b" "$w" "$(echo "$w / $b" | bc -l)" "$bc_" "$wc_"
   bare_sum=$(echo "$bare_sum + $b" | bc -l); who_sum=$(echo "$who_sum + $w" | bc -l)
   bare_cpu=$(echo "$bare_cpu + $bc_" | bc -l); who_cpu=$(echo "$who_cpu + $wc_" | bc -l)
 done
-printf 'mean: bare %.0f rps, whoami %.0f rps, whoami/bare = %.3f; CPU per request: bare %.2f us, whoami %.2f us (bare/whoami = %.3f)\n' \
+printf 'mean: bare %.0f rps, atna %.0f rps, atna/bare = %.3f; CPU per request: bare %.2f us, atna %.2f us (bare/atna = %.3f)\n' \
   "$(echo "$bare_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $RUNS" | bc -l)" "$(echo "$who_sum / $bare_sum" | bc -l)" \
   "$(echo "$bare_cpu / $RUNS" | bc -l)" "$(echo "$who_cpu / $RUNS" | bc -l)" "$(echo "$bare_cpu / $who_cpu" | bc -l)"

@@ -35,12 +35,13 @@ impl App {
     /// Binds the listener (port 0 picks a free port) and assembles the routes.
     pub async fn build(settings: Settings, store: Arc<dyn Store>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen).await?;
-        let verifier = Arc::new(Verifier::new(
-            store.clone(),
-            settings.cache_capacity,
-            settings.cache_ttl,
-            settings.negative_cache_ttl,
-        ));
+        // The follower (started by `run`) reads the feed every poll interval: allow a few of those before the cache
+        // stops being trusted.
+        let max_lag = settings.change_feed_max_lag.max(settings.change_poll_interval * 3);
+        let verifier = Arc::new(
+            Verifier::new(store.clone(), settings.cache_capacity, settings.cache_ttl, settings.negative_cache_ttl)
+                .follows_feed(max_lag),
+        );
         // First run: with no user yet, a one-time token lets the first person create the admin account.
         let setup_token = match store.count_users().await {
             Ok(0) => {

@@ -74,8 +74,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let started = std::time::Instant::now();
         let ip = client_ip(parts, state.settings.trust_forwarded_for);
-        authenticate(state, &parts.headers, ip).await.map(Caller)
+        let result = authenticate(state, &parts.headers, ip).await;
+        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "allowed");
+        state.verifier.metrics().check(crate::metrics::Entry::Api, outcome, started.elapsed());
+        result.map(Caller)
     }
 }
 

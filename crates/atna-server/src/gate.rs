@@ -119,13 +119,37 @@ fn too_much(what: &str) -> ApiError {
     )
 }
 
+/// The request a gateway is asking about: the client's address and, where the gateway says, the original method and
+/// URI (`X-Forwarded-Method`/`X-Forwarded-Uri` from Traefik and Caddy, `X-Original-Method`/`X-Original-URI` by the
+/// nginx convention). The context for logs, the audit trail and per-key rules; never a source of identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub ip: Option<std::net::IpAddr>,
+    pub method: Option<&'a str>,
+    pub uri: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    /// Reads the original method and URI from a gateway's headers (values that are not ASCII are ignored).
+    pub fn read(headers: &'a HeaderMap, ip: Option<std::net::IpAddr>) -> Self {
+        let first = |names: [&str; 2]| names.iter().find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()));
+        Self {
+            ip,
+            method: first(["x-forwarded-method", "x-original-method"]),
+            uri: first(["x-forwarded-uri", "x-original-uri"]),
+        }
+    }
+}
+
 /// Decides whether a request made with a good key may go through: every required scope is held.
-pub fn admit(entry: &KeyEntry, req: &Requirements<'_>) -> Result<(), ApiError> {
+pub fn admit(entry: &KeyEntry, req: &Requirements<'_>, ctx: &Context<'_>) -> Result<(), ApiError> {
     let missing: Vec<&str> =
         req.scopes.iter().map(|s| s.as_ref()).filter(|s| !entry.record.scopes.contains(s)).collect();
     if missing.is_empty() {
         Ok(())
     } else {
+        tracing::debug!(key = %entry.record.id, method = ctx.method, uri = ctx.uri, ip = ?ctx.ip, ?missing,
+            "forward-auth refused: scope missing");
         Err(ApiError::missing_scopes(&missing))
     }
 }
@@ -151,6 +175,18 @@ mod tests {
         let got: Vec<&str> = r.scopes.iter().map(|s| s.as_ref()).collect();
         assert_eq!(got, ["invoices:read", "a", "b", "invoices:write", "reports:read", "x"]);
         assert!(Requirements::read(None, &HeaderMap::new()).unwrap().scopes.is_empty());
+    }
+
+    #[test]
+    fn the_original_request_is_read_from_either_convention() {
+        let mut h = HeaderMap::new();
+        h.insert("x-original-method", HeaderValue::from_static("POST"));
+        h.insert("x-original-uri", HeaderValue::from_static("/invoices?x=1"));
+        let c = Context::read(&h, None);
+        assert_eq!((c.method, c.uri), (Some("POST"), Some("/invoices?x=1")));
+        h.insert("x-forwarded-uri", HeaderValue::from_static("/reports"));
+        assert_eq!(Context::read(&h, None).uri, Some("/reports"), "Traefik's and Caddy's name first");
+        assert_eq!(Context::read(&HeaderMap::new(), None).method, None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
+pub mod metrics;
 pub mod service;
 pub mod settings;
 pub mod state;

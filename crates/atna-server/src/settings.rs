@@ -20,6 +20,9 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// How often the change feed is polled when the store cannot push.
     pub change_poll_interval: Duration,
+    /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
+    /// intervals are used). Past it, a deletion elsewhere might be unknown, so keys are read from the store again.
+    pub change_feed_max_lag: Duration,
     /// Trust the last address of `X-Forwarded-For` as the client's (only behind a proxy you run).
     pub trust_forwarded_for: bool,
     /// Largest request body accepted.
@@ -41,6 +44,7 @@ impl Default for Settings {
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(5),
             change_poll_interval: Duration::from_millis(200),
+            change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,
             max_body_bytes: 64 * 1024,
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),

@@ -4,7 +4,7 @@
 //! Usage is counted in memory. Nothing here writes to the store.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use quick_cache::sync::Cache;
 
 use crate::api::dto::{Owner, WhoAmI};
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::usage::UsageBuffer;
 
 /// A key record as the verifier keeps it in memory.
@@ -84,6 +85,11 @@ pub struct Verifier {
     ttl: Millis,
     negative_ttl: Millis,
     usage: UsageBuffer,
+    metrics: Metrics,
+    /// When the change follower last read the feed successfully (Unix ms, when that read began; 0: not yet).
+    feed_read_at: AtomicI64,
+    /// How old that read may be before cached records stop being trusted; `None`: no follower, trust the TTL.
+    max_feed_lag: Option<Millis>,
 }
 
 impl Verifier {
@@ -97,7 +103,41 @@ impl Verifier {
             ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
+            metrics: Metrics::default(),
+            feed_read_at: AtomicI64::new(0),
+            max_feed_lag: None,
         }
+    }
+
+    /// Trusts cached records only while the change follower has read the feed within `max_lag`, and not at all
+    /// before its first read. Past that bound a deletion elsewhere may be unknown here, so every lookup reads the
+    /// store instead (and fails with it, as `503`, when the store is the trouble): the cache fails closed, whatever
+    /// broke (a lost connection, an exhausted pool, a lock), and never serves a deleted key for a whole TTL.
+    pub fn follows_feed(mut self, max_lag: Duration) -> Self {
+        self.max_feed_lag = Some(max_lag.as_millis().try_into().unwrap_or(Millis::MAX));
+        self
+    }
+
+    /// Records that the change feed was read in full as of `started` (the clock read before the read began) and
+    /// everything it listed was evicted.
+    pub fn feed_read(&self, started: Millis) {
+        self.feed_read_at.fetch_max(started, Ordering::AcqRel);
+    }
+
+    /// Whether cached records may be used at `now` (see [`follows_feed`](Self::follows_feed)).
+    pub fn cache_trusted(&self, now: Millis) -> bool {
+        match self.max_feed_lag {
+            None => true,
+            Some(lag) => {
+                let at = self.feed_read_at.load(Ordering::Acquire);
+                at != 0 && now.saturating_sub(at) <= lag
+            }
+        }
+    }
+
+    /// When the change feed was last read in full (Unix ms; 0: not yet, or no follower).
+    pub fn feed_read_at(&self) -> Millis {
+        self.feed_read_at.load(Ordering::Acquire)
     }
 
     /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
@@ -146,19 +186,26 @@ impl Verifier {
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if !self.cache_trusted(now) {
+            // Read through, and keep nothing: the follower cannot tell us what to forget right now.
+            return Ok(self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a))));
+        }
         if let Some(slot) = self.cache.get(&id) {
             let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
             if now.saturating_sub(slot.loaded) < ttl {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(slot.entry);
             }
             self.cache.remove(&id);
         }
         match self.cache.get_value_or_guard_async(&id).await {
-            Ok(slot) => Ok(slot.entry),
+            Ok(slot) => {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(slot.entry)
+            }
             Err(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                let entry = self.store.auth_record(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
+                let entry = self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a)));
                 // If something was evicted while we read, our row may predate it: answer, but do not cache.
                 if self.epoch.load(Ordering::Acquire) == epoch {
                     let _ = guard.insert(Slot { loaded: clock::now(), entry: entry.clone() });
@@ -168,16 +215,35 @@ impl Verifier {
         }
     }
 
+    /// Reads one key's record from the store (a cache miss), counting it.
+    async fn read(&self, id: &CredentialId) -> Result<Option<AuthRecord>, StoreError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let read = self.store.auth_record(id).await;
+        if read.is_err() {
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        read
+    }
+
     /// Forgets one key (it was revoked or changed).
     pub fn evict(&self, id: &CredentialId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.cache.remove(id);
+        if self.cache.remove(id).is_some() {
+            self.metrics.cache_evictions.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets every key (a user was disabled, or changes may have been missed).
     pub fn evict_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.cache_evictions.fetch_add(self.cache.len() as u64, Ordering::Relaxed);
         self.cache.clear();
+    }
+
+    /// The server's metrics (the verifier keeps them: it sees every check).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// How many times a cache miss read the store.
@@ -214,8 +280,13 @@ impl Verifier {
             return Ok(0);
         }
         match self.store.record_usage(&batch).await {
-            Ok(()) => Ok(n),
+            Ok(()) => {
+                self.metrics.usage_flushes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.usage_flushed_keys.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
             Err(e) => {
+                self.metrics.usage_flush_failures.fetch_add(1, Ordering::Relaxed);
                 self.usage.restore(batch);
                 Err(e)
             }

@@ -21,10 +21,17 @@ pub fn follow_changes(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = loop {
+            let started = crate::clock::now();
             match store.latest_change().await {
-                Ok(seq) => break seq,
+                Ok(seq) => {
+                    // Requests may have cached records before this starting point was read; a change committed in
+                    // between is behind it and would never be seen. Forget them: from here on the feed covers all.
+                    verifier.evict_all();
+                    verifier.feed_read(started);
+                    break seq;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the change feed yet; retrying");
+                    tracing::warn!(error = %e, "cannot read the change feed yet; retrying (cached keys not trusted)");
                     tokio::select! { _ = tokio::time::sleep(poll) => {}, _ = stop.changed() => return }
                 }
             }
@@ -40,6 +47,7 @@ pub fn follow_changes(
             if unsure {
                 tracing::warn!("change notifications were interrupted; catching up from the change feed");
             }
+            let started = crate::clock::now();
             loop {
                 match store.changes_since(last, BATCH).await {
                     Ok(changes) => {
@@ -51,6 +59,7 @@ pub fn follow_changes(
                             last = c.seq;
                         }
                         if (changes.len() as i64) < BATCH {
+                            verifier.feed_read(started);
                             break;
                         }
                     }
@@ -60,7 +69,9 @@ pub fn follow_changes(
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the change feed; cached keys expire by TTL meanwhile");
+                        // The verifier stops trusting its cache once the last good read is too old (it reads the
+                        // store instead, or answers 503), so this node fails closed while the feed is unreadable.
+                        tracing::warn!(error = %e, "cannot read the change feed; cached keys not trusted meanwhile");
                         break;
                     }
                 }

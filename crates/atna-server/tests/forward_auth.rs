@@ -178,3 +178,44 @@ async fn the_openapi_document_describes_forward_auth() {
     assert_eq!(statuses, ["200", "400", "401", "403", "503"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_checks_by_entry_point_and_outcome() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(header(&res, "content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+        res.text().await.unwrap()
+    };
+    let sample = |text: &str, series: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).unwrap();
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+    };
+    let before = scrape().await;
+    let bearer = format!("Bearer {}", app.admin_key);
+    for _ in 0..3 {
+        ask(&app, Method::GET, "/v1/forward-auth", &[("authorization", &bearer)]).await;
+    }
+    ask(&app, Method::GET, "/v1/forward-auth?scope=nope", &[("authorization", &bearer)]).await;
+    ask(&app, Method::GET, "/v1/forward-auth", &[]).await;
+    app.whoami(&app.admin_key).await;
+    app.whoami("atna_nope").await;
+    let verify = app.http.post(app.url("/v1/keys/verify")).json(&serde_json::json!({"key": app.admin_key})).send();
+    assert_eq!(verify.await.unwrap().status(), 200);
+    app.http.get(app.url("/v1/keys")).bearer_auth(&app.admin_key).send().await.unwrap();
+    let after = scrape().await;
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="forward_auth",outcome="allowed"}"#), 3);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="forward_auth",outcome="insufficient_scope"}"#), 1);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="forward_auth",outcome="credentials_missing"}"#), 1);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="whoami",outcome="allowed"}"#), 1);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="whoami",outcome="key_malformed"}"#), 1);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="verify",outcome="allowed"}"#), 1);
+    assert_eq!(moved(r#"atna_key_checks_total{entry="api",outcome="allowed"}"#), 1);
+    assert_eq!(moved(r#"atna_key_check_duration_seconds_count{entry="forward_auth"}"#), 5);
+    assert!(moved("atna_cache_hits_total") >= 6, "{after}");
+    assert!(sample(&after, "atna_cache_keys") >= 1);
+    assert!(!after.contains(&app.admin_key[22..60]) && !after.contains("alice@"), "no secrets, no people");
+    app.stop().await;
+}

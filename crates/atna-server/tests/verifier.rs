@@ -123,3 +123,32 @@ async fn a_running_server_prunes_old_changes_and_expired_sessions() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_verifier_following_the_feed_trusts_its_cache_only_while_the_feed_is_read() {
+    let (v, store, key) = setup().await;
+    let lag = Duration::from_millis(300);
+    let v = Arc::try_unwrap(v).ok().unwrap().follows_feed(lag);
+    // Before the follower's first read (its starting point), nothing cached is trusted: every check reads the store.
+    for n in 1..=3 {
+        assert_eq!(v.verify(&key, None).await.unwrap().code(), VerifyCode::Valid);
+        assert_eq!(v.store_reads(), n);
+    }
+    assert_eq!(v.cached(), 0, "read-through answers are not kept");
+    let read = atna_server::clock::now();
+    v.feed_read(read);
+    v.verify(&key, None).await.unwrap();
+    v.verify(&key, None).await.unwrap();
+    assert_eq!(v.store_reads(), 4, "after a feed read the second check is a hit");
+    // The key is deleted elsewhere and the follower cannot read the feed any more (nobody calls feed_read): once the
+    // last read is older than the bound, the cached record is no longer used, so the deletion is seen.
+    let id = CredentialId::parse(&key[5..21]).unwrap();
+    store.revoke_key(None, &id, atna_store::Actor::Operator, read).await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while v.verify(&key, None).await.unwrap().code() == VerifyCode::Valid {
+        assert!(std::time::Instant::now() < deadline, "the stale cache entry was used past the bound");
+        tokio::task::yield_now().await;
+    }
+    assert!(atna_server::clock::now() - read >= lag.as_millis() as i64, "within the bound the cache answers");
+    assert_eq!(v.verify(&key, None).await.unwrap().code(), VerifyCode::Revoked);
+}

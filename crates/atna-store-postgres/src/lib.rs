@@ -25,11 +25,15 @@ use std::time::Duration;
 
 use atna_domain::{CredentialId, Email, Millis, PasswordHash, UserId};
 use atna_store::*;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Transaction};
 
 use listener::Listener;
 use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, USER_COLUMNS};
+
+/// The listing query (for plan checks in tests and benchmarks).
+#[doc(hidden)]
+pub use sql_store::list_keys_sql;
 
 /// The row type `rows.rs` decodes.
 type DbRow = sqlx::postgres::PgRow;
@@ -40,23 +44,31 @@ pub const CHANNEL: &str = "atna_changes";
 /// Held (per transaction) by every writer of the change feed, so feed entries commit in sequence order.
 const FEED_LOCK: i64 = 0x6174_6e61_6665_6564; // "atnafeed"
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// How to open a PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
-    /// Most connections in the pool (the listener's connection is extra).
+    /// Most connections in the pool (the listener's and the change follower's connections are extra).
     pub max_connections: u32,
     /// How long a request waits for a free connection (or for the server) before it fails.
     pub acquire_timeout: Duration,
     /// How long [`PgStore::open`] keeps trying while the server cannot be reached (it is still starting, say).
     /// Zero: one attempt. Other errors (a wrong password, a missing database) fail at once.
     pub wait: Duration,
+    /// The longest a statement may run (PostgreSQL's `statement_timeout`); zero: no limit.
+    pub statement_timeout: Duration,
+    /// The longest a statement may wait for a lock (`lock_timeout`); zero: no limit.
+    pub lock_timeout: Duration,
 }
 
 impl Default for PgSettings {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(2), wait: Duration::ZERO }
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            wait: Duration::ZERO,
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -64,6 +76,8 @@ impl Default for PgSettings {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The change follower's own connection: requests exhausting `pool` (or stuck on a lock) cannot starve it.
+    feed: PgPool,
     listener: Arc<Listener>,
 }
 
@@ -71,38 +85,32 @@ impl PgStore {
     /// Connects to the database at a `postgres://` URL, migrates it, and starts listening for changes.
     pub async fn open(url: &str, settings: &PgSettings) -> StoreResult<Self> {
         let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("atna");
+            .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))?;
         Self::open_with(opts, settings).await
     }
 
     /// Like [`open`](Self::open), from parsed options (tests use this to pick a schema).
     pub async fn open_with(opts: PgConnectOptions, settings: &PgSettings) -> StoreResult<Self> {
-        let deadline = tokio::time::Instant::now() + settings.wait;
-        let pool = loop {
-            let attempt = PgPoolOptions::new()
-                .max_connections(settings.max_connections.max(1))
-                .acquire_timeout(settings.acquire_timeout)
-                // A connection that broke while idle (a server restart) is found out before a request gets it.
-                .test_before_acquire(true)
-                .connect_with(opts.clone())
-                .await;
-            match attempt {
-                Ok(pool) => break pool,
-                Err(e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)))
-                    if tokio::time::Instant::now() + Duration::from_secs(1) < deadline =>
-                {
-                    tracing::warn!(error = %e, "PostgreSQL is not reachable yet; waiting for it");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(StoreError::Database(format!("cannot connect to PostgreSQL: {e}"))),
-            }
-        };
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
-        // Named after this process, so an operator (or a test) can tell which node's listener a connection is.
-        let name = format!("atna-listener-{}", std::process::id());
-        let listener = Listener::start(opts.application_name(&name), settings.acquire_timeout);
-        Ok(Self { pool, listener })
+        // NOTICEs ("relation … already exists, skipping" on every start) are the server talking to itself.
+        let opts = opts.options([("client_min_messages", "warning")]);
+        // Connections are named after this process, so an operator (or a test) can tell whose they are.
+        let pid = std::process::id();
+        let mut conn = connect(&opts.clone().application_name(&format!("atna-migrate-{pid}")), settings).await?;
+        // On a connection without the request timeouts: a node waiting for another's migration lock must not give
+        // up after `lock_timeout`, and a migration may take longer than a request should.
+        crate::migrate(&mut conn).await?;
+        let _ = conn.close().await;
+        let timeouts = opts.clone().options([
+            ("statement_timeout", settings.statement_timeout.as_millis()),
+            ("lock_timeout", settings.lock_timeout.as_millis()),
+        ]);
+        let pool = pool_options(settings.max_connections, settings.acquire_timeout)
+            .connect_lazy_with(timeouts.clone().application_name(&format!("atna-{pid}")));
+        let feed = pool_options(1, settings.acquire_timeout)
+            .connect_lazy_with(timeouts.application_name(&format!("atna-feed-{pid}")));
+        let listener =
+            Listener::start(opts.application_name(&format!("atna-listener-{pid}")), settings.acquire_timeout);
+        Ok(Self { pool, feed, listener })
     }
 
     /// The PostgreSQL backend PID of this store's `LISTEN` connection, once it listens (`None` while it is
@@ -115,6 +123,73 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Where the change feed is read.
+    fn feed_pool(&self) -> &PgPool {
+        &self.feed
+    }
+}
+
+fn pool_options(max: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max.max(1))
+        .acquire_timeout(acquire_timeout)
+        // A connection that broke while idle (a server restart) is found out before a request gets it.
+        .test_before_acquire(true)
+}
+
+/// One connection, retried while the server cannot be reached until `wait` has passed. The error says what failed
+/// and where (a pool would only say it timed out). Each attempt is bounded: a host that drops packets would otherwise
+/// hold it for the system's TCP timeout.
+async fn connect(opts: &PgConnectOptions, settings: &PgSettings) -> StoreResult<PgConnection> {
+    let deadline = tokio::time::Instant::now() + settings.wait;
+    let per_attempt = settings.acquire_timeout.max(Duration::from_secs(5));
+    let at = if opts.get_host().starts_with('/') {
+        format!("{} (socket)", opts.get_host())
+    } else {
+        format!("{}:{}", opts.get_host(), opts.get_port())
+    };
+    loop {
+        let attempt = tokio::time::timeout(per_attempt, opts.connect()).await;
+        let e = match attempt {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) if !unreachable(&e) => {
+                return Err(StoreError::Database(format!("cannot connect to PostgreSQL at {at}: {e}")))
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {per_attempt:?}"),
+        };
+        if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(StoreError::Database(format!("cannot connect to PostgreSQL at {at}: {e}")));
+        }
+        tracing::warn!(error = %e, "PostgreSQL is not reachable yet; waiting for it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The server cannot be reached, or is still starting (`57P03`): worth waiting for, unlike a wrong password.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}
+
+/// Applies the migrations this build knows (under sqlx's advisory lock, so nodes starting together apply each once).
+/// Tolerates newer ones it does not know: during a rolling upgrade an old node keeps serving a database an upgraded
+/// node has migrated further, which works because migrations only add.
+async fn migrate(conn: &mut PgConnection) -> StoreResult<()> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    // `run_direct`: `run(&mut conn)` makes the future not `Send` (sqlx's `Acquire` lifetime issue; its own workaround).
+    migrator.run_direct(&mut *conn).await.map_err(|e| StoreError::Database(format!("migrating: {e}")))?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    sql_store::check_schema(applied, &migrator);
+    Ok(())
 }
 
 /// Appends to the change feed inside `tx` and notifies listeners (delivered when `tx` commits).

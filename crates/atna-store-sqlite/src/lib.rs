@@ -5,6 +5,10 @@
 mod sql_store;
 mod rows;
 
+/// The listing query (for plan checks in tests and benchmarks).
+#[doc(hidden)]
+pub use sql_store::list_keys_sql;
+
 /// The row type `rows.rs` decodes.
 type DbRow = sqlx::sqlite::SqliteRow;
 
@@ -25,8 +29,6 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 impl SqliteStore {
     /// Opens (and migrates) the database at a `sqlite:` URL. The file is created only when `create` is true, so a
     /// mistyped path is an error instead of a new, empty database.
@@ -43,8 +45,22 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Database(format!("cannot open {url}: {e}")))?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating {url}: {e}")))?;
+        // Newer migrations than this build knows are tolerated (an upgraded node applied them; migrations only add).
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await.map_err(|e| StoreError::Database(format!("migrating {url}: {e}")))?;
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?;
+        sql_store::check_schema(applied, &migrator);
         Ok(Self { pool })
+    }
+
+    /// Where the change feed is read: the same pool (SQLite has no server to lose, and an in-memory database is
+    /// private to its pool).
+    fn feed_pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Opens (creating if needed) the database file at a path.

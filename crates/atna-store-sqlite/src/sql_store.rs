@@ -6,6 +6,33 @@
 //! SQLite binds `$NAME` parameters in that same order. Each backend also defines what differs in a shared step:
 //! `publish` (append to the change feed), `begin_import` / `after_import`, `EXPORT_BEGIN` and `KEY_ORDER`.
 
+/// Warns when the database's schema is newer than this build's (an upgraded node migrated it): this node keeps
+/// serving, because migrations only add, but the operator should finish the upgrade.
+pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migrator) {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newest) = applied.filter(|&v| v > known) {
+        tracing::warn!(
+            "this database was upgraded by a newer atna (schema {newest}; this build knows {known}); serving it \
+             anyway, since migrations only add: upgrade this node too"
+        );
+    }
+}
+
+/// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
+/// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
+/// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
+/// row, while the row comparison is a range on the `api_keys_live_newest` index on both backends.
+pub fn list_keys_sql(after: bool) -> String {
+    let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
+    let columns = crate::rows::KEY_COLUMNS;
+    format!(
+        "SELECT {columns} FROM api_keys
+         WHERE owner_id = $1 AND status <> 'revoked' {cursor}
+           AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -130,22 +157,17 @@ macro_rules! sql_store {
             }
 
             async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
-                let (after_t, after_id) = match &q.after {
-                    Some((t, id)) => (Some(*t), Some(id.as_str().to_owned())),
-                    None => (None, None),
-                };
-                let rows = sqlx::query(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys
-                     WHERE owner_id = $1 AND status <> 'revoked'
-                       AND (CAST($2 AS BIGINT) IS NULL OR created_at < $2 OR (created_at = $2 AND id < $3))
-                       AND (CAST($4 AS TEXT) IS NULL OR lower(name) LIKE lower($4) ESCAPE '\\')
-                     ORDER BY created_at DESC, id DESC LIMIT $5"
-                ))
-                .bind(owner.0)
-                .bind(after_t)
-                .bind(after_id)
-                .bind(q.search.as_deref().map(rows::contains_pattern))
-                .bind(q.limit)
+                let search = q.search.as_deref().map(rows::contains_pattern);
+                let sql = sql_store::list_keys_sql(q.after.is_some());
+                let rows = match &q.after {
+                    Some((t, id)) => sqlx::query(&sql)
+                        .bind(owner.0)
+                        .bind(search)
+                        .bind(q.limit)
+                        .bind(*t)
+                        .bind(id.as_str()),
+                    None => sqlx::query(&sql).bind(owner.0).bind(search).bind(q.limit),
+                }
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
@@ -204,14 +226,14 @@ macro_rules! sql_store {
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {
-                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(&self.pool).await.map_err(db)
+                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(self.feed_pool()).await.map_err(db)
             }
 
             async fn changes_since(&self, seq: i64, limit: i64) -> StoreResult<Vec<Change>> {
                 let rows = sqlx::query("SELECT seq, key_id, user_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
                     .bind(seq)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(self.feed_pool())
                     .await
                     .map_err(db)?;
                 rows.iter().map(rows::change_from_row).collect()

@@ -19,12 +19,15 @@ pub struct FileConfig {
     pub database_max_connections: Option<u32>,
     pub database_timeout_ms: Option<u64>,
     pub database_start_wait_secs: Option<u64>,
+    pub database_statement_timeout_ms: Option<u64>,
+    pub database_lock_timeout_ms: Option<u64>,
     pub trust_forwarded_for: Option<bool>,
     pub cache_ttl_secs: Option<u64>,
     pub negative_cache_ttl_secs: Option<u64>,
     pub cache_capacity: Option<usize>,
     pub usage_flush_secs: Option<u64>,
     pub change_poll_ms: Option<u64>,
+    pub change_feed_max_lag_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub session_idle_timeout_secs: Option<u64>,
     pub session_absolute_timeout_secs: Option<u64>,
@@ -79,6 +82,13 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
         anyhow::ensure!(ms >= 1, "database_timeout_ms must be at least 1");
         db.acquire_timeout = Duration::from_millis(ms);
     }
+    // Zero turns PostgreSQL's limit off, as in PostgreSQL itself.
+    if let Some(ms) = file.database_statement_timeout_ms {
+        db.statement_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.database_lock_timeout_ms {
+        db.lock_timeout = Duration::from_millis(ms);
+    }
     Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
 }
 
@@ -99,6 +109,7 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
         usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
         change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
+        change_feed_max_lag: f.change_feed_max_lag_ms.map(Duration::from_millis).unwrap_or(d.change_feed_max_lag),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
         session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
         session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
@@ -222,12 +233,15 @@ mod tests {
         std::fs::write(
             &path,
             "session_idle_timeout_secs = 600\nsession_absolute_timeout_secs = 3600\n\
-             database_max_connections = 4\ndatabase_timeout_ms = 250\nlisten = \"127.0.0.1:9000\"\n",
+             database_max_connections = 4\ndatabase_timeout_ms = 250\nlisten = \"127.0.0.1:9000\"\n\
+             database_statement_timeout_ms = 0\ndatabase_lock_timeout_ms = 700\nchange_feed_max_lag_ms = 1500\n",
         )
         .unwrap();
         let r = resolve(&global(Some(path.clone()))).unwrap();
         assert_eq!((r.db.max_connections, r.db.acquire_timeout), (4, Duration::from_millis(250)));
+        assert_eq!((r.db.statement_timeout, r.db.lock_timeout), (Duration::ZERO, Duration::from_millis(700)));
         let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None }).unwrap();
+        assert_eq!(s.change_feed_max_lag, Duration::from_millis(1500));
         assert_eq!(s.session_idle_timeout, Duration::from_secs(600));
         assert_eq!(s.session_absolute_timeout, Duration::from_secs(3600));
         assert_eq!(s.listen.port(), 9000);

@@ -10,8 +10,10 @@ use axum::Json;
 
 use super::dto::{Owner, VerifyRequest, VerifyResponse, WhoAmI};
 use crate::clock::to_datetime;
+use crate::error::ApiError;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
+use crate::metrics::Entry;
 use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
 
@@ -29,10 +31,17 @@ pub async fn whoami(Caller(entry): Caller) -> Response {
 /// `GET /v1/whoami` without the router: [`App`](crate::App) answers the hottest route directly (see `app::Front`).
 /// Same answers as [`whoami`], byte for byte.
 pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Response {
+    let started = std::time::Instant::now();
     let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
     let mut res = match authenticate(state, headers, ip).await {
-        Ok(entry) => whoami_response(&entry),
-        Err(e) => e.into_response(),
+        Ok(entry) => {
+            state.verifier.metrics().check(Entry::Whoami, "allowed", started.elapsed());
+            whoami_response(&entry)
+        }
+        Err(e) => {
+            state.verifier.metrics().check(Entry::Whoami, e.code, started.elapsed());
+            e.into_response()
+        }
     };
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
@@ -59,8 +68,21 @@ pub async fn verify(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<Json<VerifyResponse>> {
-    let verdict = s.verifier.verify(&body.key, ip).await?;
+    let started = std::time::Instant::now();
+    let verdict = match s.verifier.verify(&body.key, ip).await {
+        Ok(v) => v,
+        Err(e) => {
+            let e = ApiError::from(e);
+            s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
+            return Err(e);
+        }
+    };
     let code = verdict.code();
+    let outcome = match &verdict {
+        Verdict::Valid(_) => "allowed",
+        Verdict::Invalid { code, .. } => ApiError::invalid_key(*code, None).code,
+    };
+    s.verifier.metrics().check(Entry::Verify, outcome, started.elapsed());
     let (entry, message) = match &verdict {
         Verdict::Valid(e) => (Some(e), code.explain().to_owned()),
         Verdict::Invalid { entry, malformed, .. } => {

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{ApiError, Problem};
 use crate::extract::{bearer_token, client_ip_of};
 use crate::gate::{self, Requirements, IDENTITY_HEADERS};
+use crate::metrics::Entry;
 use crate::verify::Verdict;
 use crate::AppState;
 
@@ -53,9 +54,16 @@ pub fn is_forward_auth(path: &str) -> bool {
 
 /// The answer, for the router and for the connection's front service alike.
 pub async fn forward_auth_direct(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) -> Response {
+    let started = std::time::Instant::now();
     let mut res = match decide(state, uri, headers, peer).await {
-        Ok(res) => res,
-        Err(e) => e.into_response(),
+        Ok(res) => {
+            state.verifier.metrics().check(Entry::ForwardAuth, "allowed", started.elapsed());
+            res
+        }
+        Err(e) => {
+            state.verifier.metrics().check(Entry::ForwardAuth, e.code, started.elapsed());
+            e.into_response()
+        }
     };
     let status = HeaderValue::from(res.status().as_u16());
     let h = res.headers_mut();
@@ -74,8 +82,8 @@ async fn decide(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) 
             return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
         }
     };
-    gate::admit(&entry, &requirements)?;
     let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
+    gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
     state.verifier.count_use(&entry, ip);
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();

@@ -25,6 +25,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/openapi.json", get(openapi::json))
+        .route("/metrics", get(health::metrics))
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))

@@ -11,7 +11,7 @@ use crate::error::Problem;
 #[openapi(
     info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
     paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, forward_auth::forward_auth,
-        health::live, health::ready),
+        health::live, health::ready, health::metrics),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
         dto::VerifyResponse, dto::Health, Problem
