@@ -13,7 +13,7 @@
 mod common;
 mod gateway;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{atna, atna_env, ok, Server};
 use gateway::{Echo, Kind, Proxy};
@@ -51,23 +51,26 @@ async fn envoy_enforces_atna_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
     let Some(server) = atna_store_postgres::testdb::server_url() else {
-        eprintln!("SKIPPED: PostgreSQL not configured (ATNA_TEST_POSTGRES_URL)");
+        gateway::say("SKIPPED: PostgreSQL not configured (ATNA_TEST_POSTGRES_URL)");
         return;
     };
+    let installed: Vec<(Kind, PathBuf)> = [Kind::Nginx, Kind::Caddy, Kind::Traefik, Kind::Envoy]
+        .into_iter()
+        .filter_map(|kind| Some((kind, kind.installed()?)))
+        .collect();
     let url = atna_store_postgres::testdb::fresh_schema_url(&server).await;
     let db = [("ATNA_DATABASE_URL", url.as_str())];
     ok(atna_env(&db, &["user", "create", "--email", OWNER, "--password-stdin"], Some("correct horse battery\n")));
     let out = ok(atna_env(&db, &["key", "create", "--user", OWNER, "--name", "never-used", "--json"], None));
     let key = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
-    let atna_server = Server::start_env(&[("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "off")]);
-    let atna_addr = atna_server.base.trim_start_matches("http://").to_owned();
+    let atna_server = Atna(Some(Server::start_env(&[("ATNA_DATABASE_URL", url.as_str()), ("ATNA_LOG", "off")])));
+    let atna_addr = atna_server.addr();
     let echo = Echo::start().await;
     let mut proxies = Vec::new();
-    for kind in [Kind::Nginx, Kind::Caddy, Kind::Traefik, Kind::Envoy] {
-        if let Some(mut proxy) = Proxy::start(kind, &atna_addr, echo.addr) {
-            proxy.wait_ready().await;
-            proxies.push(proxy);
-        }
+    for (kind, bin) in &installed {
+        let mut proxy = Proxy::start(*kind, bin, &atna_addr, echo.addr);
+        proxy.wait_ready().await;
+        proxies.push(proxy);
     }
 
     // The schema goes away under the running server: the key is not in its memory, so it cannot decide.
@@ -92,7 +95,32 @@ async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
     }
     assert_eq!(echo.hits(), 0, "nothing reached the service");
     drop(proxies);
-    atna_server.kill9();
+}
+
+/// The atna server of a test, killed if the test fails before it stops it (a panic must not leave it running).
+struct Atna(Option<Server>);
+
+impl Atna {
+    fn base(&self) -> &str {
+        &self.0.as_ref().unwrap().base
+    }
+
+    fn addr(&self) -> String {
+        self.base().trim_start_matches("http://").to_owned()
+    }
+
+    /// SIGTERM and a graceful exit.
+    fn stop(mut self) {
+        let _ = self.0.take().unwrap().stop();
+    }
+}
+
+impl Drop for Atna {
+    fn drop(&mut self) {
+        if let Some(server) = self.0.take() {
+            server.kill9();
+        }
+    }
 }
 
 /// A key made by the CLI: what the service should be told about it.
@@ -118,6 +146,7 @@ fn create_key(data: &Path, name: &str, scopes: &[&str]) -> Key {
 }
 
 async fn gateway_contract(kind: Kind) {
+    let Some(bin) = kind.installed() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out =
@@ -128,14 +157,14 @@ async fn gateway_contract(kind: Kind) {
     let plain = create_key(&data, UNICODE_NAME, &[]);
     let admin = create_key(&data, "ops", &["keys:manage"]);
 
-    let atna_server = Server::start_env(&[
+    let atna_server = Atna(Some(Server::start_env(&[
         ("ATNA_DATA_DIR", data.to_str().unwrap()),
         ("ATNA_LOG", "warn"),
         ("ATNA_TRUSTED_PROXIES", "127.0.0.1/32"),
-    ]);
-    let atna_addr = atna_server.base.trim_start_matches("http://").to_owned();
+    ])));
+    let atna_addr = atna_server.addr();
     let echo = Echo::start().await;
-    let Some(mut proxy) = Proxy::start(kind, &atna_addr, echo.addr) else { return };
+    let mut proxy = Proxy::start(kind, &bin, &atna_addr, echo.addr);
     proxy.wait_ready().await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", proxy.base);
@@ -186,7 +215,7 @@ async fn gateway_contract(kind: Kind) {
 
     // A key deleted through the API is refused on the very next request.
     let res = client
-        .post(format!("{}/v1/keys", atna_server.base))
+        .post(format!("{}/v1/keys", atna_server.base()))
         .bearer_auth(&admin.secret)
         .json(&serde_json::json!({"name": "short-lived"}))
         .send()
@@ -198,7 +227,7 @@ async fn gateway_contract(kind: Kind) {
     let res = client.get(url("/hello")).bearer_auth(doomed).send().await.unwrap();
     assert_eq!(res.status(), 200, "{}", ctx("a new key works at once"));
     let res = client
-        .delete(format!("{}/v1/keys/{doomed_id}", atna_server.base))
+        .delete(format!("{}/v1/keys/{doomed_id}", atna_server.base()))
         .bearer_auth(&admin.secret)
         .send()
         .await
@@ -210,7 +239,7 @@ async fn gateway_contract(kind: Kind) {
     assert_eq!(echo.hits(), before, "{}", ctx("a deleted key never reaches the service"));
 
     // atna down: the proxy fails closed (nginx's mapping and Envoy's status_on_error make it a 503).
-    let _ = atna_server.stop();
+    atna_server.stop();
     let res = client.get(url("/hello")).bearer_auth(&reader.secret).send().await.unwrap();
     let status = res.status().as_u16();
     match kind {

@@ -84,6 +84,28 @@ impl Kind {
         candidates.push(repo_root().join("target/proxies-venv/bin").join(self.name()));
         candidates.into_iter().find(|p| p.is_file())
     }
+
+    /// The proxy's binary, or `None` when it is not installed (after saying so), which `CI=true` turns into a
+    /// failure.
+    pub fn installed(self) -> Option<PathBuf> {
+        let bin = self.binary();
+        if bin.is_none() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "{} is not installed, and CI requires the gateway suite (run scripts/install-proxies)",
+                    self.name()
+                );
+            }
+            say(&format!("SKIPPED: {} not installed (scripts/install-proxies installs it)", self.name()));
+        }
+        bin
+    }
+}
+
+/// Writes a line to stderr past the test harness's capture, so that a skip shows in a passing run too.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Replaces each `${NAME}` of `vars` in `text`, and checks that no placeholder is left.
@@ -113,19 +135,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `kind` in front of atna (`atna`, host:port) and the echo service, or returns `None` when the proxy is
-    /// not installed (after saying so), which `CI=true` turns into a failure.
-    pub fn start(kind: Kind, atna: &str, upstream: SocketAddr) -> Option<Proxy> {
-        let Some(bin) = kind.binary() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "{} is not installed, and CI requires the gateway suite (run scripts/install-proxies)",
-                    kind.name()
-                );
-            }
-            eprintln!("SKIPPED: {} not installed (scripts/install-proxies installs it)", kind.name());
-            return None;
-        };
+    /// Starts `kind` (its binary `bin`) in front of atna (`atna`, host:port) and the echo service.
+    pub fn start(kind: Kind, bin: &Path, atna: &str, upstream: SocketAddr) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(unix)]
         {
@@ -146,7 +157,7 @@ impl Proxy {
             ("LISTEN_PORT", port.to_string()),
         ];
         let log = fs::File::create(d.join("proxy.log")).unwrap();
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.current_dir(d).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         match kind {
             Kind::Nginx => {
@@ -183,7 +194,7 @@ impl Proxy {
             }
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        Some(Proxy { kind, base: format!("http://127.0.0.1:{port}"), child, dir })
+        Proxy { kind, base: format!("http://127.0.0.1:{port}"), child, dir }
     }
 
     /// What the proxy logged so far (for failure messages).
