@@ -231,7 +231,18 @@ describe("the seed flow", () => {
     await context.close();
   });
 
-  test("failed sign-ins are throttled with a clear message", async () => {
+  test("failed sign-ins are throttled with a clear message, but never lock out the owner's browser", async () => {
+    // Carol signed in from her own browser before: it keeps a long-lived, HttpOnly device cookie.
+    const own = await browser.newContext();
+    const mine = await own.newPage();
+    await signIn(mine, server.base, "carol@example.com");
+    await mine.waitForURL(/\/keys$/);
+    const device = (await own.cookies()).filter((c) => c.name === "atna_device");
+    assert.equal(device.length, 1, "a device cookie");
+    assert.ok(device[0].httpOnly && device[0].sameSite === "Lax");
+    await own.close();
+
+    // A stranger fails five times from this address: then even the right password waits.
     const context = await browser.newContext();
     const page = await context.newPage();
     for (let i = 0; i < 5; i++) {
@@ -242,6 +253,14 @@ describe("the seed flow", () => {
     await page.getByText(/Too many failed sign-ins; try again in \d+ minutes?\./).waitFor();
     await shot(page, "08-login-throttled");
     await context.close();
+
+    // Carol's browser (its device cookie, no session) still gets in from the same address.
+    const back = await browser.newContext();
+    await back.addCookies(device);
+    const again = await back.newPage();
+    await signIn(again, server.base, "carol@example.com");
+    await again.waitForURL(/\/keys$/);
+    await back.close();
   });
 
   test("account, admin users, and a phone-sized screen", async () => {

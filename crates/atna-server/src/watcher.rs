@@ -118,7 +118,8 @@ pub fn housekeeping(
                     changes = p.changes,
                     sessions = p.sessions,
                     sign_in_attempts = p.sign_in_attempts,
-                    "pruned old change-feed entries, expired sessions and old sign-in attempts"
+                    device_tokens = p.device_tokens,
+                    "pruned old change-feed entries, expired sessions and device tokens, and old sign-in attempts"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),

@@ -280,9 +280,9 @@ async fn after_import(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
 
 /// Sign-in throttling decides under a transaction-level advisory lock per key (taken in key order, so two nodes
 /// cannot deadlock): no other node can count an attempt for the same key in between.
-async fn begin_throttle(pool: &PgPool, keys: &[(&str, i64)]) -> StoreResult<Transaction<'static, Postgres>> {
+async fn begin_throttle(pool: &PgPool, keys: &[&str]) -> StoreResult<Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let mut names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    let mut names: Vec<&str> = keys.to_vec();
     names.sort_unstable();
     names.dedup();
     for name in names {

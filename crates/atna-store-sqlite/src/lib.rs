@@ -133,9 +133,6 @@ async fn after_import(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreRes
 }
 
 /// Sign-in throttling decides under the database's write lock: no other process can count an attempt in between.
-async fn begin_throttle(
-    pool: &SqlitePool,
-    _keys: &[(&str, i64)],
-) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+async fn begin_throttle(pool: &SqlitePool, _keys: &[&str]) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
 }

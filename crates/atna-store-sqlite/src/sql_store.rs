@@ -258,7 +258,13 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?
                 .rows_affected();
-            Ok(Pruned { changes, sessions, sign_in_attempts })
+            let device_tokens = sqlx::query("DELETE FROM device_tokens WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            Ok(Pruned { changes, sessions, sign_in_attempts, device_tokens })
         }
 
         async fn add_setup_token(&self, token_hash: &[u8; 32], issuer: &str, at: Millis) -> StoreResult<()> {
@@ -309,34 +315,51 @@ macro_rules! sql_store {
             user_from_row(&row).map(Some)
         }
 
-        async fn throttle_begin(
-            &self,
-            keys: &[(&str, i64)],
-            now: Millis,
-            window: Millis,
-        ) -> StoreResult<Option<Millis>> {
-            let mut tx = begin_throttle(&self.pool, keys).await?;
+        async fn throttle_begin(&self, rules: &[ThrottleRule<'_>], now: Millis) -> StoreResult<Option<Millis>> {
+            let keys: Vec<&str> = rules.iter().map(|r| r.key).collect();
+            let mut tx = begin_throttle(&self.pool, &keys).await?;
             let mut wait: Millis = 0;
-            for &(key, limit) in keys {
-                let recent: Vec<i64> = sqlx::query_scalar(
-                    "SELECT at FROM sign_in_attempts WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
-                )
-                .bind(key)
-                .bind(now - window)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-                if limit > 0 && recent.len() as i64 >= limit {
-                    // Allowed again when the limit-th newest attempt leaves the window.
-                    wait = wait.max(recent[recent.len() - 1] + window - now);
+            for rule in rules {
+                if rule.limit <= 0 {
+                    continue;
+                }
+                let since = now - rule.window;
+                match rule.over {
+                    Over::Refuse => {
+                        let recent: Vec<i64> = sqlx::query_scalar(
+                            "SELECT at FROM sign_in_attempts WHERE key = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+                        )
+                        .bind(rule.key)
+                        .bind(since)
+                        .bind(rule.limit)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                        if recent.len() as i64 >= rule.limit {
+                            // Allowed again when the limit-th newest attempt leaves the window.
+                            wait = wait.max(recent[recent.len() - 1] + rule.window - now);
+                        }
+                    }
+                    Over::Backoff { first, max } => {
+                        let (n, newest): (i64, Option<i64>) = sqlx::query_as(
+                            "SELECT COUNT(*), MAX(at) FROM sign_in_attempts WHERE key = $1 AND at > $2",
+                        )
+                        .bind(rule.key)
+                        .bind(since)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                        if let Some(newest) = newest {
+                            wait = wait.max(newest + backoff_delay(n, rule.limit, first, max) - now);
+                        }
+                    }
                 }
             }
             if wait > 0 {
                 tx.rollback().await.map_err(db)?;
                 return Ok(Some(wait));
             }
-            for &(key, _) in keys {
+            for key in keys {
                 sqlx::query("INSERT INTO sign_in_attempts (key, at) VALUES ($1, $2)")
                     .bind(key)
                     .bind(now)
@@ -348,21 +371,43 @@ macro_rules! sql_store {
             Ok(None)
         }
 
-        async fn throttle_succeed(&self, forget: &str, take_back: Option<&str>) -> StoreResult<()> {
+        async fn throttle_succeed(&self, forget: &str, take_back: &[&str]) -> StoreResult<()> {
             let mut tx = self.pool.begin().await.map_err(db)?;
             sqlx::query("DELETE FROM sign_in_attempts WHERE key = $1").bind(forget).execute(&mut *tx).await.map_err(db)?;
-            if let Some(key) = take_back {
+            for key in take_back {
                 sqlx::query(
                     "DELETE FROM sign_in_attempts WHERE id = \
                      (SELECT id FROM sign_in_attempts WHERE key = $1 ORDER BY id DESC LIMIT 1)",
                 )
-                .bind(key)
+                .bind(*key)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
             }
             tx.commit().await.map_err(db)
-            }
+        }
+
+        async fn add_device_token(&self, token_hash: &[u8; 32], user: UserId, expires_at: Millis) -> StoreResult<()> {
+            sqlx::query("INSERT INTO device_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(&token_hash[..])
+                .bind(user.0)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(())
+        }
+
+        async fn device_token_user(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<UserId>> {
+            let id: Option<i64> =
+                sqlx::query_scalar("SELECT user_id FROM device_tokens WHERE token_hash = $1 AND expires_at > $2")
+                    .bind(&token_hash[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+            Ok(id.map(UserId))
+        }
 
             async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(

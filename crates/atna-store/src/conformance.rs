@@ -16,7 +16,8 @@ macro_rules! conformance_tests {
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
-            sign_in_throttling_counts_before_judging_and_forgives_success, a_form_nonce_makes_one_key,
+            sign_in_throttling_counts_before_judging_and_forgives_success, backoff_throttling_spaces_attempts_out,
+            device_tokens_belong_to_one_user_until_they_expire, a_form_nonce_makes_one_key,
             setup_makes_one_first_admin, keys_remember_the_key_that_made_them,
             setup_links_expire_and_a_restart_revokes_its_own);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
@@ -440,11 +441,14 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     s.create_session(session(2, T0 + 1000, T0 + 100)).await.unwrap(); // absolutely expired at T0 + 100
     s.create_session(session(3, T0 + 1000, T0 + 1000)).await.unwrap(); // alive
     let latest = s.latest_change().await.unwrap();
-    assert_eq!(s.throttle_begin(&[("a:old", 5)], T0, 1000).await.unwrap(), None);
-    assert_eq!(s.throttle_begin(&[("a:new", 5)], T0 + 20, 1000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&[ThrottleRule::refuse("a:old", 5, 1000)], T0).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&[ThrottleRule::refuse("a:new", 5, 1000)], T0 + 20).await.unwrap(), None);
+    s.add_device_token(&[7; 32], a.id, T0 + 500).await.unwrap(); // expires at T0 + 500
+    s.add_device_token(&[8; 32], a.id, T0 + 501).await.unwrap(); // alive
 
     let pruned = s.prune(T0 + 15, T0 + 500).await.unwrap();
-    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1 });
+    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1, device_tokens: 1 });
+    assert_eq!(s.device_token_user(&[8; 32], T0 + 500).await.unwrap(), Some(a.id));
     let left = s.changes_since(0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].what, ChangeKind::Key(new.id));
@@ -458,33 +462,79 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
 
 pub async fn sign_in_throttling_counts_before_judging_and_forgives_success(s: &dyn Store) {
     const WINDOW: i64 = 15 * 60 * 1000;
-    let keys = |account: &'static str, ip: &'static str| [(account, 3_i64), (ip, 5_i64)];
+    let keys = |account: &'static str, ip: &'static str| {
+        [ThrottleRule::refuse(account, 3, WINDOW), ThrottleRule::refuse(ip, 5, WINDOW)]
+    };
     // Three attempts for one account are counted; the fourth is refused until the first leaves the window.
     for i in 0..3 {
-        assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + i, WINDOW).await.unwrap(), None);
+        assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + i).await.unwrap(), None);
     }
-    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + 10, WINDOW).await.unwrap(), Some(WINDOW - 10));
-    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + 10).await.unwrap(), Some(WINDOW - 10));
+    assert_eq!(s.throttle_begin(&keys("a:alice", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
     // The address has T0 + 1, T0 + 2 and T0 + WINDOW in its window (the refused attempt was not counted): two more
     // accounts' attempts fit, then it is full.
-    assert_eq!(s.throttle_begin(&keys("a:bob", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
-    assert_eq!(s.throttle_begin(&keys("a:erin", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap(), None);
-    let refused = s.throttle_begin(&keys("a:carol", "i:203.0.113.7"), T0 + WINDOW, WINDOW).await.unwrap();
+    assert_eq!(s.throttle_begin(&keys("a:bob", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:erin", "i:203.0.113.7"), T0 + WINDOW).await.unwrap(), None);
+    let refused = s.throttle_begin(&keys("a:carol", "i:203.0.113.7"), T0 + WINDOW).await.unwrap();
     assert!(refused.is_some(), "the address has used its five attempts");
-    assert_eq!(s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW, WINDOW).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW).await.unwrap(), None);
 
     // A success forgets the account's attempts and takes back the address's latest one.
-    s.throttle_succeed("a:carol", Some("i:198.51.100.1")).await.unwrap();
+    s.throttle_succeed("a:carol", &["i:198.51.100.1"]).await.unwrap();
     for i in 0..3 {
-        let r = s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW + 1 + i, WINDOW).await.unwrap();
+        let r = s.throttle_begin(&keys("a:carol", "i:198.51.100.1"), T0 + WINDOW + 1 + i).await.unwrap();
         assert_eq!(r, None, "carol starts from zero");
     }
+    // Three attempts on the address (the fourth was taken back), so two more fit: taking back really removed one.
+    assert_eq!(s.throttle_begin(&keys("a:frank", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&keys("a:gina", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap(), None);
+    assert!(s.throttle_begin(&keys("a:ivan", "i:198.51.100.1"), T0 + WINDOW + 9).await.unwrap().is_some());
 
     // Parallel attempts are decided one at a time: no more than the limit get through.
-    let attempts = (0..8).map(|i| s.throttle_begin(&[("a:dave", 3)], T0 + i, WINDOW));
+    let rule = [ThrottleRule::refuse("a:dave", 3, WINDOW)];
+    let attempts = (0..8).map(|i| s.throttle_begin(&rule, T0 + i));
     let allowed =
         futures::future::join_all(attempts).await.into_iter().filter(|r| r.as_ref().unwrap().is_none()).count();
     assert_eq!(allowed, 3);
+}
+
+/// A backoff rule never locks: past its limit each attempt waits twice as long after the newest one, up to `max`.
+pub async fn backoff_throttling_spaces_attempts_out(s: &dyn Store) {
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let rule =
+        |key: &'static str| ThrottleRule { key, limit: 2, window: DAY, over: Over::Backoff { first: 1000, max: 5000 } };
+    let r = [rule("a:hugo")];
+    assert_eq!(s.throttle_begin(&r, T0).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0).await.unwrap(), None);
+    // Two attempts: the third waits 1 s after the newest, the fourth 2 s, the fifth 4 s, then 5 s (the cap).
+    assert_eq!(s.throttle_begin(&r, T0 + 400).await.unwrap(), Some(600));
+    assert_eq!(s.throttle_begin(&r, T0 + 1000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 2999).await.unwrap(), Some(1));
+    assert_eq!(s.throttle_begin(&r, T0 + 3000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 7000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 7001).await.unwrap(), Some(4999));
+    assert_eq!(s.throttle_begin(&r, T0 + 12_000).await.unwrap(), None);
+    // Mixed with a lock-out rule: the longer wait wins, and a refusal counts on neither key.
+    let both = [rule("a:hugo"), ThrottleRule::refuse("i:192.0.2.1", 1, DAY)];
+    assert_eq!(s.throttle_begin(&both, T0 + 17_000).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&both, T0 + 22_000).await.unwrap(), Some(DAY - 5000));
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000).await.unwrap(), None, "the refused attempt was not counted");
+    // Attempts that left the window do not count: a day later the key starts from scratch.
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap(), None);
+    assert_eq!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap(), None);
+    assert!(s.throttle_begin(&r, T0 + 22_000 + DAY).await.unwrap().is_some());
+}
+
+pub async fn device_tokens_belong_to_one_user_until_they_expire(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    s.add_device_token(&[1; 32], a.id, T0 + 100).await.unwrap();
+    s.add_device_token(&[2; 32], b.id, T0 + 100).await.unwrap();
+    assert_eq!(s.device_token_user(&[1; 32], T0).await.unwrap(), Some(a.id));
+    assert_eq!(s.device_token_user(&[2; 32], T0 + 99).await.unwrap(), Some(b.id));
+    assert_eq!(s.device_token_user(&[1; 32], T0 + 100).await.unwrap(), None, "expired");
+    assert_eq!(s.device_token_user(&[3; 32], T0).await.unwrap(), None, "unknown");
+    assert!(s.add_device_token(&[1; 32], b.id, T0 + 100).await.is_err(), "a token belongs to one user");
 }
 
 pub async fn a_form_nonce_makes_one_key(s: &dyn Store) {

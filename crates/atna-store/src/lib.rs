@@ -119,7 +119,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Housekeeping: deletes change-feed entries and sign-in attempts recorded before `changes_before` (feed entries
     /// matter only to nodes that far behind, and a node's cache never is; attempts only within the throttling
-    /// window) and sessions that have expired by `now`. Returns how many of each were deleted.
+    /// windows, the longest of which is a day) and sessions and device tokens that have expired by `now`. Returns how
+    /// many of each were deleted.
     async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned>;
 
     // ----- first-run setup (shared by every process on the database) -----
@@ -136,13 +137,20 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- sign-in throttling (shared by every process on the database) -----
 
-    /// Counts a sign-in attempt against each `(key, limit)`, unless some key already has `limit` attempts after
-    /// `now - window`: then counts nothing and returns how long until that key is allowed again. Atomic across
-    /// processes, so parallel attempts on several nodes cannot all slip under the limit.
-    async fn throttle_begin(&self, keys: &[(&str, i64)], now: Millis, window: Millis) -> StoreResult<Option<Millis>>;
-    /// After a successful sign-in: forgets every attempt of `forget`, and takes back the latest attempt of
-    /// `take_back`.
-    async fn throttle_succeed(&self, forget: &str, take_back: Option<&str>) -> StoreResult<()>;
+    /// Counts an attempt (a sign-in, a password check) against each rule, unless some rule holds it back: then
+    /// counts nothing and returns how long until every rule would allow it. Atomic across processes, so parallel
+    /// attempts on several nodes cannot all slip past a rule.
+    async fn throttle_begin(&self, rules: &[ThrottleRule<'_>], now: Millis) -> StoreResult<Option<Millis>>;
+    /// After a successful attempt: forgets every attempt of `forget`, and takes back the latest attempt of each key
+    /// in `take_back` (the one `throttle_begin` counted for this attempt).
+    async fn throttle_succeed(&self, forget: &str, take_back: &[&str]) -> StoreResult<()>;
+
+    // ----- device tokens (browsers that signed in before; see the dashboard's throttling) -----
+
+    /// Records a device token (its SHA-256) for a user, valid until `expires_at`.
+    async fn add_device_token(&self, token_hash: &[u8; 32], user: UserId, expires_at: Millis) -> StoreResult<()>;
+    /// The user a device token belongs to, unless it is unknown or expired by `now`.
+    async fn device_token_user(&self, token_hash: &[u8; 32], now: Millis) -> StoreResult<Option<UserId>>;
 
     // ----- audit -----
 

@@ -504,4 +504,44 @@ pub struct Pruned {
     pub changes: u64,
     pub sessions: u64,
     pub sign_in_attempts: u64,
+    pub device_tokens: u64,
+}
+
+/// One counter an attempt is counted against by [`Store::throttle_begin`](crate::Store::throttle_begin): attempts
+/// recorded under `key` after `now - window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule<'a> {
+    pub key: &'a str,
+    /// Attempts allowed within the window before the rule holds attempts back.
+    pub limit: i64,
+    pub window: Millis,
+    /// How the rule holds attempts back once `limit` is reached.
+    pub over: Over,
+}
+
+/// What a [`ThrottleRule`] does once its key has `limit` attempts in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Refuse until the oldest of the `limit` newest attempts leaves the window (a lock-out).
+    Refuse,
+    /// Slow down instead: with `n >= limit` attempts in the window, the next one is allowed `first * 2^(n - limit)`
+    /// (at most `max`) after the newest one. The key never locks: it only spaces attempts out.
+    Backoff { first: Millis, max: Millis },
+}
+
+impl<'a> ThrottleRule<'a> {
+    /// A lock-out rule: `limit` attempts per `window`.
+    pub fn refuse(key: &'a str, limit: i64, window: Millis) -> Self {
+        Self { key, limit, window, over: Over::Refuse }
+    }
+}
+
+/// How long after the newest attempt a [`Over::Backoff`] rule with `n` attempts in its window waits.
+pub fn backoff_delay(n: i64, limit: i64, first: Millis, max: Millis) -> Millis {
+    if n < limit {
+        return 0;
+    }
+    // Capped shift: 2^40 ms is decades, far past any sensible `max`.
+    let shift = (n - limit).min(40) as u32;
+    first.saturating_mul(1_i64 << shift).min(max)
 }

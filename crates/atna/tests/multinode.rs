@@ -309,6 +309,13 @@ async fn sign_in_with(c: &reqwest::Client, base: &str, email: &str, password: &s
     c.post(format!("{base}/login")).form(&form).send().await.unwrap().status().as_u16()
 }
 
+/// Signs browser `c` out through node `base` (it keeps its cookies other than the session's).
+async fn sign_out(c: &reqwest::Client, base: &str) {
+    let html = c.get(format!("{base}/account")).send().await.unwrap().text().await.unwrap();
+    let r = c.post(format!("{base}/logout")).form(&[("csrf", field(&html, "csrf"))]).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+}
+
 /// Signs in through node `base`'s dashboard form, as a new browser would.
 async fn sign_in(base: &str, email: &str, password: &str) -> u16 {
     sign_in_with(&browser(), base, email, password).await
@@ -343,12 +350,22 @@ async fn the_dashboard_works_whichever_node_answers_each_request() {
 #[tokio::test]
 async fn sign_in_throttling_is_shared_by_every_node() {
     let Some(c) = Cluster::start(2, "").await else { return };
-    // Five wrong passwords, spread over both nodes, use up the account's allowance everywhere.
+    // Alice's own browser signed in before, through node b: the device cookie it got is known to every node.
+    let owner = browser();
+    assert_eq!(sign_in_with(&owner, &c.nodes[1].base, "alice@example.com", PASSWORD.trim()).await, 303);
+    sign_out(&owner, &c.nodes[1].base).await;
+    // Five wrong passwords from this address, spread over both nodes, use up its allowance for the account
+    // everywhere.
     for i in 0..5 {
         assert_eq!(sign_in(&c.nodes[i % 2].base, "alice@example.com", "wrong password").await, 401);
     }
     for n in &c.nodes {
         assert_eq!(sign_in(&n.base, "alice@example.com", PASSWORD.trim()).await, 429, "even the right password waits");
+    }
+    // Strangers' failures do not keep the owner's remembered browser out, on either node.
+    for n in &c.nodes {
+        assert_eq!(sign_in_with(&owner, &n.base, "alice@example.com", PASSWORD.trim()).await, 303);
+        sign_out(&owner, &n.base).await;
     }
     // Another account is not affected, on either node.
     c.cli(&["user", "create", "--email", "bob@example.com", "--password-stdin"], Some(PASSWORD));

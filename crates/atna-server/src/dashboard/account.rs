@@ -1,5 +1,7 @@
 //! The Account page: change password (needs the current one; signs out other sessions) and sign out everywhere.
 
+use std::time::Duration;
+
 use askama::Template;
 use atna_domain::Password;
 use axum::extract::State;
@@ -10,6 +12,7 @@ use serde::Deserialize;
 use super::auth::{hash_password, verify_password, CsrfOnly};
 use super::pages::{render, Chrome, DashForm, DashQuery, DashResult};
 use super::session::{self, set_cookie, SignedIn};
+use super::throttle;
 use super::timefmt::absolute;
 use super::DashState;
 
@@ -72,9 +75,24 @@ pub async fn change_password(
     si.check_csrf(&f.csrf)?;
     let refuse =
         |msg: &str| Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page_for(&si, String::new(), msg.to_owned())));
+    let wait = |msg: String, wait: Duration| {
+        let mut res = render(StatusCode::TOO_MANY_REQUESTS, &page_for(&si, String::new(), msg));
+        res.headers_mut().insert(header::RETRY_AFTER, throttle::retry_after(wait));
+        Ok(res)
+    };
+    // The current password is a password oracle: one check at a time per user (so one person cannot take the
+    // node's few argon2 slots that every sign-in waits for), counted in the shared throttle before it runs.
+    let Some(_checking) = throttle::Checking::start(si.user.id) else {
+        let msg = "Another password change of yours is being checked; try again in a moment.".to_owned();
+        return wait(msg, Duration::from_secs(1));
+    };
+    if let Err(w) = throttle::begin_password_check(&*s.app.store, si.user.id).await? {
+        return wait(format!("Too many wrong current passwords; try again in {}.", throttle::wait_text(w)), w);
+    }
     if !verify_password(Some(si.user.password_hash.clone()), Password::attempt(f.current.clone())).await {
         return refuse("Your current password is not right.");
     }
+    throttle::password_check_succeeded(&*s.app.store, si.user.id).await?;
     if f.new != f.confirm {
         return refuse("The two new passwords differ.");
     }

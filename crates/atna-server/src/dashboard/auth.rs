@@ -11,8 +11,7 @@ use serde::Deserialize;
 use super::csrf::{tokens_match, LOGIN_COOKIE};
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
-use super::throttle::{self, minutes};
-use super::{random_token, DashState};
+use super::{device, random_token, throttle, DashState};
 use crate::clock;
 
 /// How long the pre-session CSRF cookie lives.
@@ -154,15 +153,24 @@ pub async fn login(
     };
     // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
     let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
-    if let Err(wait) = throttle::begin(&*s.app.store, &account, ip).await? {
-        let n = minutes(wait);
-        let unit = if n == 1 { "minute" } else { "minutes" };
-        return again(StatusCode::TOO_MANY_REQUESTS, format!("Too many failed sign-ins; try again in {n} {unit}."));
-    }
     let user: Option<User> = match Email::parse(&f.email) {
         Ok(email) => s.app.store.user_by_email(&email).await?,
         Err(_) => None,
     };
+    // A browser holding this account's device cookie is counted on its own (see `throttle.rs`).
+    let device = match &user {
+        Some(u) => device::belongs_to(&*s.app.store, device::presented(&headers), u.id).await?,
+        None => None,
+    };
+    let attempt = throttle::SignIn::new(&account, ip, device.as_ref());
+    if let Err(wait) = attempt.begin(&*s.app.store).await? {
+        let mut res = again(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed sign-ins; try again in {}.", throttle::wait_text(wait)),
+        )?;
+        res.headers_mut().insert(header::RETRY_AFTER, throttle::retry_after(wait));
+        return Ok(res);
+    }
     // Always run argon2, against a dummy hash for unknown accounts, so timing does not tell who has an account.
     let ok =
         verify_password(user.as_ref().map(|u| u.password_hash.clone()), Password::attempt(f.password.clone())).await;
@@ -176,11 +184,14 @@ pub async fn login(
     if user.disabled {
         return again(StatusCode::FORBIDDEN, "This account is disabled. Ask an administrator to re-enable it.".into());
     }
-    throttle::succeed(&*s.app.store, &account, ip).await?;
+    attempt.succeed(&*s.app.store).await?;
     let set = session::start(&s, user.id, secure).await?;
     let mut res = Redirect::to("/keys").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);
     res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", None, secure));
+    if device.is_none() {
+        res.headers_mut().append(header::SET_COOKIE, device::issue(&*s.app.store, user.id, secure).await?);
+    }
     Ok(res)
 }
 

@@ -7,6 +7,7 @@ mod admin;
 mod assets;
 mod auth;
 mod csrf;
+mod device;
 mod keys;
 mod pages;
 pub(crate) mod session;
