@@ -68,9 +68,7 @@ async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
     let echo = Echo::start().await;
     let mut proxies = Vec::new();
     for (kind, bin) in &installed {
-        let mut proxy = Proxy::start(*kind, bin, &atna_addr, echo.addr);
-        proxy.wait_ready().await;
-        proxies.push(proxy);
+        proxies.push(Proxy::start(*kind, bin, &atna_addr, echo.addr).await);
     }
 
     // The schema goes away under the running server: the key is not in its memory, so it cannot decide.
@@ -164,8 +162,7 @@ async fn gateway_contract(kind: Kind) {
     ])));
     let atna_addr = atna_server.addr();
     let echo = Echo::start().await;
-    let mut proxy = Proxy::start(kind, &bin, &atna_addr, echo.addr);
-    proxy.wait_ready().await;
+    let proxy = Proxy::start(kind, &bin, &atna_addr, echo.addr).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", proxy.base);
     let ctx = |what: &str| format!("{} — {what}\nproxy log:\n{}", kind.name(), proxy.log());

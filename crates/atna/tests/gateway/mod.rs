@@ -135,8 +135,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `kind` (its binary `bin`) in front of atna (`atna`, host:port) and the echo service.
-    pub fn start(kind: Kind, bin: &Path, atna: &str, upstream: SocketAddr) -> Proxy {
+    /// Starts `kind` (its binary `bin`) in front of atna (`atna`, host:port) and the echo service, and returns once
+    /// it passes requests to atna. A proxy that exits at once is started again on another port (another process
+    /// may have taken the free port it was given); three failures fail the test.
+    pub async fn start(kind: Kind, bin: &Path, atna: &str, upstream: SocketAddr) -> Proxy {
+        let mut attempt = 1;
+        loop {
+            let mut proxy = Self::spawn(kind, bin, atna, upstream);
+            match proxy.ready().await {
+                Ok(()) => return proxy,
+                Err(why) if attempt == 3 => panic!("{why}"),
+                Err(_) => attempt += 1,
+            }
+        }
+    }
+
+    fn spawn(kind: Kind, bin: &Path, atna: &str, upstream: SocketAddr) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(unix)]
         {
@@ -205,17 +219,17 @@ impl Proxy {
     }
 
     /// Waits until a request without a key comes back as atna's `401` through the proxy: the proxy listens, has
-    /// loaded its routes, and reaches atna. Polls with a deadline.
-    pub async fn wait_ready(&mut self) {
+    /// loaded its routes, and reaches atna. Polls with a deadline; `Err` if the proxy exited.
+    async fn ready(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited with {status} before it was ready:\n{}", self.kind.name(), self.log());
+                return Err(format!("{} exited with {status} before it was ready:\n{}", self.kind.name(), self.log()));
             }
             if let Ok(res) = client.get(format!("{}/", self.base)).send().await {
                 if res.status() == 401 {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(Instant::now() < deadline, "{} not ready within 30 s:\n{}", self.kind.name(), self.log());
