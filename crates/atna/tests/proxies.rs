@@ -58,6 +58,9 @@ async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
         .into_iter()
         .filter_map(|kind| Some((kind, kind.installed()?)))
         .collect();
+    if installed.is_empty() {
+        return;
+    }
     let url = atna_store_postgres::testdb::fresh_schema_url(&server).await;
     let db = [("ATNA_DATABASE_URL", url.as_str())];
     ok(atna_env(&db, &["user", "create", "--email", OWNER, "--password-stdin"], Some("correct horse battery\n")));
@@ -92,7 +95,6 @@ async fn atna_that_cannot_decide_is_a_503_through_every_gateway() {
         }
     }
     assert_eq!(echo.hits(), 0, "nothing reached the service");
-    drop(proxies);
 }
 
 /// The atna server of a test, killed if the test fails before it stops it (a panic must not leave it running).
