@@ -175,6 +175,12 @@ async fn gateway_contract(kind: Kind) {
     assert_eq!(seen["uri"], "/orders/7?expand=lines", "{}", ctx("the URI reaches the service unchanged"));
     assert_identity(&seen, &reader, &owner_id, &ctx("Bearer key"));
 
+    // Any method, with a body: atna is asked about it (without the body), and the service gets it whole.
+    let body = r#"{"amount": 42}"#;
+    let res = client.post(url("/orders")).bearer_auth(&reader.secret).body(body).send().await.unwrap();
+    let seen = upstream_view(res, &ctx("POST with a body")).await;
+    assert_eq!((seen["method"].as_str(), seen["body"].as_str()), (Some("POST"), Some(body)), "{}", ctx("POST"));
+
     // The same through X-API-Key; the Unicode name arrives percent-encoded; no scopes is an empty (or no) header.
     let res = client.get(url("/hello")).header("X-API-Key", &plain.secret).send().await.unwrap();
     let seen = upstream_view(res, &ctx("X-API-Key")).await;

@@ -20,7 +20,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// The protected service: answers every request with `200` and what it received (method, URI, headers in the order
-/// they arrived), and counts requests, so a test can tell that a refused request never reached it.
+/// they arrived, body), and counts requests, so a test can tell that a refused request never reached it.
 pub struct Echo {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
@@ -44,12 +44,19 @@ impl Echo {
 
 async fn echo(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Json<Value> {
     hits.fetch_add(1, Ordering::SeqCst);
-    let headers: Vec<Value> = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    let headers: Vec<Value> = parts
+        .headers
         .iter()
         .map(|(name, value)| json!([name.as_str(), String::from_utf8_lossy(value.as_bytes())]))
         .collect();
-    Json(json!({"method": req.method().as_str(), "uri": req.uri().to_string(), "headers": headers}))
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    Json(json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
 }
 
 /// The four gateways the suite covers.
