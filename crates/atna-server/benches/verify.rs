@@ -31,6 +31,7 @@ async fn seed(store: &dyn Store) -> String {
         .insert_key(NewKey {
             form_nonce: None,
             created_by_key: None,
+            rules: Default::default(),
             id: g.id,
             owner: u.id,
             name: KeyName::parse("bench").unwrap(),
