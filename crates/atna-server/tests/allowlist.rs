@@ -73,11 +73,7 @@ async fn forward_auth_checks_the_allowlist_before_scopes_over_ipv4_and_ipv6() {
     let t = TestApp::spawn_with(|s| s.trust_forwarded_for = true).await;
     let (rec, key) = fenced(&t, "gw", &["invoices:read"], &["198.51.100.0/24", "2001:db8::/32"]).await;
     let ask = |from: &'static str, query: &'static str| {
-        t.http
-            .get(t.url(&format!("/v1/forward-auth{query}")))
-            .bearer_auth(&key)
-            .header("x-forwarded-for", from)
-            .send()
+        t.http.get(t.url(&format!("/v1/forward-auth{query}"))).bearer_auth(&key).header("x-forwarded-for", from).send()
     };
     for (from, want) in [
         ("198.51.100.7", StatusCode::OK),
