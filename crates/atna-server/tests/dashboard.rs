@@ -606,3 +606,51 @@ async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
     assert_eq!(again.status(), StatusCode::GONE);
     assert!(again.text().await.unwrap().contains("already deleted"));
 }
+
+/// "More settings" › "Allowed IP addresses": an optional field of the Generate form. A bad entry is shown inline with
+/// what was typed kept (and the section open); a good list is shown compactly in the list and whole on the delete
+/// page, and the key works only from those addresses.
+#[tokio::test]
+async fn the_form_sets_an_ip_allowlist_shown_in_the_list_and_on_the_delete_page() {
+    let s = start().await;
+    user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    let (_, html) = page(&c, &format!("{}/keys/new", s.base)).await;
+    assert!(html.contains("<summary>More settings</summary>") && html.contains("Allowed IP addresses"));
+    assert!(tag_with_id(&html, "ip_allowlist").starts_with("<textarea"), "a labelled field");
+    let send = |allow: &'static str, html: String| {
+        let form = [
+            ("csrf", csrf(&html)),
+            ("nonce", value_after(&html, "name=\"nonce\"")),
+            ("name", "fenced".into()),
+            ("ip_allowlist", allow.into()),
+        ];
+        c.post(format!("{}/keys/new", s.base)).form(&form).send()
+    };
+    let r = send("203.0.113.0/24\nnot-an-address", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("`not-an-address` is not an IP address"), "the bad entry is named inline");
+    assert!(html.contains("203.0.113.0/24\nnot-an-address</textarea>"), "what was typed is kept");
+    assert!(html.contains("more-settings\" open"), "the section with the error is open");
+    let r = send("127.0.0.2, 2001:db8::/32\n", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let id = value_after(&html, "id=\"credential-id\"");
+    let secret = value_after(&html, "id=\"credential-secret\"");
+    assert!(html.contains("127.0.0.2/32, 2001:db8::/32"), "the new key's page says where it works");
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::FORBIDDEN, "from 127.0.0.1: outside");
+    let inside = Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let r = inside.get(format!("{}/v1/whoami", s.base)).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "from 127.0.0.2: inside");
+
+    let (_, list) = page(&c, &format!("{}/keys", s.base)).await;
+    assert!(list.contains("only from <code>127.0.0.2/32 +1</code>"), "compact in the list: {list}");
+    let (_, confirm) = page(&c, &format!("{}/keys/{id}/delete", s.base)).await;
+    assert!(confirm.contains("<code>127.0.0.2/32, 2001:db8::/32</code>"), "whole on the delete page: {confirm}");
+
+    // Ignoring the field keeps today's behaviour: a key that works from anywhere.
+    let r = save_and_add(&c, &s.base, "open").await;
+    let secret = value_after(&r.text().await.unwrap(), "id=\"credential-secret\"");
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::OK);
+}

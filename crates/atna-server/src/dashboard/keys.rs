@@ -81,6 +81,11 @@ fn compact_allowlist(a: &IpAllowlist) -> String {
     }
 }
 
+/// Every range, comma-separated.
+fn full_allowlist(a: &IpAllowlist) -> String {
+    a.ranges().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// The form's "Allowed IP addresses" text as entries: one per line, or separated by commas or spaces.
 fn allowlist_entries(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace()).filter(|e| !e.is_empty()).map(str::to_owned).collect()
@@ -221,6 +226,8 @@ struct CreatedPage {
     whoami_url: String,
     expires: String,
     scopes: String,
+    /// The whole IP allowlist, comma-separated; empty for none.
+    ip_allowlist: String,
 }
 
 #[derive(Template)]
@@ -317,6 +324,7 @@ pub async fn create(
             } else {
                 rec.scopes.iter().collect::<Vec<_>>().join(", ")
             },
+            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
         };
         no_store(render(StatusCode::CREATED, &page))
     };
