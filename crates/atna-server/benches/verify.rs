@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
             assert!(matches!(v, Verdict::Valid(_)));
         })
     });
-    // What every Bearer entry point does since per-key rules: judge without counting, let the gate admit, then count.
+    // What the Bearer entry points do since per-key rules: judge without counting, let the gate admit, then count.
     // `gated_hit` is a key without an allowlist (one `is_empty` check more than `hit`); `gated_hit_allowlist` a key
     // with four ranges, the client in the last one (the worst case for an allowed client).
     let ip = Some("2001:db8::7".parse().unwrap());
@@ -92,10 +92,10 @@ fn bench(c: &mut Criterion) {
     for (name, key) in [("gated_hit", &secret), ("gated_hit_allowlist", &fenced)] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let v = verifier.check(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
+                let (v, now) = verifier.check_timed(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
                 let Verdict::Valid(entry) = v else { panic!("valid") };
                 atna_server::gate::admit_ip(&entry, std::hint::black_box(ip)).unwrap();
-                verifier.count_use(&entry, ip);
+                verifier.count_use_at(&entry, now, ip);
             })
         });
     }

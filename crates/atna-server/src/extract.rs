@@ -91,14 +91,16 @@ pub async fn authenticate(
     ip: Option<IpAddr>,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let token = bearer_token(headers)?;
-    match state.verifier.check(token).await? {
-        Verdict::Valid(entry) => {
+    match state.verifier.check_timed(token).await? {
+        (Verdict::Valid(entry), now) => {
             // A refused request consumes nothing: the use is counted only once the key's rules admit it.
             crate::gate::admit_ip(&entry, ip)?;
-            state.verifier.count_use(&entry, ip);
+            state.verifier.count_use_at(&entry, now, ip);
             Ok(entry)
         }
-        Verdict::Invalid { code, malformed, .. } => Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string()))),
+        (Verdict::Invalid { code, malformed, .. }, _) => {
+            Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
+        }
     }
 }
 

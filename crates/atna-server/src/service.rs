@@ -29,9 +29,9 @@ pub enum CreateKeyError {
     #[error(transparent)]
     IpAllowlist(#[from] AllowlistError),
     #[error(
-        "A key cannot make a key usable from more places than itself: {} is not inside this key's IP allowlist ({}) \
+        "A key cannot make a key usable from more places than itself: outside this key's IP allowlist ({}): {} \
          (leave `ip_allowlist` out to get the same allowlist).",
-        .0.join(", "), .1
+        .1, .0.join(", ")
     )]
     IpAllowlistBeyondCaller(Vec<String>, String),
     #[error("You already have a key with this name: choose another.")]
@@ -152,7 +152,8 @@ fn ip_allowlist_within(child: IpAllowlist, parent: &IpAllowlist) -> Result<IpAll
     if wider.is_empty() {
         Ok(child)
     } else {
-        Err(CreateKeyError::IpAllowlistBeyondCaller(wider, parent.to_string()))
+        let parent = parent.ranges().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        Err(CreateKeyError::IpAllowlistBeyondCaller(wider, parent))
     }
 }
 

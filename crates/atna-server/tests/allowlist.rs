@@ -173,3 +173,28 @@ async fn the_api_sets_shows_and_checks_allowlists_when_making_keys() {
     assert_eq!(problem(r).await, (StatusCode::UNPROCESSABLE_ENTITY, "ip_allowlist_beyond_caller".into()));
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_allowlists_and_their_refusals() {
+    let t = TestApp::spawn().await;
+    let doc: Value = t.http.get(t.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("Key", "ip_allowlist"),
+        ("CreateKey", "ip_allowlist"),
+        ("VerifyRequest", "ip"),
+        ("VerifyRequest", "scopes"),
+        ("VerifyResponse", "ip_allowlist"),
+    ] {
+        assert!(schemas[schema]["properties"][field].is_object(), "{schema}.{field} documented");
+    }
+    for (path, method) in
+        [("/v1/whoami", "get"), ("/v1/keys", "get"), ("/v1/keys", "post"), ("/v1/forward-auth", "get")]
+    {
+        let forbidden = doc["paths"][path][method]["responses"]["403"]["description"].as_str().unwrap_or_default();
+        assert!(forbidden.contains("ip_not_allowed"), "{method} {path}: 403 ip_not_allowed documented");
+    }
+    let post = doc["paths"]["/v1/keys"]["post"]["responses"]["422"]["description"].as_str().unwrap();
+    assert!(post.contains("invalid_ip_allowlist") && post.contains("ip_allowlist_beyond_caller"), "{post}");
+    t.stop().await;
+}

@@ -633,6 +633,8 @@ async fn the_form_sets_an_ip_allowlist_shown_in_the_list_and_on_the_delete_page(
     assert!(html.contains("`not-an-address` is not an IP address"), "the bad entry is named inline");
     assert!(html.contains("203.0.113.0/24\nnot-an-address</textarea>"), "what was typed is kept");
     assert!(html.contains("more-settings\" open"), "the section with the error is open");
+    assert!(tag_with_id(&html, "ip_allowlist").contains("aria-invalid=\"true\""), "the field is marked invalid");
+    assert!(!tag_with_id(&html, "name").contains("aria-invalid"), "the name is not");
     let r = send("127.0.0.2, 2001:db8::/32\n", html).await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let html = r.text().await.unwrap();

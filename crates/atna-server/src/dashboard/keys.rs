@@ -176,6 +176,8 @@ struct NewPage {
     /// The "Allowed IP addresses" field as typed.
     ip_allowlist: String,
     error: String,
+    /// `error` is about the allowlist (that field, not the name, is marked invalid).
+    ip_error: bool,
 }
 
 /// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
@@ -195,6 +197,7 @@ pub async fn new_form(si: SignedIn) -> Response {
         expires: "never".into(),
         ip_allowlist: String::new(),
         error: String::new(),
+        ip_error: false,
     };
     render(StatusCode::OK, &page)
 }
@@ -346,6 +349,7 @@ pub async fn create(
                 manage: f.scope_manage.is_some(),
                 expires: f.expires.clone(),
                 ip_allowlist: f.ip_allowlist.clone(),
+                ip_error: matches!(e, CreateKeyError::IpAllowlist(_) | CreateKeyError::IpAllowlistBeyondCaller(..)),
                 error: e.to_string(),
             };
             Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
