@@ -1,4 +1,5 @@
-//! Address ranges (`203.0.113.0/24`, `2001:db8::/32`, or one address) and the per-key IP allowlist built from them.
+//! Address ranges (`203.0.113.0/24`, `2001:db8::/32`, or one address) for per-key IP allowlists and the server's
+//! `trusted_proxies`, and the per-key IP allowlist built from them.
 //! Parsed once (when a key is created or loaded), so checking an address is a few integer operations per range.
 
 use std::fmt;

@@ -4,19 +4,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use atna_store::Store;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
+use atna_store::Store;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
 
+use crate::serve::guard::{guarded, Face};
+use crate::serve::{self, Tracker};
 use crate::verify::Verifier;
 use crate::{api, dashboard, watcher, AppState, Settings};
 
@@ -99,13 +101,16 @@ impl App {
             watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let (router, state) = (self.router, self.state.clone());
-        let make_service = tower::service_fn(move |conn: axum::serve::IncomingStream<'_, TcpListener>| {
-            // Small responses go out at once instead of waiting for the client's delayed ACK (Nagle).
-            let _ = conn.io().set_nodelay(true);
-            let front = Front { router: router.clone(), state: state.clone(), peer: *conn.remote_addr() };
-            std::future::ready(Ok::<_, Infallible>(front))
-        });
-        let served = axum::serve(self.listener, make_service).with_graceful_shutdown(shutdown).await;
+        let make = move |c: serve::Conn| {
+            Front(Arc::new(FrontParts {
+                router: router.clone(),
+                state: state.clone(),
+                peer: c.peer,
+                trusted: c.trusted,
+                tracker: c.tracker,
+            }))
+        };
+        serve::run(self.listener, &self.state.settings, make, shutdown).await;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -114,7 +119,7 @@ impl App {
             Ok(n) => tracing::info!(keys = n, "usage written"),
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
         }
-        served
+        Ok(())
     }
 }
 
@@ -143,37 +148,131 @@ fn hostname() -> String {
 /// The service each connection gets. `GET /v1/whoami`, the request every API call of every client makes, is answered
 /// directly: routing it through the router (path matching, URL-parameter and matched-path extensions, the per-route
 /// layers) costs more than verifying the key. Every other request goes to the router, with the peer's address as
-/// `ConnectInfo` as usual. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
+/// `ConnectInfo` as usual. Both run under [`guarded`] (request timeout, panics answered 500) and report to the
+/// connection's [`Tracker`]. `tests/api.rs` checks the direct answers (headers, problem documents) like any route's.
 #[derive(Clone)]
-struct Front {
+struct Front(Arc<FrontParts>);
+
+/// What [`Front`] holds for its connection, behind one `Arc` so that each request clones one pointer.
+struct FrontParts {
     router: Router,
     state: AppState,
     peer: SocketAddr,
+    trusted: bool,
+    tracker: Arc<Tracker>,
 }
 
-impl Service<Request> for Front {
+impl FrontParts {
+    async fn handle(&self, req: Request) -> Response {
+        if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
+            return api::auth::whoami_direct(&self.state, req.headers(), self.peer.ip(), self.trusted).await;
+        }
+        // Forward-auth is every gateway request's sub-request: the same fast lane (any method, no body read).
+        if api::forward_auth::is_forward_auth(req.uri().path()) {
+            let (state, peer) = (&self.state, self.peer.ip());
+            return api::forward_auth::forward_auth_direct(state, req.uri(), req.headers(), peer, self.trusted).await;
+        }
+        let mut req = req;
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let Ok(res) = self.router.clone().call(req).await;
+        res
+    }
+}
+
+impl<B> hyper::service::Service<axum::http::Request<B>> for Front
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn call(&self, req: axum::http::Request<B>) -> Self::Future {
+        let this = self.0.clone();
+        Box::pin(async move {
+            this.tracker.request_started();
+            let face = Face::of(req.uri().path());
+            let res = guarded(face, this.state.settings.request_timeout, this.handle(req.map(Body::new))).await;
+            let open_ended =
+                res.status() == StatusCode::SWITCHING_PROTOCOLS || res.body().size_hint().exact().is_none();
+            this.tracker.request_finished(open_ended);
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing;
+    use hyper::service::Service as _;
+    use std::time::Duration;
+
+    /// The production per-connection stack around a router whose handlers panic or hang.
+    async fn front(router: Router) -> (Front, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(atna_store_sqlite::SqliteStore::open_file(&dir.path().join("atna.db")).await.unwrap());
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            request_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        };
+        let app = App::build(settings, store).await.unwrap();
+        let tracker = Tracker::new(Duration::from_secs(10), Duration::from_secs(60));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        (Front(Arc::new(FrontParts { router, state: app.state.clone(), peer, trusted: false, tracker })), dir)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
-            let (state, peer) = (self.state.clone(), self.peer.ip());
-            return Box::pin(async move { Ok(api::auth::whoami_direct(&state, req.headers(), peer).await) });
+    /// Status, content type and body of `GET path`.
+    async fn fetch(f: &Front, path: &str) -> (StatusCode, String, String) {
+        let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let res = f.call(req).await.unwrap();
+        let status = res.status();
+        let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn hanging_and_panicking() -> Router {
+        async fn boom() -> &'static str {
+            panic!("boom")
         }
-        // Forward-auth is every gateway request's sub-request: the same fast lane (any method, no body read).
-        if api::forward_auth::is_forward_auth(req.uri().path()) {
-            let (state, peer) = (self.state.clone(), self.peer.ip());
-            return Box::pin(async move {
-                Ok(api::forward_auth::forward_auth_direct(&state, req.uri(), req.headers(), peer).await)
-            });
-        }
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        let mut router = self.router.clone();
-        Box::pin(async move { router.call(req).await })
+        Router::new()
+            .route("/v1/boom", routing::get(boom))
+            .route("/boom", routing::get(boom))
+            .route("/v1/stuck", routing::get(std::future::pending::<&'static str>))
+            .route("/stuck", routing::get(std::future::pending::<&'static str>))
+            .route("/v1/fine", routing::get(|| async { "fine" }))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_connection_goes_on() {
+        let (f, _dir) = front(hanging_and_panicking()).await;
+        let (status, ct, body) = fetch(&f, "/v1/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ct, "application/problem+json");
+        assert!(body.contains(r#""code":"internal_error""#), "{body}");
+        let (status, ct, body) = fetch(&f, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(ct.starts_with("text/html") && body.contains("Something went wrong"), "{ct} {body}");
+        // The connection's tracker saw the request end, and the next request is served.
+        assert_eq!(f.0.tracker.in_flight(), 0);
+        assert_eq!(fetch(&f, "/v1/fine").await.2, "fine");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_takes_too_long_answers_503() {
+        let (f, _dir) = front(hanging_and_panicking()).await;
+        let t0 = std::time::Instant::now();
+        let (status, ct, body) = fetch(&f, "/v1/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ct, "application/problem+json");
+        assert!(body.contains(r#""code":"request_timeout""#), "{body}");
+        assert!(t0.elapsed() >= Duration::from_millis(300) && t0.elapsed() < Duration::from_secs(5));
+        let (status, ct, _) = fetch(&f, "/stuck").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ct.starts_with("text/html"));
+        assert_eq!(f.0.tracker.in_flight(), 0);
     }
 }

@@ -6,35 +6,57 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::cidr::{self, Cidr};
 use crate::error::ApiError;
 use crate::verify::{KeyEntry, Verdict};
-use crate::AppState;
+use crate::{AppState, Settings};
 
-/// The client's address: the peer, or with `trust_forwarded_for` the last `X-Forwarded-For` hop (the one our own
-/// proxy appended; earlier entries are whatever the client claimed).
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    client_ip_of(&parts.headers, peer, trust_forwarded_for)
+/// The client's address: the peer, or behind a trusted proxy (see [`Settings::trusts_peer`]) the right-most
+/// `X-Forwarded-For` address that is not itself one of `trusted_proxies` (each proxy appends the address it saw;
+/// entries left of the first untrusted one are whatever the client claimed).
+pub fn client_ip(parts: &Parts, settings: &Settings) -> Option<IpAddr> {
+    let peer = peer_ip(&parts.extensions)?;
+    Some(client_ip_of(&parts.headers, peer, settings.trusts_peer(peer), &settings.trusted_proxies))
 }
 
-/// [`client_ip`] from the headers and the peer's address.
-pub fn client_ip_of(headers: &HeaderMap, peer: Option<IpAddr>, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|s| s.trim().parse::<IpAddr>().ok());
-        if forwarded.is_some() {
-            return forwarded;
+/// The TCP peer's address (the `ConnectInfo` the server puts on every request).
+pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Whether the request's forwarding headers (`X-Forwarded-Proto`, `X-Forwarded-Host`) are to be believed: only when
+/// the TCP peer is a trusted proxy.
+pub fn forwarded_trusted(extensions: &Extensions, settings: &Settings) -> bool {
+    peer_ip(extensions).is_some_and(|p| settings.trusts_peer(p))
+}
+
+/// [`client_ip`] from the headers, the peer's address, whether the peer is trusted, and the trusted ranges.
+/// Entries that are not addresses end the walk: the client is then the last proxy that passed the request on.
+pub fn client_ip_of(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool, proxies: &[Cidr]) -> IpAddr {
+    if !peer_trusted {
+        return peer;
+    }
+    let hops = headers.get_all("x-forwarded-for").iter().rev().flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
+    let mut client = peer;
+    for hop in hops {
+        let Some(ip) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
+            return client;
+        };
+        client = ip;
+        if !cidr::any_contains(proxies, ip) {
+            return ip;
         }
     }
-    peer
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:5`, `[::1]:5`) as some proxies write.
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    s.parse::<IpAddr>().ok().or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip())).map(|ip| ip.to_canonical())
 }
 
 /// The client's address, as [`client_ip`] finds it.
@@ -44,7 +66,7 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts, state.settings.trust_forwarded_for)))
+        Ok(ClientIp(client_ip(parts, &state.settings)))
     }
 }
 
@@ -75,7 +97,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let ip = client_ip(parts, state.settings.trust_forwarded_for);
+        let ip = client_ip(parts, &state.settings);
         let result = authenticate(state, &parts.headers, ip).await;
         let outcome = result.as_ref().map_or_else(|e| e.code, |_| "allowed");
         state.verifier.metrics().check(crate::metrics::Entry::Api, outcome, started.elapsed());
@@ -180,7 +202,40 @@ fn json_rejection(r: JsonRejection) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::public_message;
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_outside_the_trusted_proxies() {
+        let proxies: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let peer = ip("10.0.0.1");
+        let h = xff(&["6.6.6.6, 203.0.113.7, 10.1.1.1"]);
+        assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("203.0.113.7"), "proxy chain skipped, claim ignored");
+        let h = xff(&["6.6.6.6", "203.0.113.7,10.1.1.1"]);
+        assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("203.0.113.7"), "several headers read as one list");
+        assert_eq!(client_ip_of(&h, peer, false, &proxies), peer, "an untrusted peer's header is ignored");
+        assert_eq!(client_ip_of(&HeaderMap::new(), peer, true, &proxies), peer, "no header: the peer");
+        let h = xff(&["10.2.2.2, 10.1.1.1"]);
+        assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("10.2.2.2"), "all trusted: the left-most");
+        let h = xff(&["203.0.113.7, garbage, 10.1.1.1"]);
+        assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("10.1.1.1"), "garbage ends the walk");
+        let h = xff(&["[2001:db8::1]:4711, fd00::2"]);
+        assert_eq!(client_ip_of(&h, peer, true, &proxies), ip("2001:db8::1"), "ports and IPv6 are read");
+        let h = xff(&["203.0.113.7, 198.51.100.1"]);
+        assert_eq!(client_ip_of(&h, peer, true, &[]), ip("198.51.100.1"), "the old setting: the last entry");
+    }
 
     #[test]
     fn serde_messages_do_not_name_rust_types() {

@@ -3,12 +3,14 @@
 
 pub mod api;
 mod app;
+pub mod cidr;
 pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod metrics;
+pub mod serve;
 pub mod service;
 pub mod settings;
 pub mod state;

@@ -1,8 +1,10 @@
 //! What the server can be told at start. The binary layers defaults, the TOML file, `ATNA_*` variables and flags
 //! into one of these; nothing here reads the environment itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use crate::cidr::{self, Cidr};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -23,8 +25,24 @@ pub struct Settings {
     /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
     /// intervals are used). Past it, a deletion elsewhere might be unknown, so keys are read from the store again.
     pub change_feed_max_lag: Duration,
-    /// Trust the last address of `X-Forwarded-For` as the client's (only behind a proxy you run).
+    /// Deprecated: treat every peer as a trusted proxy (the last `X-Forwarded-For` address is the client's).
+    /// `trusted_proxies` says which peers are proxies instead.
     pub trust_forwarded_for: bool,
+    /// The proxies in front of atna. From a peer in these ranges, the client is the right-most `X-Forwarded-For`
+    /// address outside them, and `X-Forwarded-Proto`/`X-Forwarded-Host` are believed; such peers also have no
+    /// per-peer connection cap. From any other peer those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// A connection must deliver a request's headers this long after it opens (or after the first byte of a
+    /// following request), else it is closed.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed. Upgraded and streaming connections have none.
+    pub idle_timeout: Duration,
+    /// A request whose answer takes longer than this gets a 503 `request_timeout`.
+    pub request_timeout: Duration,
+    /// Most open connections at once; `None` derives it from the file-descriptor limit (at most 10,000).
+    pub max_connections: Option<usize>,
+    /// Most open connections from one address (IPv6: one /64), except from trusted proxies.
+    pub max_connections_per_peer: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// A dashboard session ends after this long without activity.
@@ -46,10 +64,24 @@ impl Default for Settings {
             change_poll_interval: Duration::from_millis(200),
             change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: None,
+            max_connections_per_peer: 256,
             max_body_bytes: 64 * 1024,
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
         }
+    }
+}
+
+impl Settings {
+    /// Whether a connection from `peer` is one of our proxies: its forwarding headers are believed, and it has no
+    /// per-peer connection cap.
+    pub fn trusts_peer(&self, peer: IpAddr) -> bool {
+        self.trust_forwarded_for || cidr::any_contains(&self.trusted_proxies, peer)
     }
 }

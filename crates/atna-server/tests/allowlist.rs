@@ -1,6 +1,7 @@
 //! Per-key IP allowlists over real sockets, at every entry point: `/v1/whoami` (the direct fast path), the Bearer
 //! routes (`/v1/keys`), `/v1/forward-auth` and `/v1/keys/verify`. Clients bind to 127.0.0.2 to come from elsewhere
-//! (all of 127.0.0.0/8 is loopback on Linux); IPv6 clients come through `X-Forwarded-For` from a trusted proxy.
+//! (all of 127.0.0.0/8 is loopback on Linux); IPv6 clients come through `X-Forwarded-For` from a trusted proxy
+//! (`trusted_proxies`).
 
 mod common;
 
@@ -70,7 +71,7 @@ async fn whoami_and_the_key_routes_refuse_a_key_outside_its_allowlist() {
 
 #[tokio::test]
 async fn forward_auth_checks_the_allowlist_before_scopes_over_ipv4_and_ipv6() {
-    let t = TestApp::spawn_with(|s| s.trust_forwarded_for = true).await;
+    let t = TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let (rec, key) = fenced(&t, "gw", &["invoices:read"], &["198.51.100.0/24", "2001:db8::/32"]).await;
     let ask = |from: &'static str, query: &'static str| {
         t.http.get(t.url(&format!("/v1/forward-auth{query}"))).bearer_auth(&key).header("x-forwarded-for", from).send()

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use atna_server::cidr::Cidr;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -104,9 +105,28 @@ pub struct Serve {
     /// Address to listen on, HOST:PORT; a host name is resolved at start. Default: 127.0.0.1:8080
     #[arg(long, env = "ATNA_LISTEN")]
     pub listen: Option<String>,
-    /// Trust the last X-Forwarded-For address as the client's (only behind your own proxy).
+    /// Deprecated (use --trusted-proxies): trust every peer's X-Forwarded-For, X-Forwarded-Proto and -Host.
     #[arg(long, env = "ATNA_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: Option<bool>,
+    /// Your proxies' addresses or ranges, comma-separated (e.g. 10.0.0.0/8,::1): only their forwarding headers
+    /// are believed, and they have no per-peer connection cap.
+    #[arg(long, env = "ATNA_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR,...")]
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// Seconds a client has to send a request's headers. Default: 10
+    #[arg(long, env = "ATNA_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request. Default: 60
+    #[arg(long, env = "ATNA_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds before a request still unanswered gets a 503. Default: 30
+    #[arg(long, env = "ATNA_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Most open connections. Default: from the file-descriptor limit, at most 10000
+    #[arg(long, env = "ATNA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one address (IPv6: one /64), trusted proxies excepted. Default: 256
+    #[arg(long, env = "ATNA_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]

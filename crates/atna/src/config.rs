@@ -22,6 +22,12 @@ pub struct FileConfig {
     pub database_statement_timeout_ms: Option<u64>,
     pub database_lock_timeout_ms: Option<u64>,
     pub trust_forwarded_for: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_peer: Option<usize>,
     pub cache_ttl_secs: Option<u64>,
     pub negative_cache_ttl_secs: Option<u64>,
     pub cache_capacity: Option<usize>,
@@ -50,6 +56,12 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_DATABASE_MAX_CONNECTIONS",
     "ATNA_LISTEN",
     "ATNA_TRUST_FORWARDED_FOR",
+    "ATNA_TRUSTED_PROXIES",
+    "ATNA_HEADER_READ_TIMEOUT_SECS",
+    "ATNA_IDLE_TIMEOUT_SECS",
+    "ATNA_REQUEST_TIMEOUT_SECS",
+    "ATNA_MAX_CONNECTIONS",
+    "ATNA_MAX_CONNECTIONS_PER_PEER",
     "ATNA_LOG",
     "ATNA_LOG_FORMAT",
     "ATNA_API_KEY_HEADERS",
@@ -92,18 +104,57 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
     Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
 }
 
-/// Server settings from the file and flags.
+/// Server settings from the file and flags (flags include their `ATNA_*` variables).
 pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
     let d = Settings::default();
     let f = &r.file;
     let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+    let at_least_1 = |name: &str, v: Option<u64>| -> anyhow::Result<Option<u64>> {
+        anyhow::ensure!(v != Some(0), "{name} must be at least 1");
+        Ok(v)
+    };
+    let trusted_proxies = match (&s.trusted_proxies, &f.trusted_proxies) {
+        (Some(flag), _) => flag.clone(),
+        (None, Some(list)) => list
+            .iter()
+            .map(|c| c.parse().with_context(|| format!("in trusted_proxies: {c:?}")))
+            .collect::<anyhow::Result<_>>()?,
+        (None, None) => d.trusted_proxies.clone(),
+    };
+    let trust_forwarded_for = s.trust_forwarded_for.or(f.trust_forwarded_for).unwrap_or(d.trust_forwarded_for);
+    if trust_forwarded_for {
+        tracing::warn!(
+            "trust_forwarded_for is deprecated: it believes forwarding headers from any peer and lifts the per-peer \
+             connection cap for all; set trusted_proxies to your proxies' addresses instead"
+        );
+    }
+    let max_connections = s.max_connections.or(f.max_connections).or(d.max_connections);
+    anyhow::ensure!(max_connections != Some(0), "max_connections must be at least 1");
+    let max_connections_per_peer =
+        s.max_connections_per_peer.or(f.max_connections_per_peer).unwrap_or(d.max_connections_per_peer);
+    anyhow::ensure!(max_connections_per_peer >= 1, "max_connections_per_peer must be at least 1");
     let listen = match s.listen.as_ref().or(f.listen.as_ref()) {
         Some(text) => listen_address(text)?,
         None => d.listen,
     };
     Ok(Settings {
         listen,
-        trust_forwarded_for: s.trust_forwarded_for.or(f.trust_forwarded_for).unwrap_or(d.trust_forwarded_for),
+        trust_forwarded_for,
+        trusted_proxies,
+        header_read_timeout: secs(
+            at_least_1("header_read_timeout_secs", s.header_read_timeout_secs.or(f.header_read_timeout_secs))?,
+            d.header_read_timeout,
+        ),
+        idle_timeout: secs(
+            at_least_1("idle_timeout_secs", s.idle_timeout_secs.or(f.idle_timeout_secs))?,
+            d.idle_timeout,
+        ),
+        request_timeout: secs(
+            at_least_1("request_timeout_secs", s.request_timeout_secs.or(f.request_timeout_secs))?,
+            d.request_timeout,
+        ),
+        max_connections,
+        max_connections_per_peer,
         cache_ttl: secs(f.cache_ttl_secs, d.cache_ttl),
         negative_cache_ttl: secs(f.negative_cache_ttl_secs, d.negative_cache_ttl),
         cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
@@ -222,6 +273,19 @@ fn log_filter(value: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
 mod tests {
     use super::*;
 
+    fn serve() -> Serve {
+        Serve {
+            listen: None,
+            trust_forwarded_for: None,
+            trusted_proxies: None,
+            header_read_timeout_secs: None,
+            idle_timeout_secs: None,
+            request_timeout_secs: None,
+            max_connections: None,
+            max_connections_per_peer: None,
+        }
+    }
+
     fn global(config: Option<PathBuf>) -> Global {
         Global { config, data_dir: None, database_url: None, database_max_connections: None }
     }
@@ -240,12 +304,12 @@ mod tests {
         let r = resolve(&global(Some(path.clone()))).unwrap();
         assert_eq!((r.db.max_connections, r.db.acquire_timeout), (4, Duration::from_millis(250)));
         assert_eq!((r.db.statement_timeout, r.db.lock_timeout), (Duration::ZERO, Duration::from_millis(700)));
-        let s = settings(&r, &Serve { listen: None, trust_forwarded_for: None }).unwrap();
+        let s = settings(&r, &serve()).unwrap();
         assert_eq!(s.change_feed_max_lag, Duration::from_millis(1500));
         assert_eq!(s.session_idle_timeout, Duration::from_secs(600));
         assert_eq!(s.session_absolute_timeout, Duration::from_secs(3600));
         assert_eq!(s.listen.port(), 9000);
-        let flag = Serve { listen: Some("127.0.0.1:9001".into()), trust_forwarded_for: None };
+        let flag = Serve { listen: Some("127.0.0.1:9001".into()), ..serve() };
         assert_eq!(settings(&r, &flag).unwrap().listen.port(), 9001, "a flag wins over the file");
         let mut g = global(Some(path));
         g.database_max_connections = Some(7);
@@ -267,9 +331,43 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings_come_from_the_file_and_flags_and_bad_ones_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atna.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nheader_read_timeout_secs = 5\nidle_timeout_secs = 7\n\
+             request_timeout_secs = 9\nmax_connections = 100\nmax_connections_per_peer = 3\n",
+        )
+        .unwrap();
+        let r = resolve(&global(Some(path))).unwrap();
+        let s = settings(&r, &serve()).unwrap();
+        assert_eq!(s.trusted_proxies.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "::1/128"]);
+        assert!(s.trusts_peer("10.1.2.3".parse().unwrap()) && !s.trusts_peer("11.0.0.1".parse().unwrap()));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, Duration::from_secs(7));
+        assert_eq!(s.request_timeout, Duration::from_secs(9));
+        assert_eq!((s.max_connections, s.max_connections_per_peer), (Some(100), 3));
+        let flag = Serve { trusted_proxies: Some(vec!["192.0.2.0/24".parse().unwrap()]), ..serve() };
+        assert_eq!(settings(&r, &flag).unwrap().trusted_proxies.len(), 1, "the flag replaces the file's list");
+
+        for (text, want) in [
+            ("trusted_proxies = [\"10.0.0.0/33\"]\n", "from 0 to 32"),
+            ("trusted_proxies = [\"proxy.local\"]\n", "not an IP address"),
+            ("max_connections_per_peer = 0\n", "at least 1"),
+            ("header_read_timeout_secs = 0\n", "at least 1"),
+        ] {
+            std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+            let r = resolve(&global(Some(dir.path().join("bad.toml")))).unwrap();
+            let e = settings(&r, &serve()).err().unwrap();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
+
+    #[test]
     fn listen_takes_host_names_and_explains_bad_addresses() {
         let r = resolve(&global(None)).unwrap();
-        let listen = |text: &str| settings(&r, &Serve { listen: Some(text.into()), trust_forwarded_for: None });
+        let listen = |text: &str| settings(&r, &Serve { listen: Some(text.into()), ..serve() });
         let addr = listen("localhost:9002").unwrap().listen;
         assert!(addr.ip().is_loopback() && addr.port() == 9002, "{addr}");
         assert_eq!(listen("[::1]:9003").unwrap().listen.port(), 9003);

@@ -34,10 +34,11 @@ pub async fn whoami(Caller(entry): Caller) -> Response {
 }
 
 /// `GET /v1/whoami` without the router: [`App`](crate::App) answers the hottest route directly (see `app::Front`).
-/// Same answers as [`whoami`], byte for byte.
-pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr) -> Response {
+/// Same answers as [`whoami`], byte for byte. `peer_trusted` is [`Settings::trusts_peer`](crate::Settings::trusts_peer)
+/// of `peer`, decided once per connection.
+pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Response {
     let started = std::time::Instant::now();
-    let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
+    let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     let mut res = match authenticate(state, headers, ip).await {
         Ok(entry) => {
             state.verifier.metrics().check(Entry::Whoami, "allowed", started.elapsed());

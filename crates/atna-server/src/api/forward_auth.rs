@@ -44,7 +44,7 @@ pub async fn forward_auth(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    forward_auth_direct(&s, &uri, &headers, peer.ip()).await
+    forward_auth_direct(&s, &uri, &headers, peer.ip(), s.settings.trusts_peer(peer.ip())).await
 }
 
 /// Whether `path` is forward-auth's (the connection's front service answers it without the router).
@@ -53,9 +53,16 @@ pub fn is_forward_auth(path: &str) -> bool {
 }
 
 /// The answer, for the router and for the connection's front service alike.
-pub async fn forward_auth_direct(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) -> Response {
+/// `peer_trusted` is [`Settings::trusts_peer`](crate::Settings::trusts_peer) of `peer`.
+pub async fn forward_auth_direct(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+) -> Response {
     let started = std::time::Instant::now();
-    let mut res = match decide(state, uri, headers, peer).await {
+    let mut res = match decide(state, uri, headers, peer, peer_trusted).await {
         Ok(res) => {
             state.verifier.metrics().check(Entry::ForwardAuth, "allowed", started.elapsed());
             res
@@ -73,7 +80,13 @@ pub async fn forward_auth_direct(state: &AppState, uri: &Uri, headers: &HeaderMa
     res
 }
 
-async fn decide(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) -> Result<Response, ApiError> {
+async fn decide(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+) -> Result<Response, ApiError> {
     let key = presented_key(headers, &state.settings.api_key_headers)?;
     let requirements = Requirements::read(uri.query(), headers)?;
     let entry = match state.verifier.check(key).await? {
@@ -82,7 +95,7 @@ async fn decide(state: &AppState, uri: &Uri, headers: &HeaderMap, peer: IpAddr) 
             return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
         }
     };
-    let ip = client_ip_of(headers, Some(peer), state.settings.trust_forwarded_for);
+    let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
     state.verifier.count_use(&entry, ip);
     let mut res = StatusCode::OK.into_response();

@@ -29,9 +29,9 @@ fn origin_host(v: &str) -> Option<String> {
 }
 
 /// Whether a request's `Origin` (or, without one, `Referer`) names this very host: the `Host` header, or behind a
-/// trusted proxy (`trust_forwarded`) also `X-Forwarded-Host`. Requests with neither `Origin` nor `Referer` (old
+/// trusted proxy (`trusted`) also `X-Forwarded-Host`. Requests with neither `Origin` nor `Referer` (old
 /// clients, scripts) pass: the CSRF token still protects them.
-pub fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
+pub fn same_origin(headers: &HeaderMap, trusted: bool) -> bool {
     let host_of = |name: &str| {
         headers
             .get(name)
@@ -40,7 +40,7 @@ pub fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
             .map(|h| h.trim().to_ascii_lowercase())
     };
     let host = host_of(header::HOST.as_str());
-    let forwarded = if trust_forwarded { host_of("x-forwarded-host") } else { None };
+    let forwarded = if trusted { host_of("x-forwarded-host") } else { None };
     if host.is_none() && forwarded.is_none() {
         return false;
     }
@@ -58,7 +58,7 @@ pub fn same_origin(headers: &HeaderMap, trust_forwarded: bool) -> bool {
 /// Middleware: refuses state-changing requests that come from another site.
 pub async fn same_origin_only(State(s): State<DashState>, req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if safe || same_origin(req.headers(), s.app.settings.trust_forwarded_for) {
+    if safe || same_origin(req.headers(), crate::extract::forwarded_trusted(req.extensions(), &s.app.settings)) {
         next.run(req).await
     } else {
         DashError::cross_origin().into_response()

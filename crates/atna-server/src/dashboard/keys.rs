@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
-use super::session::SignedIn;
+use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, age, ago, relative};
 use super::{random_token, DashState};
 use crate::clock;
@@ -273,6 +273,7 @@ fn no_store(mut res: Response) -> Response {
 pub async fn create(
     State(s): State<DashState>,
     si: SignedIn,
+    Forwarded(trusted): Forwarded,
     headers: HeaderMap,
     DashForm(f): DashForm<CreateForm>,
 ) -> DashResult {
@@ -304,7 +305,7 @@ pub async fn create(
         ip_allowlist: &ip_allowlist,
         by_key: None,
     };
-    let forwarded = s.app.settings.trust_forwarded_for.then(|| headers.get("x-forwarded-host")).flatten();
+    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
     let host = forwarded
         .or_else(|| headers.get(header::HOST))
         .and_then(|h| h.to_str().ok())

@@ -16,8 +16,8 @@ mod timefmt;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderValue};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
@@ -77,7 +77,7 @@ pub fn router(app: AppState) -> Router {
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), csrf::same_origin_only))
         .layer(DefaultBodyLimit::max(32 * 1024))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state);
     pages.merge(assets::router())
 }
@@ -89,9 +89,26 @@ async fn root(signed_in: Option<session::SignedIn>) -> Response {
     }
 }
 
+/// `Strict-Transport-Security` for pages that came over HTTPS: browsers then use HTTPS for this host for a year.
+/// Never sent over plain HTTP (browsers ignore it there, and it must not pin a host that has no HTTPS).
+pub const HSTS: &str = "max-age=31536000";
+
 /// Security headers on every dashboard page; pages hold private data, so none of them is cached.
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(s): State<DashState>, req: Request, next: Next) -> Response {
+    let trusted = crate::extract::forwarded_trusted(req.extensions(), &s.app.settings);
+    let https = session::is_https(req.headers(), trusted);
     let mut res = next.run(req).await;
+    secure(&mut res);
+    if https {
+        res.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    res
+}
+
+/// A dashboard error page (with the security headers) for answers made outside the router: a request that took too
+/// long, a handler that panicked.
+pub fn error_page(status: StatusCode, heading: &'static str, message: &'static str) -> Response {
+    let mut res = pages::DashError::new(status, heading, message).into_response();
     secure(&mut res);
     res
 }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::pages::DashError;
 use super::{random_token, DashState};
 use crate::clock;
+use crate::extract::forwarded_trusted;
 
 /// The session cookie.
 pub const COOKIE: &str = "atna_session";
@@ -37,9 +38,9 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 /// Whether the request came over HTTPS. atna itself speaks plain HTTP, so this is only ever known from a proxy's
-/// `X-Forwarded-Proto`, which is believed only with `trust_forwarded_for`.
-pub fn is_https(headers: &HeaderMap, trust_forwarded: bool) -> bool {
-    trust_forwarded
+/// `X-Forwarded-Proto`, which is believed only from a trusted proxy (`trusted`).
+pub fn is_https(headers: &HeaderMap, trusted: bool) -> bool {
+    trusted
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
@@ -124,7 +125,7 @@ async fn lookup(parts: &Parts, s: &DashState) -> Lookup {
             tracing::warn!(error = %e, "session not touched");
         }
     }
-    let secure = is_https(&parts.headers, s.app.settings.trust_forwarded_for);
+    let secure = is_https(&parts.headers, forwarded_trusted(&parts.extensions, &s.app.settings));
     Lookup::Found(Box::new(SignedIn { user: session.user, csrf: session.csrf, token_hash: hash, secure }))
 }
 
@@ -169,14 +170,14 @@ impl FromRequestParts<DashState> for Admin {
     }
 }
 
-/// The client's address, as the API sees it (`X-Forwarded-For` only with `trust_forwarded_for`).
+/// The client's address, as the API sees it (`X-Forwarded-For` only from a trusted proxy).
 pub struct ClientAddr(pub Option<IpAddr>);
 
 impl FromRequestParts<DashState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, s: &DashState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(crate::extract::client_ip(parts, s.app.settings.trust_forwarded_for)))
+        Ok(ClientAddr(crate::extract::client_ip(parts, &s.app.settings)))
     }
 }
 
@@ -187,7 +188,18 @@ impl FromRequestParts<DashState> for Https {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, s: &DashState) -> Result<Self, Self::Rejection> {
-        Ok(Https(is_https(&parts.headers, s.app.settings.trust_forwarded_for)))
+        Ok(Https(is_https(&parts.headers, forwarded_trusted(&parts.extensions, &s.app.settings))))
+    }
+}
+
+/// Whether the peer is a trusted proxy, so its `X-Forwarded-Host` and `X-Forwarded-Proto` are believed.
+pub struct Forwarded(pub bool);
+
+impl FromRequestParts<DashState> for Forwarded {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, s: &DashState) -> Result<Self, Self::Rejection> {
+        Ok(Forwarded(forwarded_trusted(&parts.extensions, &s.app.settings)))
     }
 }
 

@@ -67,6 +67,14 @@ impl Server {
         Self::start_on("127.0.0.1:0", env)
     }
 
+    /// Like [`Server::start_env`], with at most `nofile` open file descriptors (soft and hard limit).
+    pub fn start_limited(nofile: u32, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" serve --listen 127.0.0.1:0"), BIN]);
+        cmd.env_remove("ATNA_DATABASE_URL").envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
     /// `atna serve --listen LISTEN` with these variables; returns once it printed its address.
     pub fn start_on(listen: &str, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
