@@ -71,6 +71,12 @@ describe("accessibility (axe-core, WCAG 2.1 A/AA)", () => {
       await page.locator("#name").fill("billing");
       await page.locator("#name-warning").waitFor({ state: "visible" });
       await check(audit, page, "generate form with the naming tip");
+      await page.getByText("More settings").click();
+      await page.getByLabel("Allowed IP addresses").fill("203.0.113.0/24\nnot-an-address");
+      await check(audit, page, "generate form with more settings open");
+      await page.getByRole("button", { name: "Save & Add" }).click();
+      await page.getByRole("alert").filter({ hasText: "not-an-address" }).waitFor();
+      await check(audit, page, "generate form with an IP allowlist error");
 
       await saveAndAdd(page, base, "billing-01_01_2026-09_00");
       await page.getByLabel("Credential Secret").waitFor();

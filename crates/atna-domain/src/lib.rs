@@ -2,12 +2,14 @@
 //! whether a key is good. Pure functions and parsing newtypes; no I/O, so everything here is unit-tested in process
 //! and shared by the CLI, the REST API, the dashboard and every storage backend.
 
+pub mod cidr;
 pub mod credential;
 pub mod lifecycle;
 pub mod name;
 pub mod scope;
 pub mod user;
 
+pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
 pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use name::{KeyName, KeyNameError};

@@ -57,6 +57,10 @@ pub enum VerifyCode {
     Revoked,
     /// The key, or its owner's account, is disabled.
     Disabled,
+    /// The key is good but may not be used from this address (its IP allowlist).
+    IpNotAllowed,
+    /// The key is good but lacks a scope the caller asked about.
+    InsufficientScope,
 }
 
 impl VerifyCode {
@@ -70,6 +74,8 @@ impl VerifyCode {
             VerifyCode::Expired => "EXPIRED",
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::Disabled => "DISABLED",
+            VerifyCode::IpNotAllowed => "IP_NOT_ALLOWED",
+            VerifyCode::InsufficientScope => "INSUFFICIENT_SCOPE",
         }
     }
 
@@ -83,6 +89,8 @@ impl VerifyCode {
             VerifyCode::Expired => "The API key has expired.",
             VerifyCode::Revoked => "The API key was deleted and no longer works.",
             VerifyCode::Disabled => "The API key, or the account that owns it, is disabled.",
+            VerifyCode::IpNotAllowed => "The API key may not be used from this IP address (see its IP allowlist).",
+            VerifyCode::InsufficientScope => "The API key lacks a scope that was asked for.",
         }
     }
 }

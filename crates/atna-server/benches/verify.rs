@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atna_domain::{GeneratedKey, KeyName, Scopes};
 use atna_server::verify::{Verdict, Verifier};
-use atna_store::{Actor, NewKey, NewUser, Store};
+use atna_store::{Actor, KeyRules, NewKey, NewUser, Store};
 use atna_store_sqlite::SqliteStore;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::FutureExt;
@@ -26,14 +26,20 @@ async fn seed(store: &dyn Store) -> String {
         })
         .await
         .unwrap();
+    seed_key(store, u.id, "bench", KeyRules::default()).await
+}
+
+/// A `keys:manage` key of `owner` with `rules`; returns its secret.
+async fn seed_key(store: &dyn Store, owner: atna_domain::UserId, name: &str, rules: KeyRules) -> String {
     let g = GeneratedKey::generate();
     store
         .insert_key(NewKey {
             form_nonce: None,
             created_by_key: None,
+            rules,
             id: g.id,
-            owner: u.id,
-            name: KeyName::parse("bench").unwrap(),
+            owner,
+            name: KeyName::parse(name).unwrap(),
             hash: g.hash,
             scopes: Scopes::parse(&["keys:manage"]).unwrap(),
             created_at: 0,
@@ -71,6 +77,28 @@ fn bench(c: &mut Criterion) {
             assert!(matches!(v, Verdict::Valid(_)));
         })
     });
+    // What the Bearer entry points do since per-key rules: judge without counting, let the gate admit, then count.
+    // `gated_hit` is a key without an allowlist (one `is_empty` check more than `hit`); `gated_hit_allowlist` a key
+    // with four ranges, the client in the last one (the worst case for an allowed client).
+    let ip = Some("2001:db8::7".parse().unwrap());
+    let fenced = rt.block_on(async {
+        let owner = store.auth_record(&atna_domain::CredentialId::parse(&secret[5..21]).unwrap()).await;
+        let ranges = ["203.0.113.0/24", "198.51.100.0/24", "10.0.0.0/8", "2001:db8::/32"];
+        let rules = KeyRules { ip_allowlist: atna_domain::IpAllowlist::parse(&ranges).unwrap() };
+        let s = seed_key(&*store, owner.unwrap().unwrap().key.owner, "fenced", rules).await;
+        assert!(matches!(verifier.check(&s).await.unwrap(), Verdict::Valid(_)));
+        s
+    });
+    for (name, key) in [("gated_hit", &secret), ("gated_hit_allowlist", &fenced)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (v, now) = verifier.check_timed(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
+                let Verdict::Valid(entry) = v else { panic!("valid") };
+                atna_server::gate::admit_ip(&entry, std::hint::black_box(ip)).unwrap();
+                verifier.count_use_at(&entry, now, ip);
+            })
+        });
+    }
     g.bench_function("negative_hit", |b| {
         b.iter(|| verifier.verify(std::hint::black_box(&unknown), None).now_or_never().unwrap().unwrap())
     });

@@ -74,10 +74,22 @@ impl ApiError {
             VerifyCode::InvalidSecret => "key_invalid_secret",
             VerifyCode::Expired => "key_expired",
             VerifyCode::Revoked => "key_revoked",
+            VerifyCode::IpNotAllowed => "ip_not_allowed",
+            VerifyCode::InsufficientScope => "insufficient_scope",
             VerifyCode::Disabled | VerifyCode::Valid => "key_disabled",
         };
         let detail = detail.map_or(Cow::Borrowed(code.explain()), Cow::Owned);
         Self { challenge: Some(Cow::Borrowed(INVALID_TOKEN)), ..Self::new(StatusCode::UNAUTHORIZED, c, detail) }
+    }
+
+    /// The key is good but may not be used from the client's address (or the address is unknown and the key has an
+    /// allowlist). The address is not echoed: the client knows it, and logs should not fill with it twice.
+    pub fn ip_not_allowed() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "This API key may not be used from your IP address: it only works from the addresses in its IP allowlist.",
+        )
     }
 
     /// The key is good but lacks a scope.

@@ -105,16 +105,24 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Checks the request's Bearer key: the key's cache entry when it is valid, else the 401 (or 503) to answer.
+/// Checks the request's Bearer key and the key's IP allowlist: the key's cache entry when it may be used, else the
+/// 401 (or 403 `ip_not_allowed`, or 503) to answer. Counts a use only when it answers the entry.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ip: Option<IpAddr>,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let token = bearer_token(headers)?;
-    match state.verifier.verify(token, ip).await? {
-        Verdict::Valid(entry) => Ok(entry),
-        Verdict::Invalid { code, malformed, .. } => Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string()))),
+    match state.verifier.check_timed(token).await? {
+        (Verdict::Valid(entry), now) => {
+            // A refused request consumes nothing: the use is counted only once the key's rules admit it.
+            crate::gate::admit_ip(&entry, ip)?;
+            state.verifier.count_use_at(&entry, now, ip);
+            Ok(entry)
+        }
+        (Verdict::Invalid { code, malformed, .. }, _) => {
+            Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
+        }
     }
 }
 

@@ -141,8 +141,21 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Decides whether a request made with a good key may go through: every required scope is held.
+/// Whether the key may be used from the client's address: always without an IP allowlist (one `is_empty` check on
+/// the hot path); with one, only from inside it, and never from an unknown address (fail closed).
+pub fn admit_ip(entry: &KeyEntry, ip: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+    if entry.record.rules.ip_allowlist.permits(ip) {
+        Ok(())
+    } else {
+        tracing::debug!(key = %entry.record.id, ?ip, "refused: outside the key's IP allowlist");
+        Err(ApiError::ip_not_allowed())
+    }
+}
+
+/// Decides whether a request made with a good key (status and expiry already checked) may go through, in the order
+/// the rules are cheapest: the client's address is in the key's IP allowlist, then every required scope is held.
 pub fn admit(entry: &KeyEntry, req: &Requirements<'_>, ctx: &Context<'_>) -> Result<(), ApiError> {
+    admit_ip(entry, ctx.ip)?;
     let missing: Vec<&str> =
         req.scopes.iter().map(|s| s.as_ref()).filter(|s| !entry.record.scopes.contains(s)).collect();
     if missing.is_empty() {

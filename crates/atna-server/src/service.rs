@@ -1,9 +1,10 @@
 //! Key operations shared by every face (REST API, dashboard, CLI): the rules live here once.
 
 use atna_domain::{
-    ApiKeySecret, CredentialId, GeneratedKey, KeyName, KeyNameError, Millis, ScopeError, Scopes, UserId,
+    AllowlistError, ApiKeySecret, CredentialId, GeneratedKey, IpAllowlist, KeyName, KeyNameError, Millis, ScopeError,
+    Scopes, UserId,
 };
-use atna_store::{Actor, KeyRecord, NewKey, Store, StoreError};
+use atna_store::{Actor, KeyRecord, KeyRules, NewKey, Store, StoreError};
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
@@ -25,6 +26,14 @@ pub enum CreateKeyError {
          (leave `expires_at` out to get the same expiry)."
     )]
     ExpiryBeyondCaller(String),
+    #[error(transparent)]
+    IpAllowlist(#[from] AllowlistError),
+    #[error(
+        "A key cannot make a key usable from more places than itself: outside this key's IP allowlist ({}): {} \
+         (leave `ip_allowlist` out to get the same allowlist).",
+        .1, .0.join(", ")
+    )]
+    IpAllowlistBeyondCaller(Vec<String>, String),
     #[error("You already have a key with this name: choose another.")]
     NameTaken,
     #[error(transparent)]
@@ -40,6 +49,10 @@ impl From<CreateKeyError> for ApiError {
             CreateKeyError::ScopeNotHeld(_) => ApiError::new(StatusCode::FORBIDDEN, "scope_not_held", detail),
             CreateKeyError::ExpiryInPast => ApiError::unprocessable("invalid_expiry", detail),
             CreateKeyError::ExpiryBeyondCaller(_) => ApiError::unprocessable("expiry_beyond_caller", detail),
+            CreateKeyError::IpAllowlist(_) => ApiError::unprocessable("invalid_ip_allowlist", detail),
+            CreateKeyError::IpAllowlistBeyondCaller(..) => {
+                ApiError::unprocessable("ip_allowlist_beyond_caller", detail)
+            }
             CreateKeyError::NameTaken => ApiError::new(StatusCode::CONFLICT, "name_taken", detail),
             CreateKeyError::Store(e) => e.into(),
         }
@@ -51,9 +64,13 @@ pub struct KeySpec<'a> {
     pub name: &'a str,
     pub scopes: &'a [String],
     pub expires_at: Option<Millis>,
+    /// Where the key may be used from (CIDR ranges or single addresses); empty: anywhere, or, for a key made by a
+    /// key, the same allowlist as that key.
+    pub ip_allowlist: &'a [String],
     /// The key making this key through the API; `None` for an owner acting in person (dashboard) or the operator
     /// (CLI). A key grants only scopes it holds, never makes a key that outlives it (an omitted expiry becomes its
-    /// own), and is recorded as the new key's creator.
+    /// own) or that works from addresses it does not (an omitted allowlist becomes its own), and is recorded as the
+    /// new key's creator.
     pub by_key: Option<&'a KeyRecord>,
     /// The dashboard form's nonce: creating twice with one nonce fails (`NameTaken`) instead of making two keys.
     pub once: Option<&'a str>,
@@ -88,6 +105,7 @@ pub async fn create_key_presented<R>(
         return Err(CreateKeyError::ExpiryInPast);
     }
     let mut expires_at = spec.expires_at;
+    let mut ip_allowlist = IpAllowlist::parse(spec.ip_allowlist)?;
     if let Some(parent) = spec.by_key {
         let missing: Vec<String> = scopes.missing_from(&parent.scopes).map(str::to_owned).collect();
         if !missing.is_empty() {
@@ -100,6 +118,7 @@ pub async fn create_key_presented<R>(
                 Some(_) => {}
             }
         }
+        ip_allowlist = ip_allowlist_within(ip_allowlist, &parent.rules.ip_allowlist)?;
     }
     let g = GeneratedKey::generate();
     let new = NewKey {
@@ -113,12 +132,28 @@ pub async fn create_key_presented<R>(
         expires_at,
         actor,
         created_by_key: spec.by_key.map(|k| k.id),
+        rules: KeyRules { ip_allowlist },
     };
     let shown = present(&new.record(), &g.secret);
     match store.insert_key(new).await {
         Ok(_) => Ok(shown),
         Err(StoreError::Conflict(_)) => Err(CreateKeyError::NameTaken),
         Err(e) => Err(CreateKeyError::Store(e)),
+    }
+}
+
+/// The allowlist of a key made by a key with allowlist `parent`: the parent's when none is given, else the one given
+/// if each of its ranges lies inside one of the parent's.
+fn ip_allowlist_within(child: IpAllowlist, parent: &IpAllowlist) -> Result<IpAllowlist, CreateKeyError> {
+    if child.is_empty() {
+        return Ok(parent.clone());
+    }
+    let wider: Vec<String> = child.beyond(parent).map(ToString::to_string).collect();
+    if wider.is_empty() {
+        Ok(child)
+    } else {
+        let parent = parent.ranges().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        Err(CreateKeyError::IpAllowlistBeyondCaller(wider, parent))
     }
 }
 

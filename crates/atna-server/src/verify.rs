@@ -161,6 +161,17 @@ impl Verifier {
         self.usage.record(entry.record.id, clock::now(), ip);
     }
 
+    /// [`check`](Self::check), with the time the key was judged at, for [`count_use_at`](Self::count_use_at): the
+    /// hot path reads the clock once per request, as [`verify`](Self::verify) does.
+    pub async fn check_timed(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
+        self.judge(key).await
+    }
+
+    /// Counts one use of a key whose request was allowed, at `now` (from [`check_timed`](Self::check_timed)).
+    pub fn count_use_at(&self, entry: &KeyEntry, now: Millis, ip: Option<IpAddr>) {
+        self.usage.record(entry.record.id, now, ip);
+    }
+
     /// The verdict on a presented key, and the time it was judged at.
     async fn judge(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
         let parsed = match ParsedKey::parse(key) {

@@ -113,6 +113,7 @@ async fn expired_revoked_and_disabled_keys_are_refused() {
         .insert_key(NewKey {
             form_nonce: None,
             created_by_key: None,
+            rules: Default::default(),
             id: g.id,
             owner: app.alice,
             name: KeyName::parse("old").unwrap(),

@@ -413,7 +413,7 @@ async fn another_users_key_is_a_404_and_stays_untouched() {
     let s = start().await;
     user(s.store.as_ref(), "alice@example.com", false).await;
     let bob = user(s.store.as_ref(), "bob@example.com", false).await;
-    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, by_key: None };
+    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, by_key: None, ip_allowlist: &[] };
     let (rec, secret) =
         service::create_key(s.store.as_ref(), bob.id, Actor::User(bob.id), spec, atna_server::clock::now())
             .await
@@ -545,7 +545,7 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     let alice = user(s.store.as_ref(), "alice@example.com", false).await;
     for i in 0..1_030 {
         let name = format!("svc{i:04}-01_01_2026-00_00");
-        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, by_key: None };
+        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, by_key: None, ip_allowlist: &[] };
         service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, 1_000 + i).await.unwrap();
     }
     let c = signed_in(&s, "alice@example.com").await;
@@ -579,7 +579,8 @@ async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
     let c = signed_in(&s, "alice@example.com").await;
     // A management key makes a key through the API: the list and the delete page say which key made it.
     let scopes = ["keys:manage".to_owned()];
-    let spec = KeySpec { once: None, name: "robot", scopes: &scopes, expires_at: None, by_key: None };
+    let spec =
+        KeySpec { once: None, name: "robot", scopes: &scopes, expires_at: None, by_key: None, ip_allowlist: &[] };
     let now = atna_server::clock::now();
     let (_, robot) = service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, now).await.unwrap();
     let made = Client::new()
@@ -604,4 +605,54 @@ async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
     let again = c.post(format!("{}/keys/{child}/delete", s.base)).form(&form).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::GONE);
     assert!(again.text().await.unwrap().contains("already deleted"));
+}
+
+/// "More settings" › "Allowed IP addresses": an optional field of the Generate form. A bad entry is shown inline with
+/// what was typed kept (and the section open); a good list is shown compactly in the list and whole on the delete
+/// page, and the key works only from those addresses.
+#[tokio::test]
+async fn the_form_sets_an_ip_allowlist_shown_in_the_list_and_on_the_delete_page() {
+    let s = start().await;
+    user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    let (_, html) = page(&c, &format!("{}/keys/new", s.base)).await;
+    assert!(html.contains("<summary>More settings</summary>") && html.contains("Allowed IP addresses"));
+    assert!(tag_with_id(&html, "ip_allowlist").starts_with("<textarea"), "a labelled field");
+    let send = |allow: &'static str, html: String| {
+        let form = [
+            ("csrf", csrf(&html)),
+            ("nonce", value_after(&html, "name=\"nonce\"")),
+            ("name", "fenced".into()),
+            ("ip_allowlist", allow.into()),
+        ];
+        c.post(format!("{}/keys/new", s.base)).form(&form).send()
+    };
+    let r = send("203.0.113.0/24\nnot-an-address", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("`not-an-address` is not an IP address"), "the bad entry is named inline");
+    assert!(html.contains("203.0.113.0/24\nnot-an-address</textarea>"), "what was typed is kept");
+    assert!(html.contains("more-settings\" open"), "the section with the error is open");
+    assert!(tag_with_id(&html, "ip_allowlist").contains("aria-invalid=\"true\""), "the field is marked invalid");
+    assert!(!tag_with_id(&html, "name").contains("aria-invalid"), "the name is not");
+    let r = send("127.0.0.2, 2001:db8::/32\n", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let id = value_after(&html, "id=\"credential-id\"");
+    let secret = value_after(&html, "id=\"credential-secret\"");
+    assert!(html.contains("127.0.0.2/32, 2001:db8::/32"), "the new key's page says where it works");
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::FORBIDDEN, "from 127.0.0.1: outside");
+    let inside = Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let r = inside.get(format!("{}/v1/whoami", s.base)).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "from 127.0.0.2: inside");
+
+    let (_, list) = page(&c, &format!("{}/keys", s.base)).await;
+    assert!(list.contains("only from <code>127.0.0.2/32 +1</code>"), "compact in the list: {list}");
+    let (_, confirm) = page(&c, &format!("{}/keys/{id}/delete", s.base)).await;
+    assert!(confirm.contains("<code>127.0.0.2/32, 2001:db8::/32</code>"), "whole on the delete page: {confirm}");
+
+    // Ignoring the field keeps today's behaviour: a key that works from anywhere.
+    let r = save_and_add(&c, &s.base, "open").await;
+    let secret = value_after(&r.text().await.unwrap(), "id=\"credential-secret\"");
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::OK);
 }

@@ -155,6 +155,7 @@ async fn expired_keys_say_expired() {
         .insert_key(NewKey {
             form_nonce: None,
             created_by_key: None,
+            rules: Default::default(),
             id: g.id,
             owner: app.alice,
             name: KeyName::parse("old").unwrap(),
@@ -248,8 +249,14 @@ async fn a_failure_while_presenting_a_new_key_leaves_no_key_behind() {
     let owner = app.alice;
     let before = store.count_keys(owner, None).await.unwrap();
     let task = tokio::spawn(async move {
-        let spec =
-            atna_server::service::KeySpec { once: None, name: "doomed", scopes: &[], expires_at: None, by_key: None };
+        let spec = atna_server::service::KeySpec {
+            once: None,
+            name: "doomed",
+            scopes: &[],
+            expires_at: None,
+            by_key: None,
+            ip_allowlist: &[],
+        };
         let now = atna_server::clock::now();
         atna_server::service::create_key_presented(store.as_ref(), owner, Actor::User(owner), spec, now, |_, _| {
             panic!("rendering failed")

@@ -14,7 +14,14 @@ async fn setup() -> (Arc<Verifier>, Arc<dyn atna_store::Store>, String) {
     let store = fresh_store().await;
     let alice = user(&*store, "alice@example.com").await;
     let scopes = vec![];
-    let spec = atna_server::service::KeySpec { once: None, name: "k", scopes: &scopes, expires_at: None, by_key: None };
+    let spec = atna_server::service::KeySpec {
+        once: None,
+        name: "k",
+        scopes: &scopes,
+        expires_at: None,
+        by_key: None,
+        ip_allowlist: &[],
+    };
     let (_, secret) =
         atna_server::service::create_key(&*store, alice, atna_store::Actor::Operator, spec, atna_server::clock::now())
             .await
@@ -92,6 +99,7 @@ async fn a_running_server_prunes_old_changes_and_expired_sessions() {
         .insert_key(atna_store::NewKey {
             form_nonce: None,
             created_by_key: None,
+            rules: Default::default(),
             id: old.id,
             owner: alice,
             name: atna_domain::KeyName::parse("old").unwrap(),

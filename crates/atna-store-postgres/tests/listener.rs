@@ -39,6 +39,7 @@ async fn key(s: &dyn Store) -> atna_domain::CredentialId {
     s.insert_key(NewKey {
         form_nonce: None,
         created_by_key: None,
+        rules: Default::default(),
         id: g.id,
         owner,
         name: KeyName::parse(&name).unwrap(),

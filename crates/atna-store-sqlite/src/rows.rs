@@ -4,13 +4,14 @@
 //! `crate::DbRow` is. Both schemas use the same column names and types that decode the same way.
 
 use crate::DbRow;
-use atna_domain::{CredentialId, Email, KeyName, KeyStatus, PasswordHash, Scopes, SecretHash, UserId};
+use atna_domain::{CredentialId, Email, IpAllowlist, KeyName, KeyStatus, PasswordHash, Scopes, SecretHash, UserId};
 use atna_store::*;
 use sqlx::Row;
 
 pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
 pub const KEY_COLUMNS: &str =
-    "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key";
+    "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key, \
+     ip_allowlist";
 
 pub fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -56,6 +57,10 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
         last_used_ip: r.try_get("last_used_ip").map_err(db)?,
         use_count: r.try_get("use_count").map_err(db)?,
         created_by_key: optional_id(r, "created_by_key")?,
+        rules: KeyRules {
+            ip_allowlist: IpAllowlist::from_stored(r.try_get("ip_allowlist").map_err(db)?)
+                .map_err(|_| corrupt("key ip_allowlist"))?,
+        },
     })
 }
 
@@ -137,6 +142,7 @@ pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
         last_used_ip: r.try_get("last_used_ip").map_err(db)?,
         use_count: r.try_get("use_count").map_err(db)?,
         created_by_key: r.try_get("created_by_key").map_err(db)?,
+        ip_allowlist: r.try_get("ip_allowlist").map_err(db)?,
     })
 }
 

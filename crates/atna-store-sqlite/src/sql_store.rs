@@ -113,8 +113,8 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let row = sqlx::query(&format!(
                     "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
-                                           created_by_key)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {KEY_COLUMNS}"
+                                           created_by_key, ip_allowlist)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(k.id.as_str())
                 .bind(k.owner.0)
@@ -125,6 +125,7 @@ macro_rules! sql_store {
                 .bind(k.expires_at)
                 .bind(k.form_nonce.as_deref())
                 .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
+                .bind(k.rules.ip_allowlist.to_stored())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
@@ -493,7 +494,7 @@ macro_rules! sql_store {
                     .collect::<StoreResult<Vec<_>>>()?;
                 let keys = sqlx::query(&format!(
                     "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
-                            last_used_at, last_used_ip, use_count, created_by_key
+                            last_used_at, last_used_ip, use_count, created_by_key, ip_allowlist
                      FROM api_keys ORDER BY {KEY_ORDER}"
                 ))
                 .fetch_all(&mut *tx)
@@ -553,8 +554,9 @@ macro_rules! sql_store {
                         .ok_or_else(|| StoreError::InvalidSnapshot(format!("key {}: bad secret_hash", k.id)))?;
                     sqlx::query(
                         "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
-                                               revoked_at, last_used_at, last_used_ip, use_count, created_by_key)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                               revoked_at, last_used_at, last_used_ip, use_count, created_by_key,
+                                               ip_allowlist)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     )
                     .bind(&k.id)
                     .bind(k.owner_id)
@@ -569,6 +571,7 @@ macro_rules! sql_store {
                     .bind(k.last_used_ip.as_deref())
                     .bind(k.use_count)
                     .bind(k.created_by_key.as_deref())
+                    .bind(k.ip_allowlist.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| rows::conflict(e, "a key in the export file"))?;

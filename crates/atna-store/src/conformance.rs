@@ -71,6 +71,7 @@ fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey)
         created_at,
         expires_at: Some(created_at + 1000),
         actor: Actor::User(owner),
+        rules: KeyRules::default(),
     };
     (k, g)
 }
@@ -136,6 +137,17 @@ pub async fn keys_round_trip(s: &dyn Store) {
     assert_eq!(auth.key.expires_at, Some(T0 + 1000));
     assert!(s.auth_record(&CredentialId::generate()).await.unwrap().is_none());
     assert_eq!(s.count_keys(a.id, None).await.unwrap(), 1);
+    assert!(rec.rules.ip_allowlist.is_empty(), "no allowlist unless one is given");
+
+    // An IP allowlist reads back parsed, in the order given, on every path that reads keys.
+    let (mut k, _) = new_key(a.id, "fenced", T0 + 1);
+    k.rules.ip_allowlist = atna_domain::IpAllowlist::parse(&["203.0.113.0/24", "2001:db8::/32"]).unwrap();
+    let rec = s.insert_key(k.clone()).await.unwrap();
+    assert_eq!(rec.rules, k.rules);
+    assert_eq!(s.get_key(a.id, &k.id).await.unwrap().unwrap().rules, k.rules);
+    assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.rules, k.rules);
+    let listed = s.list_keys(a.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().find(|r| r.id == k.id).unwrap().rules, k.rules);
 }
 
 pub async fn names_are_unique_among_live_keys(s: &dyn Store) {
@@ -335,6 +347,7 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     // Made through the API by the live key: the export keeps which key made it and which key acted.
     reused.created_by_key = Some(live.id);
     reused.actor = Actor::Key { user: admin.id, key: live.id };
+    reused.rules.ip_allowlist = atna_domain::IpAllowlist::parse(&["198.51.100.0/24", "2001:db8::1"]).unwrap();
     from.insert_key(reused.clone()).await.unwrap();
     let usage = UsageUpdate { id: live.id, count: 7, last_used_at: T0 + 6, last_used_ip: Some("203.0.113.7".into()) };
     from.record_usage(&[usage]).await.unwrap();
@@ -354,6 +367,8 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!(exported_gone.scopes, "billing:read keys:manage");
     let exported_reused = snap.keys.iter().find(|k| k.id == reused.id.as_str()).unwrap();
     assert_eq!(exported_reused.created_by_key.as_deref(), Some(live.id.as_str()));
+    assert_eq!(exported_reused.ip_allowlist.as_deref(), Some("198.51.100.0/24 2001:db8::1/128"));
+    assert_eq!(exported_gone.ip_allowlist, None);
     let made_by_key = snap.audit_events.iter().find(|e| e.key_id.as_deref() == Some(reused.id.as_str())).unwrap();
     assert_eq!(made_by_key.actor_key_id.as_deref(), Some(live.id.as_str()));
     let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
@@ -395,6 +410,7 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
         assert_eq!((b.owner_email, b.owner_disabled), (a.owner_email, a.owner_disabled));
     }
     assert_eq!(to.auth_record(&gone.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
+    assert_eq!(to.auth_record(&reused.id).await.unwrap().unwrap().key.rules, reused.rules, "allowlists move");
     assert!(to.get_key(admin.id, &gone.id).await.unwrap().is_none(), "a deleted key stays deleted");
     assert!(to.auth_record(&bobs.id).await.unwrap().unwrap().owner_disabled);
     let moved = to.get_key(admin.id, &live.id).await.unwrap().unwrap();

@@ -1,6 +1,8 @@
 //! The records the store reads and writes.
 
-use atna_domain::{CredentialId, Email, KeyName, KeyStatus, Millis, PasswordHash, Scopes, SecretHash, UserId};
+use atna_domain::{
+    CredentialId, Email, IpAllowlist, KeyName, KeyStatus, Millis, PasswordHash, Scopes, SecretHash, UserId,
+};
 
 /// A user to create.
 #[derive(Debug, Clone)]
@@ -38,6 +40,16 @@ pub struct NewKey {
     pub form_nonce: Option<String>,
     /// The key that created it through the API, if one did.
     pub created_by_key: Option<CredentialId>,
+    /// The rules checked at the gate on every use.
+    pub rules: KeyRules,
+}
+
+/// Per-key rules the gate checks on every use of a good key (after status and expiry, before scopes). Parsed once
+/// when the record is read, so the hot path only compares. Rate limits and quotas join this struct later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRules {
+    /// Where the key may be used from; empty: anywhere.
+    pub ip_allowlist: IpAllowlist,
 }
 
 impl NewKey {
@@ -56,6 +68,7 @@ impl NewKey {
             last_used_ip: None,
             use_count: 0,
             created_by_key: self.created_by_key,
+            rules: self.rules.clone(),
         }
     }
 }
@@ -76,6 +89,8 @@ pub struct KeyRecord {
     /// The key that created it through the API (`None`: made in the dashboard or by the operator). The creating key
     /// may since have been deleted: its children stay.
     pub created_by_key: Option<CredentialId>,
+    /// The rules checked at the gate on every use.
+    pub rules: KeyRules,
 }
 
 /// What the verifier needs about one key.
@@ -200,12 +215,13 @@ pub struct Session {
 
 /// The `format` of the snapshots this build writes.
 ///
+/// * `atna-export/3` added `ip_allowlist` to keys (optional).
 /// * `atna-export/2` added `created_by_key` to keys and `actor_key_id` to audit events (both optional).
 /// * `atna-export/1` files still import: they lack only those fields.
-pub const SNAPSHOT_FORMAT: &str = "atna-export/2";
+pub const SNAPSHOT_FORMAT: &str = "atna-export/3";
 
 /// Every format this build reads.
-pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", SNAPSHOT_FORMAT];
+pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", "atna-export/2", SNAPSHOT_FORMAT];
 
 /// A whole installation, as moved between databases by `atna export` and `atna import`: every user, every key
 /// (deleted ones included) and the audit trail. Keys travel only as hashes, so every key keeps working after the move.
@@ -279,6 +295,9 @@ pub struct ExportedKey {
     /// The Credential ID of the key that created it through the API (format 2; absent in format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by_key: Option<String>,
+    /// The IP allowlist in its stored form: canonical ranges, space-separated (format 3; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<String>,
 }
 
 /// One audit event in a [`Snapshot`].
@@ -381,6 +400,12 @@ impl Snapshot {
             if k.created_by_key.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
                 return key("created_by_key is not a Credential ID");
             }
+            if let Some(a) = &k.ip_allowlist {
+                match IpAllowlist::from_stored(Some(a)) {
+                    Ok(list) if list.to_stored().as_deref() == Some(a.as_str()) => {}
+                    _ => return key("ip_allowlist is not in its stored form (canonical ranges, space-separated)"),
+                }
+            }
         }
         for (i, e) in self.audit_events.iter().enumerate() {
             if e.key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
@@ -424,6 +449,7 @@ mod tests {
             last_used_ip: None,
             use_count: 0,
             created_by_key: None,
+            ip_allowlist: None,
         };
         Snapshot {
             format: SNAPSHOT_FORMAT.into(),
@@ -464,7 +490,7 @@ mod tests {
             f(&mut s);
             s
         };
-        refused(edit(&|s| s.format = "atna-export/3".into()), "atna-export/2");
+        refused(edit(&|s| s.format = "atna-export/4".into()), "atna-export/3");
         refused(edit(&|s| s.users[1].id = 1), "user id 1");
         refused(edit(&|s| s.users[1].email = "Alice@example.com".into()), "normalised");
         refused(edit(&|s| s.users[1].email = "alice@example.com".into()), "appears twice");
@@ -478,6 +504,8 @@ mod tests {
         refused(edit(&|s| s.audit_events[0].key_id = Some("x".into())), "audit event 0");
         refused(edit(&|s| s.keys[1].created_by_key = Some("x".into())), "created_by_key");
         refused(edit(&|s| s.audit_events[0].actor_key_id = Some("x".into())), "actor_key_id");
+        refused(edit(&|s| s.keys[1].ip_allowlist = Some("10.0.0.1".into())), "ip_allowlist");
+        refused(edit(&|s| s.keys[1].ip_allowlist = Some("".into())), "ip_allowlist");
     }
 
     #[test]

@@ -181,6 +181,10 @@ pub enum KeyCommand {
         /// When the key stops working (RFC 3339, e.g. 2027-02-26T00:00:00Z).
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Where the key may be used from: a CIDR range or one address, IPv4 or IPv6 (repeatable, at most 64);
+        /// requests from anywhere else are refused. Default: anywhere.
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allow_ip: Vec<String>,
         /// Print JSON (with the secret) instead of text.
         #[arg(long)]
         json: bool,

@@ -210,7 +210,7 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
 
 async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
     match c {
-        KeyCommand::Create { user, name, scopes, expires_at, json } => {
+        KeyCommand::Create { user, name, scopes, expires_at, allow_ip, json } => {
             let u = find_user(store, &user).await?;
             if u.disabled {
                 eprintln!(
@@ -224,6 +224,7 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 name: &name,
                 scopes: &scopes,
                 expires_at: expires_at.map(|t| t.timestamp_millis()),
+                ip_allowlist: &allow_ip,
                 by_key: None,
             };
             let (rec, secret) = service::create_key(store, u.id, Actor::Operator, spec, now).await?;
@@ -234,6 +235,9 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             } else {
                 outln!("Credential ID:     {}", rec.id);
                 outln!("Credential Secret: {}", secret.expose());
+                if !rec.rules.ip_allowlist.is_empty() {
+                    outln!("Allowed from:      {}", rec.rules.ip_allowlist);
+                }
                 outln!();
                 outln!("Copy the secret now and store it securely: it cannot be shown again.");
                 if !rec.name.follows_convention() {
@@ -264,13 +268,14 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 outln!("{} has no keys", u.email);
             } else {
                 outln!(
-                    "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  NAME",
+                    "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  NAME",
                     "CREDENTIAL ID",
                     "STATUS",
                     "CREATED",
                     "EXPIRES",
                     "LAST USED",
-                    "SCOPES"
+                    "SCOPES",
+                    "ALLOWED FROM"
                 );
                 for k in &all {
                     let fmt = |t: Option<i64>, none: &str| {
@@ -281,14 +286,21 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                     } else {
                         k.scopes.iter().collect::<Vec<_>>().join(",")
                     };
+                    // The first range and how many more, like the dashboard's list.
+                    let allowed = match k.rules.ip_allowlist.ranges() {
+                        [] => "anywhere".to_owned(),
+                        [one] => one.to_string(),
+                        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+                    };
                     outln!(
-                        "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {}",
+                        "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {}",
                         k.id,
                         shown_status(k.status, k.expires_at, now),
                         fmt(Some(k.created_at), ""),
                         fmt(k.expires_at, "never"),
                         fmt(k.last_used_at, "never"),
                         scopes,
+                        allowed,
                         k.name
                     );
                 }

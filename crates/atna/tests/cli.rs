@@ -102,7 +102,7 @@ fn export_force_replaces_another_users_file_with_a_new_private_one() {
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), mode(&file)), (0, 0o600), "a new file of ours, private");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(v["format"], "atna-export/2");
+    assert_eq!(v["format"], "atna-export/3");
     let names: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["export.json"], "no temporary file left behind");
 
@@ -340,4 +340,37 @@ fn help_explains_every_option_and_sets_global_options_apart() {
         let (own, global) = text.split_once("Global options:").expect("a Global options section");
         assert!(!own.contains("--data-dir") && global.contains("--data-dir"), "{text}");
     }
+}
+
+/// `atna key create --allow-ip` (repeatable) sets the key's IP allowlist: shown in the JSON and the list, enforced by
+/// the running server, and a bad range is refused by name before anything is created.
+#[tokio::test]
+async fn allow_ip_sets_an_allowlist_that_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_admin(&data, "alice@example.com");
+    let args = ["key", "create", "--user", "alice@example.com", "--name", "fenced", "--json"];
+    let mut with = args.to_vec();
+    with.extend(["--allow-ip", "127.0.0.2", "--allow-ip", "2001:db8::/32"]);
+    let v: Value = serde_json::from_str(&ok(atna(&data, &with, None))).unwrap();
+    assert_eq!(v["ip_allowlist"], serde_json::json!(["127.0.0.2/32", "2001:db8::/32"]));
+    let secret = v["secret"].as_str().unwrap().to_owned();
+
+    let mut bad = args.to_vec();
+    bad[5] = "bad";
+    bad.extend(["--allow-ip", "300.1.1.1"]);
+    fails(atna(&data, &bad, None), "`300.1.1.1` is not an IP address");
+    let table = ok(atna(&data, &["key", "list", "--user", "alice@example.com"], None));
+    assert!(table.lines().next().unwrap().contains("ALLOWED FROM"), "{table}");
+    assert!(table.contains("127.0.0.2/32 +1"), "{table}");
+    assert!(!table.contains(" bad"), "nothing was created: {table}");
+    let listed = ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None));
+    assert!(listed.contains("2001:db8::/32"), "{listed}");
+
+    let server = Server::start(&data, "warn");
+    assert_eq!(server.whoami(&secret).await, 403, "from 127.0.0.1: outside the allowlist");
+    let inside = reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build();
+    let r = inside.unwrap().get(format!("{}/v1/whoami", server.base)).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(r.status(), 200, "from 127.0.0.2: inside");
+    server.stop();
 }

@@ -8,11 +8,14 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::dto::{Owner, VerifyRequest, VerifyResponse, WhoAmI};
+use atna_domain::VerifyCode;
+
+use super::dto::{allowlist_json, Owner, VerifyRequest, VerifyResponse, WhoAmI};
 use crate::clock::to_datetime;
 use crate::error::ApiError;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
+use crate::gate::{MAX_REQUIRED_SCOPES, MAX_SCOPE_LEN};
 use crate::metrics::Entry;
 use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
@@ -22,6 +25,8 @@ use crate::AppState;
     responses(
         (status = 200, body = WhoAmI),
         (status = 401, description = "Missing, malformed, unknown, wrong, expired, disabled or deleted key; `code` says which",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`ip_not_allowed`: the key has an IP allowlist and the client's address is not in it (or cannot be known)",
             body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn whoami(Caller(entry): Caller) -> Response {
@@ -54,24 +59,33 @@ fn whoami_response(entry: &KeyEntry) -> Response {
 }
 
 /// Check a key. Always 200 with a verdict: the caller holds the key it asks about, so the answer tells it nothing it
-/// could not learn by calling `/v1/whoami` with that key.
+/// could not learn by calling `/v1/whoami` with that key. With `ip` (else the caller's own address) the key's IP
+/// allowlist is checked (`IP_NOT_ALLOWED`), with `scopes` that the key holds them all (`INSUFFICIENT_SCOPE`).
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "auth", request_body = VerifyRequest,
     responses(
         (status = 200, body = VerifyResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "JSON without a `key` string", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "JSON without a `key` string, an `ip` that is not an IP address, or too many or too long `scopes`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable (a key not in this node's memory cannot be checked)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn verify(
     State(s): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientIp(caller_ip): ClientIp,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<Json<VerifyResponse>> {
     let started = std::time::Instant::now();
-    let verdict = match s.verifier.verify(&body.key, ip).await {
-        Ok(v) => v,
+    if body.scopes.len() > MAX_REQUIRED_SCOPES || body.scopes.iter().any(|sc| sc.len() > MAX_SCOPE_LEN) {
+        return Err(ApiError::unprocessable(
+            "invalid_requirements",
+            format!("`scopes` names at most {MAX_REQUIRED_SCOPES} scopes of {MAX_SCOPE_LEN} bytes."),
+        ));
+    }
+    // The address the key is being used from: the one the asking service names, else the asker's own.
+    let ip = body.ip.or(caller_ip);
+    let verdict = match s.verifier.check(&body.key).await {
+        Ok(v) => rules(v, ip, &body.scopes),
         Err(e) => {
             let e = ApiError::from(e);
             s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
@@ -80,7 +94,11 @@ pub async fn verify(
     };
     let code = verdict.code();
     let outcome = match &verdict {
-        Verdict::Valid(_) => "allowed",
+        Verdict::Valid(entry) => {
+            // Counted only once every rule said yes: a refused check consumes nothing.
+            s.verifier.count_use(entry, ip);
+            "allowed"
+        }
         Verdict::Invalid { code, .. } => ApiError::invalid_key(*code, None).code,
     };
     s.verifier.metrics().check(Entry::Verify, outcome, started.elapsed());
@@ -99,5 +117,20 @@ pub async fn verify(
         owner: entry.map(|e| Owner { id: e.record.owner, email: e.owner_email.to_string() }),
         scopes: entry.map(|e| e.record.scopes.iter().map(str::to_owned).collect()),
         expires_at: entry.and_then(|e| e.record.expires_at.map(to_datetime)),
+        ip_allowlist: entry.and_then(|e| allowlist_json(&e.record.rules.ip_allowlist)),
     }))
+}
+
+/// A good key's verdict once its rules are applied, in the gate's order: IP allowlist, then the asked-for scopes.
+/// A refused key keeps its details (its secret matched).
+fn rules(verdict: Verdict, ip: Option<IpAddr>, scopes: &[String]) -> Verdict {
+    let Verdict::Valid(entry) = verdict else { return verdict };
+    let code = if !entry.record.rules.ip_allowlist.permits(ip) {
+        VerifyCode::IpNotAllowed
+    } else if scopes.iter().any(|sc| !entry.record.scopes.contains(sc)) {
+        VerifyCode::InsufficientScope
+    } else {
+        return Verdict::Valid(entry);
+    };
+    Verdict::Invalid { code, malformed: None, entry: Some(entry) }
 }

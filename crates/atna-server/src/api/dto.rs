@@ -65,6 +65,9 @@ pub struct Key {
     /// The Credential ID of the key that created this one through the API (it may since have been deleted); `null`
     /// for keys made in the dashboard or by the operator.
     pub created_by_key: Option<String>,
+    /// Where the key may be used from (CIDR ranges, canonical form); `null`: anywhere.
+    #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 impl Key {
@@ -85,8 +88,14 @@ impl Key {
             rotation_due: health.rotation_due,
             unused: health.unused,
             created_by_key: k.created_by_key.map(|id| id.to_string()),
+            ip_allowlist: allowlist_json(&k.rules.ip_allowlist),
         }
     }
+}
+
+/// An IP allowlist as JSON: its ranges in canonical form, `None` (`null`) for none.
+pub fn allowlist_json(a: &atna_domain::IpAllowlist) -> Option<Vec<String>> {
+    (!a.is_empty()).then(|| a.ranges().iter().map(ToString::to_string).collect())
 }
 
 /// A key just created: its metadata and the Credential Secret, returned this once and never again.
@@ -118,6 +127,11 @@ pub struct CreateKey {
     pub scopes: Vec<String>,
     /// When the key stops working (RFC 3339). Default: never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where the key may be used from: CIDR ranges (IPv4 or IPv6; a bare address is one address), at most 64.
+    /// Default (absent or `null`): anywhere, or, for a key made by a key with an allowlist, that key's allowlist;
+    /// each range must then lie inside one of that key's ranges.
+    #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 /// Paging and search for the key list: optional query parameters.
@@ -139,6 +153,13 @@ pub struct ListParams {
 pub struct VerifyRequest {
     /// The whole API key, as a client sent it.
     pub key: String,
+    /// The address the key is being used from (for a service checking its own clients' keys). Default: the address
+    /// of whoever calls this endpoint. A key with an IP allowlist is `IP_NOT_ALLOWED` from elsewhere.
+    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    pub ip: Option<std::net::IpAddr>,
+    /// Scopes the key must all hold; otherwise `INSUFFICIENT_SCOPE`. At most 32, each at most 128 bytes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// The verdict on a key. `key_id`, `name`, `owner`, `scopes` and `expires_at` are present when the key's secret
@@ -146,7 +167,8 @@ pub struct VerifyRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyResponse {
     pub valid: bool,
-    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `INVALID_SECRET`, `EXPIRED`, `REVOKED` or `DISABLED`.
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `INVALID_SECRET`, `EXPIRED`, `REVOKED`, `DISABLED`, `IP_NOT_ALLOWED` or
+    /// `INSUFFICIENT_SCOPE` (checked in that order).
     pub code: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -155,6 +177,8 @@ pub struct VerifyResponse {
     pub owner: Option<Owner>,
     pub scopes: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's IP allowlist; `null` for none (or when the secret did not match).
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 /// Liveness or readiness.

@@ -3,10 +3,10 @@
 //! because Envoy appends the client's path to its `path_prefix`.
 //!
 //! 200 (never 204: Envoy accepts only 200) with the key's identity in `X-Atna-*` headers for the proxy to copy to the
-//! upstream; 401 without a good key; 403 when the key lacks a scope the configuration requires; 503 only when atna
-//! cannot decide. Every answer carries `X-Atna-Status` (nginx turns any sub-request status but 2xx/401/403 into a
-//! 500; its configuration reads this header to give the client the real one) and `Cache-Control: no-store` (a cached
-//! answer would outlive a revocation).
+//! upstream; 401 without a good key; 403 when the client is outside the key's IP allowlist or the key lacks a scope the
+//! configuration requires; 503 only when atna cannot decide. Every answer carries `X-Atna-Status` (nginx turns any
+//! sub-request status but 2xx/401/403 into a 500; its configuration reads this header to give the client the real one)
+//! and `Cache-Control: no-store` (a cached answer would outlive a revocation).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -35,7 +35,7 @@ pub const STATUS_HEADER: HeaderName = HeaderName::from_static("x-atna-status");
         (status = 200, description = "Allowed. Empty body; `X-Atna-Key-Id`, `X-Atna-Key-Name`, `X-Atna-Owner-Id`, `X-Atna-Owner-Email` and `X-Atna-Scopes` (percent-encoded UTF-8) say whose key it is"),
         (status = 400, description = "Unreadable requirements (too many, too long)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No key, or a key that is not good; `code` says which", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks a required scope", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`ip_not_allowed`: the client's address is outside the key's IP allowlist; `insufficient_scope`: the key lacks a required scope", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "atna cannot decide (the database is not reachable)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn forward_auth(

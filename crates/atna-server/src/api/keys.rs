@@ -30,11 +30,11 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
         (status = 201, description = "Created; `secret` is shown this once", body = CreatedKey),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks `keys:manage`, or asks for scopes it lacks", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, asks for scopes it lacks, or `ip_not_allowed` (the calling key's IP allowlist)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes or expiry (`expiry_beyond_caller`: a key cannot make a key that outlives it)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes, expiry or IP allowlist (`invalid_ip_allowlist` names the bad entry; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -51,6 +51,7 @@ pub async fn create(
         name: &body.name,
         scopes: &body.scopes,
         expires_at: body.expires_at.map(|t| t.timestamp_millis()),
+        ip_allowlist: body.ip_allowlist.as_deref().unwrap_or_default(),
         by_key: Some(parent),
     };
     let actor = Actor::Key { user: owner, key: parent.id };
@@ -83,7 +84,7 @@ pub async fn create(
         (status = 200, body = KeyList),
         (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, or `ip_not_allowed` (the calling key's IP allowlist)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
@@ -126,7 +127,7 @@ fn parse_cursor(c: &str) -> ApiResult<(i64, CredentialId)> {
     responses(
         (status = 200, body = Key),
         (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, or `ip_not_allowed` (the calling key's IP allowlist)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -144,7 +145,7 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
     responses(
         (status = 204, description = "Deleted; the key is revoked"),
         (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks `keys:manage`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, or `ip_not_allowed` (the calling key's IP allowlist)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "`key_already_deleted`: this key was deleted before", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),

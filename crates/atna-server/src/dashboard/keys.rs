@@ -3,7 +3,7 @@
 
 use askama::Template;
 use atna_domain::scope::MANAGE_KEYS;
-use atna_domain::{ApiKeySecret, CredentialId, KeyHealth, KeyName, UserId};
+use atna_domain::{ApiKeySecret, CredentialId, IpAllowlist, KeyHealth, KeyName, UserId};
 use atna_store::{Actor, KeyQuery, KeyRecord};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -36,6 +36,10 @@ struct KeyRow {
     unused: bool,
     /// The Credential ID of the key that made this one through the API; empty when made here or by the operator.
     created_by: String,
+    /// The IP allowlist, compact ("203.0.113.0/24 +1"); empty for none.
+    ip_allowlist: String,
+    /// The whole IP allowlist, comma-separated; empty for none.
+    ip_allowlist_full: String,
 }
 
 impl KeyRow {
@@ -55,8 +59,36 @@ impl KeyRow {
             rotation_due: health.rotation_due,
             unused: health.unused,
             created_by: r.created_by_key.map(|k| k.to_string()).unwrap_or_default(),
+            ip_allowlist: compact_allowlist(&r.rules.ip_allowlist),
+            ip_allowlist_full: r
+                .rules
+                .ip_allowlist
+                .ranges()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
+}
+
+/// The first range and how many more: a list row has room for one.
+fn compact_allowlist(a: &IpAllowlist) -> String {
+    match a.ranges() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    }
+}
+
+/// Every range, comma-separated.
+fn full_allowlist(a: &IpAllowlist) -> String {
+    a.ranges().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The form's "Allowed IP addresses" text as entries: one per line, or separated by commas or spaces.
+fn allowlist_entries(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace()).filter(|e| !e.is_empty()).map(str::to_owned).collect()
 }
 
 #[derive(Template)]
@@ -141,7 +173,11 @@ struct NewPage {
     name: String,
     manage: bool,
     expires: String,
+    /// The "Allowed IP addresses" field as typed.
+    ip_allowlist: String,
     error: String,
+    /// `error` is about the allowlist (that field, not the name, is marked invalid).
+    ip_error: bool,
 }
 
 /// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
@@ -159,7 +195,9 @@ pub async fn new_form(si: SignedIn) -> Response {
         name: suggested_name(),
         manage: false,
         expires: "never".into(),
+        ip_allowlist: String::new(),
         error: String::new(),
+        ip_error: false,
     };
     render(StatusCode::OK, &page)
 }
@@ -176,6 +214,8 @@ pub struct CreateForm {
     scope_manage: Option<String>,
     #[serde(default)]
     expires: String,
+    #[serde(default)]
+    ip_allowlist: String,
 }
 
 #[derive(Template)]
@@ -189,6 +229,8 @@ struct CreatedPage {
     whoami_url: String,
     expires: String,
     scopes: String,
+    /// The whole IP allowlist, comma-separated; empty for none.
+    ip_allowlist: String,
 }
 
 #[derive(Template)]
@@ -254,7 +296,15 @@ pub async fn create(
     let now = clock::now();
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
-    let spec = KeySpec { once: Some(&f.nonce), name: &f.name, scopes: &scopes, expires_at, by_key: None };
+    let ip_allowlist: Vec<String> = allowlist_entries(&f.ip_allowlist);
+    let spec = KeySpec {
+        once: Some(&f.nonce),
+        name: &f.name,
+        scopes: &scopes,
+        expires_at,
+        ip_allowlist: &ip_allowlist,
+        by_key: None,
+    };
     let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
     let host = forwarded
         .or_else(|| headers.get(header::HOST))
@@ -278,6 +328,7 @@ pub async fn create(
             } else {
                 rec.scopes.iter().collect::<Vec<_>>().join(", ")
             },
+            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
         };
         no_store(render(StatusCode::CREATED, &page))
     };
@@ -298,6 +349,8 @@ pub async fn create(
                 name: f.name.clone(),
                 manage: f.scope_manage.is_some(),
                 expires: f.expires.clone(),
+                ip_allowlist: f.ip_allowlist.clone(),
+                ip_error: matches!(e, CreateKeyError::IpAllowlist(_) | CreateKeyError::IpAllowlistBeyondCaller(..)),
                 error: e.to_string(),
             };
             Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))

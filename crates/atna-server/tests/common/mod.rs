@@ -94,7 +94,14 @@ impl TestApp {
     /// Creates a key directly in the store (as the operator would) and returns its secret.
     pub async fn key_for(&self, owner: atna_domain::UserId, name: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let spec = atna_server::service::KeySpec { once: None, name, scopes: &scopes, expires_at: None, by_key: None };
+        let spec = atna_server::service::KeySpec {
+            once: None,
+            name,
+            scopes: &scopes,
+            expires_at: None,
+            by_key: None,
+            ip_allowlist: &[],
+        };
         let (_, secret) = atna_server::service::create_key(
             &*self.store,
             owner,
