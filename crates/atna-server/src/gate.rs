@@ -30,27 +30,47 @@ pub const IDENTITY_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-atna-scopes"),
 ];
 
-/// A key's identity as header values, built once when the key is loaded into the cache (cloning one is a reference
-/// count, not a copy).
+/// A key's identity as forward-auth answers it, built once when the key is loaded into the cache: the whole header
+/// map of an allowed answer, which each answer clones (one allocation; the values are shared, not copied).
 #[derive(Debug, Clone)]
-pub struct Identity(pub [HeaderValue; 5]);
+pub struct Identity {
+    /// [`IDENTITY_HEADERS`] with this key's values, then `X-Atna-Status: 200`, `Cache-Control: no-store` and
+    /// `X-Content-Type-Options: nosniff`.
+    pub allowed: HeaderMap,
+}
 
 impl Identity {
-    /// The values for [`IDENTITY_HEADERS`]. Names and e-mail addresses may be Unicode: header values are
-    /// percent-encoded UTF-8 (every byte outside printable ASCII, and `%` itself), so one decoder reads them all.
+    /// Names and e-mail addresses may be Unicode: header values are percent-encoded UTF-8 (every byte outside
+    /// printable ASCII, and `%` itself), so one decoder reads them all.
     pub fn new(key: &KeyRecord, owner_email: &Email) -> Self {
         let scopes: Vec<&str> = key.scopes.iter().collect();
         let value =
             |s: &str| HeaderValue::try_from(percent_encode(s).into_owned()).unwrap_or(HeaderValue::from_static(""));
-        Self([
+        let values = [
             value(key.id.as_str()),
             value(key.name.as_str()),
             value(&key.owner.0.to_string()),
             value(owner_email.as_str()),
             value(&scopes.join(" ")),
-        ])
+        ];
+        let mut allowed = HeaderMap::with_capacity(IDENTITY_HEADERS.len() + 3);
+        for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
+            allowed.insert(name, value);
+        }
+        allowed.insert(STATUS_HEADER, HeaderValue::from_static("200"));
+        allowed.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        allowed.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        Self { allowed }
+    }
+
+    /// The value of one identity header (for tests and logs).
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.allowed.get(name)
     }
 }
+
+/// The status header every forward-auth answer carries (nginx reads it to give the client the real status).
+pub const STATUS_HEADER: HeaderName = HeaderName::from_static("x-atna-status");
 
 /// Percent-encodes every byte that is not printable ASCII, and `%`.
 pub fn percent_encode(s: &str) -> Cow<'_, str> {
@@ -122,22 +142,43 @@ fn too_much(what: &str) -> ApiError {
 /// The request a gateway is asking about: the client's address and, where the gateway says, the original method and
 /// URI (`X-Forwarded-Method`/`X-Forwarded-Uri` from Traefik and Caddy, `X-Original-Method`/`X-Original-URI` by the
 /// nginx convention). The context for logs, the audit trail and per-key rules; never a source of identity.
-#[derive(Debug, Clone, Copy, Default)]
+/// The method and URI are read only when something asks (a refusal's log line, a rule that needs them), so an allowed
+/// request pays nothing for them.
+#[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub ip: Option<std::net::IpAddr>,
-    pub method: Option<&'a str>,
-    pub uri: Option<&'a str>,
+    headers: Option<&'a HeaderMap>,
 }
 
+const METHOD_HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static("x-forwarded-method"), HeaderName::from_static("x-original-method")];
+const URI_HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static("x-forwarded-uri"), HeaderName::from_static("x-original-uri")];
+
 impl<'a> Context<'a> {
-    /// Reads the original method and URI from a gateway's headers (values that are not ASCII are ignored).
+    /// The context of a gateway's request: the client's address and its headers.
     pub fn read(headers: &'a HeaderMap, ip: Option<std::net::IpAddr>) -> Self {
-        let first = |names: [&str; 2]| names.iter().find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()));
-        Self {
-            ip,
-            method: first(["x-forwarded-method", "x-original-method"]),
-            uri: first(["x-forwarded-uri", "x-original-uri"]),
-        }
+        Self { ip, headers: Some(headers) }
+    }
+
+    /// A context with only an address (entry points that are not asked on behalf of another request).
+    pub fn ip(ip: Option<std::net::IpAddr>) -> Self {
+        Self { ip, headers: None }
+    }
+
+    /// The original request's method, when the gateway says (values that are not ASCII are ignored).
+    pub fn method(&self) -> Option<&'a str> {
+        self.first(&METHOD_HEADERS)
+    }
+
+    /// The original request's URI, when the gateway says.
+    pub fn uri(&self) -> Option<&'a str> {
+        self.first(&URI_HEADERS)
+    }
+
+    fn first(&self, names: &[HeaderName]) -> Option<&'a str> {
+        let headers = self.headers?;
+        names.iter().find_map(|n| headers.get(n).and_then(|v| v.to_str().ok()))
     }
 }
 
@@ -161,7 +202,7 @@ pub fn admit(entry: &KeyEntry, req: &Requirements<'_>, ctx: &Context<'_>) -> Res
     if missing.is_empty() {
         Ok(())
     } else {
-        tracing::debug!(key = %entry.record.id, method = ctx.method, uri = ctx.uri, ip = ?ctx.ip, ?missing,
+        tracing::debug!(key = %entry.record.id, method = ctx.method(), uri = ctx.uri(), ip = ?ctx.ip, ?missing,
             "forward-auth refused: scope missing");
         Err(ApiError::missing_scopes(&missing))
     }
@@ -196,10 +237,11 @@ mod tests {
         h.insert("x-original-method", HeaderValue::from_static("POST"));
         h.insert("x-original-uri", HeaderValue::from_static("/invoices?x=1"));
         let c = Context::read(&h, None);
-        assert_eq!((c.method, c.uri), (Some("POST"), Some("/invoices?x=1")));
+        assert_eq!((c.method(), c.uri()), (Some("POST"), Some("/invoices?x=1")));
         h.insert("x-forwarded-uri", HeaderValue::from_static("/reports"));
-        assert_eq!(Context::read(&h, None).uri, Some("/reports"), "Traefik's and Caddy's name first");
-        assert_eq!(Context::read(&HeaderMap::new(), None).method, None);
+        assert_eq!(Context::read(&h, None).uri(), Some("/reports"), "Traefik's and Caddy's name first");
+        assert_eq!(Context::read(&HeaderMap::new(), None).method(), None);
+        assert_eq!(Context::ip(None).uri(), None);
     }
 
     #[test]

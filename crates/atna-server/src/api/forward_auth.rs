@@ -11,18 +11,17 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, Problem};
 use crate::extract::{bearer_token, client_ip_of};
-use crate::gate::{self, Requirements, IDENTITY_HEADERS};
+use crate::gate::{self, Requirements};
 use crate::metrics::Entry;
 use crate::verify::Verdict;
 use crate::AppState;
 
-/// The status header every forward-auth answer carries.
-pub const STATUS_HEADER: HeaderName = HeaderName::from_static("x-atna-status");
+pub use gate::STATUS_HEADER;
 
 /// Ask whether a request may pass (for gateways).
 #[utoipa::path(get, path = "/v1/forward-auth", tag = "gateway", security(("bearer" = [])),
@@ -62,22 +61,22 @@ pub async fn forward_auth_direct(
     peer_trusted: bool,
 ) -> Response {
     let started = std::time::Instant::now();
-    let mut res = match decide(state, uri, headers, peer, peer_trusted).await {
+    match decide(state, uri, headers, peer, peer_trusted).await {
         Ok(res) => {
             state.verifier.metrics().check(Entry::ForwardAuth, "allowed", started.elapsed());
             res
         }
         Err(e) => {
             state.verifier.metrics().check(Entry::ForwardAuth, e.code, started.elapsed());
-            e.into_response()
+            let mut res = e.into_response();
+            let status = HeaderValue::from(res.status().as_u16());
+            let h = res.headers_mut();
+            h.insert(STATUS_HEADER, status);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            res
         }
-    };
-    let status = HeaderValue::from(res.status().as_u16());
-    let h = res.headers_mut();
-    h.insert(STATUS_HEADER, status);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    res
+    }
 }
 
 async fn decide(
@@ -98,12 +97,9 @@ async fn decide(
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
     state.verifier.count_use(&entry, ip);
-    let mut res = StatusCode::OK.into_response();
-    let h = res.headers_mut();
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
-    for (name, value) in IDENTITY_HEADERS.iter().zip(entry.identity.0.iter()) {
-        h.insert(name.clone(), value.clone());
-    }
+    let mut res = Response::new(axum::body::Body::empty());
+    *res.headers_mut() = entry.identity.allowed.clone();
     Ok(res)
 }
 
