@@ -28,6 +28,8 @@ const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(6
 /// A bound, ready-to-run server.
 pub struct App {
     listener: TcpListener,
+    /// `metrics_listen`: a listener that serves `/metrics` only.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     router: Router,
     setup_token: Option<String>,
@@ -37,6 +39,10 @@ impl App {
     /// Binds the listener (port 0 picks a free port) and assembles the routes.
     pub async fn build(settings: Settings, store: Arc<dyn Store>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen).await?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         // The follower (started by `run`) reads the feed every poll interval: allow a few of those before the cache
         // stops being trusted.
         let max_lag = settings.change_feed_max_lag.max(settings.change_poll_interval * 3);
@@ -68,12 +74,17 @@ impl App {
         };
         let state = AppState::new(store, verifier, settings);
         let router = api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone()));
-        Ok(Self { listener, state, router, setup_token })
+        Ok(Self { listener, metrics_listener, state, router, setup_token })
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.state.settings.listen)
+    }
+
+    /// Where `/metrics` is served when `metrics_listen` moved it off the main listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The first-run setup token, when no user existed at start: `/setup?token=…` creates the first admin.
@@ -100,18 +111,22 @@ impl App {
             watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx.clone()),
             watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
-        let (router, state) = (self.router, self.state.clone());
-        let make = move |c: serve::Conn| {
-            Front(Arc::new(FrontParts {
-                router: router.clone(),
-                state: state.clone(),
-                peer: c.peer,
-                trusted: c.trusted,
-                tracker: c.tracker,
-            }))
-        };
-        serve::run(self.listener, &self.state.settings, make, shutdown).await;
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = api::metrics_only().with_state(self.state.clone());
+            let make = front(router, self.state.clone(), false);
+            let (settings, mut stop) = (self.state.settings.clone(), stop_tx.subscribe());
+            tokio::spawn(async move {
+                serve::run(listener, &settings, make, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            })
+        });
+        serve::run(self.listener, &self.state.settings, front(self.router, self.state.clone(), true), shutdown).await;
         let _ = stop_tx.send(true);
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         for t in tasks {
             let _ = t.await;
         }
@@ -120,6 +135,21 @@ impl App {
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
         }
         Ok(())
+    }
+}
+
+/// Makes each connection's [`Front`]; `fast_lanes` answers whoami and forward-auth without the router (the main
+/// listener only).
+fn front(router: Router, state: AppState, fast_lanes: bool) -> impl Fn(serve::Conn) -> Front {
+    move |c: serve::Conn| {
+        Front(Arc::new(FrontParts {
+            router: router.clone(),
+            state: state.clone(),
+            peer: c.peer,
+            trusted: c.trusted,
+            tracker: c.tracker,
+            fast_lanes,
+        }))
     }
 }
 
@@ -160,10 +190,18 @@ struct FrontParts {
     peer: SocketAddr,
     trusted: bool,
     tracker: Arc<Tracker>,
+    /// Whether whoami and forward-auth take the direct path (not on the metrics listener).
+    fast_lanes: bool,
 }
 
 impl FrontParts {
     async fn handle(&self, req: Request) -> Response {
+        if !self.fast_lanes {
+            let mut req = req;
+            req.extensions_mut().insert(ConnectInfo(self.peer));
+            let Ok(res) = self.router.clone().call(req).await;
+            return res;
+        }
         if req.method() == Method::GET && req.uri().path() == "/v1/whoami" {
             return api::auth::whoami_direct(&self.state, req.headers(), self.peer.ip(), self.trusted).await;
         }
@@ -221,7 +259,17 @@ mod tests {
         let app = App::build(settings, store).await.unwrap();
         let tracker = Tracker::new(Duration::from_secs(10), Duration::from_secs(60));
         let peer = "127.0.0.1:1".parse().unwrap();
-        (Front(Arc::new(FrontParts { router, state: app.state.clone(), peer, trusted: false, tracker })), dir)
+        (
+            Front(Arc::new(FrontParts {
+                router,
+                state: app.state.clone(),
+                peer,
+                trusted: false,
+                tracker,
+                fast_lanes: true,
+            })),
+            dir,
+        )
     }
 
     /// Status, content type and body of `GET path`.

@@ -51,6 +51,8 @@ pub struct Settings {
     pub session_absolute_timeout: Duration,
     /// Headers forward-auth reads a key from when there is no `Authorization: Bearer` (some clients cannot set it).
     pub api_key_headers: Vec<axum::http::HeaderName>,
+    /// Where `/metrics` is served instead of the main listener (`None`: on the main listener).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -74,6 +76,7 @@ impl Default for Settings {
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
+            metrics_listen: None,
         }
     }
 }

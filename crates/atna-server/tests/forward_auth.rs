@@ -219,3 +219,31 @@ async fn metrics_count_checks_by_entry_point_and_outcome() {
     assert!(!after.contains(&app.admin_key[22..60]) && !after.contains("alice@"), "no secrets, no people");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_main_listener() {
+    let store = common::fresh_store().await;
+    let settings = atna_server::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let app = atna_server::App::build(settings, store).await.unwrap();
+    let (main, metrics) = (app.local_addr(), app.metrics_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let on_main = http.get(format!("http://{main}/metrics")).send().await.unwrap();
+    assert_eq!(on_main.status(), 404, "not on the public listener any more");
+    let scraped = http.get(format!("http://{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("# TYPE atna_key_checks_total counter"));
+    // The metrics listener serves nothing else.
+    assert_eq!(http.get(format!("http://{metrics}/v1/whoami")).send().await.unwrap().status(), 404);
+    assert_eq!(http.get(format!("http://{metrics}/healthz")).send().await.unwrap().status(), 404);
+    assert_eq!(http.get(format!("http://{main}/healthz")).send().await.unwrap().status(), 200);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}

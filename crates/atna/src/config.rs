@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub session_idle_timeout_secs: Option<u64>,
     pub session_absolute_timeout_secs: Option<u64>,
     pub api_key_headers: Option<Vec<String>>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Everything resolved.
@@ -65,6 +66,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_LOG",
     "ATNA_LOG_FORMAT",
     "ATNA_API_KEY_HEADERS",
+    "ATNA_METRICS_LISTEN",
 ];
 
 /// Reads the file and resolves where the data lives.
@@ -165,6 +167,10 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
         session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
         api_key_headers: api_key_headers(f.api_key_headers.as_deref())?.unwrap_or(d.api_key_headers),
+        metrics_listen: match std::env::var("ATNA_METRICS_LISTEN").ok().or_else(|| f.metrics_listen.clone()) {
+            Some(text) => Some(listen_address(&text).context("metrics_listen")?),
+            None => None,
+        },
     })
 }
 

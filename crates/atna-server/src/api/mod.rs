@@ -17,15 +17,24 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The API routes.
+fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(health::metrics))
+}
+
+/// What the metrics listener serves (`metrics_listen`): `/metrics` and nothing else.
+pub fn metrics_only() -> Router<AppState> {
+    metrics_router().fallback(not_found)
+}
+
+/// The API routes; `/metrics` too unless `metrics_listen` moves it to a listener of its own.
 pub fn router(state: &AppState) -> Router<AppState> {
     // The body limit sits only on routes that read a body, so the Bearer-only routes (the hot path) skip it.
     let limit = DefaultBodyLimit::max(state.settings.max_body_bytes);
-    Router::new()
+    let routes = if state.settings.metrics_listen.is_none() { metrics_router() } else { Router::new() };
+    routes
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/openapi.json", get(openapi::json))
-        .route("/metrics", get(health::metrics))
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
