@@ -23,7 +23,7 @@ const ENTRIES: [(Entry, &str); 4] =
     [(Entry::Whoami, "whoami"), (Entry::Verify, "verify"), (Entry::ForwardAuth, "forward_auth"), (Entry::Api, "api")];
 
 /// The outcomes counted: `allowed`, or the problem code of the refusal. Anything else is counted as `other`.
-const OUTCOMES: [&str; 13] = [
+const OUTCOMES: [&str; 14] = [
     "allowed",
     "credentials_missing",
     "credentials_unsupported_scheme",
@@ -33,6 +33,7 @@ const OUTCOMES: [&str; 13] = [
     "key_expired",
     "key_revoked",
     "key_disabled",
+    "ip_not_allowed",
     "insufficient_scope",
     "invalid_requirements",
     "unavailable",

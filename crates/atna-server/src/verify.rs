@@ -140,7 +140,9 @@ impl Verifier {
         self.feed_read_at.load(Ordering::Acquire)
     }
 
-    /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid.
+    /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid. Applies no per-key rules
+    /// (IP allowlist): entry points use [`check_timed`](Self::check_timed), the gate (`gate::admit_ip`), then
+    /// [`count_use_at`](Self::count_use_at), so a refused request counts nothing.
     pub async fn verify(&self, key: &str, ip: Option<IpAddr>) -> Result<Verdict, StoreError> {
         let (verdict, now) = self.judge(key).await?;
         if let Verdict::Valid(entry) = &verdict {

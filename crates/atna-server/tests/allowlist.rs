@@ -54,6 +54,13 @@ async fn whoami_and_the_key_routes_refuse_a_key_outside_its_allowlist() {
     let r = outside.post(t.url("/v1/keys")).bearer_auth(&key).json(&json!({"name": "x"})).send().await.unwrap();
     assert_eq!(problem(r).await, (StatusCode::FORBIDDEN, "ip_not_allowed".into()));
     assert_eq!(uses(&t, &rec.id), 0, "refused requests count no use");
+    let metrics = t.http.get(t.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"atna_key_checks_total{entry="whoami",outcome="ip_not_allowed"} 1"#,
+        r#"atna_key_checks_total{entry="api",outcome="ip_not_allowed"} 2"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series} in\n{metrics}");
+    }
 
     let r = inside.get(t.url("/v1/whoami")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
