@@ -51,7 +51,7 @@ fn env_value_error(e: &clap::Error) -> Option<String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// A TOML file with settings (see the README).
+    /// A TOML file with settings (see docs/configuration.md).
     #[arg(long, env = "ATNA_CONFIG", global = true, help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Where atna keeps its data (the SQLite database by default). Default: ./atna-data
