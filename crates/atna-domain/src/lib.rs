@@ -19,7 +19,7 @@ pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId}
 /// Milliseconds since the Unix epoch, the one time representation every backend stores.
 pub type Millis = i64;
 
-/// How many cases a property test runs: `default` normally, `ATNA_PROPTEST_CASES` in the long mode (README: "Long
+/// How many cases a property test runs: `default` normally, `ATNA_PROPTEST_CASES` in the long mode (docs/development.md: "Long
 /// runs").
 #[cfg(test)]
 pub(crate) fn test_cases(default: u32) -> u32 {
