@@ -88,7 +88,8 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     let key = presented_key(headers, &state.settings.api_key_headers)?;
     let requirements = Requirements::read(uri.query(), headers)?;
-    let entry = match state.verifier.check(key).await? {
+    let (verdict, now) = state.verifier.check_timed(key).await?;
+    let entry = match verdict {
         Verdict::Valid(entry) => entry,
         Verdict::Invalid { code, malformed, .. } => {
             return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
@@ -96,7 +97,7 @@ async fn decide(
     };
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
-    state.verifier.count_use(&entry, ip);
+    state.verifier.count_use_at(&entry, now, ip);
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
     *res.headers_mut() = entry.identity.allowed.clone();
@@ -107,7 +108,7 @@ async fn decide(
 /// request with neither is `credentials_missing`; one whose `Authorization` uses another scheme (and no key header)
 /// is `credentials_unsupported_scheme`.
 fn presented_key<'h>(headers: &'h HeaderMap, key_headers: &[HeaderName]) -> Result<&'h str, ApiError> {
-    let bearer = headers.contains_key(header::AUTHORIZATION).then(|| bearer_token(headers));
+    let bearer = headers.get(header::AUTHORIZATION).map(|_| bearer_token(headers));
     if let Some(Ok(key)) = bearer {
         return Ok(key);
     }
