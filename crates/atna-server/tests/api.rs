@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use atna_domain::credential::{encode, SECRET_LEN};
-use atna_domain::{CredentialId, GeneratedKey, KeyName, Scopes};
-use atna_store::{Actor, NewKey};
+use atna_domain::{CredentialId, GeneratedKey};
+use atna_store::Actor;
 use common::{eventually, problem, user, TestApp};
 use serde_json::{json, Value};
 
@@ -107,24 +107,7 @@ async fn an_oversized_header_is_refused_without_harm() {
 async fn expired_revoked_and_disabled_keys_are_refused() {
     let app = TestApp::spawn().await;
     // Expired: written straight to the store, since the API refuses past expiry dates.
-    let g = GeneratedKey::generate();
-    let now = atna_server::clock::now();
-    app.store
-        .insert_key(NewKey {
-            form_nonce: None,
-            created_by_key: None,
-            rules: Default::default(),
-            id: g.id,
-            owner: app.alice,
-            name: KeyName::parse("old").unwrap(),
-            hash: g.hash,
-            scopes: Scopes::default(),
-            created_at: now - 10_000,
-            expires_at: Some(now - 1),
-            actor: Actor::Operator,
-        })
-        .await
-        .unwrap();
+    let g = app.expired_key_for(app.alice, "old").await;
     let (_, body) = problem(app.whoami(g.secret.expose()).await).await;
     assert_eq!(body["code"], "key_expired");
 

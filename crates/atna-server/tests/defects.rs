@@ -3,8 +3,7 @@
 
 mod common;
 
-use atna_domain::{GeneratedKey, KeyName, Scopes};
-use atna_store::{Actor, NewKey};
+use atna_store::Actor;
 use common::{problem, TestApp};
 use serde_json::{json, Value};
 
@@ -106,16 +105,7 @@ async fn a_key_never_makes_a_key_that_outlives_it() {
     let del = app.http.delete(app.url(&format!("/v1/keys/{parent_id}"))).bearer_auth(&app.admin_key).send().await;
     assert_eq!(del.unwrap().status(), 204);
     assert_eq!(app.whoami(child["secret"].as_str().unwrap()).await.status(), 200);
-    let got = app
-        .http
-        .get(app.url(&format!("/v1/keys/{}", child["id"].as_str().unwrap())))
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let got = app.get_json(&format!("/v1/keys/{}", child["id"].as_str().unwrap()), &app.admin_key).await;
     assert_eq!(got["created_by_key"], parent_id);
     let events = app.store.audit_events(app.alice, 50).await.unwrap();
     let made = events
@@ -149,34 +139,8 @@ async fn deleting_twice_says_already_deleted_and_others_keys_stay_unknown() {
 #[tokio::test]
 async fn expired_keys_say_expired() {
     let app = TestApp::spawn().await;
-    let g = GeneratedKey::generate();
-    let now = atna_server::clock::now();
-    app.store
-        .insert_key(NewKey {
-            form_nonce: None,
-            created_by_key: None,
-            rules: Default::default(),
-            id: g.id,
-            owner: app.alice,
-            name: KeyName::parse("old").unwrap(),
-            hash: g.hash,
-            scopes: Scopes::default(),
-            created_at: now - 10_000,
-            expires_at: Some(now - 1),
-            actor: Actor::Operator,
-        })
-        .await
-        .unwrap();
-    let got = app
-        .http
-        .get(app.url(&format!("/v1/keys/{}", g.id)))
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let g = app.expired_key_for(app.alice, "old").await;
+    let got = app.get_json(&format!("/v1/keys/{}", g.id), &app.admin_key).await;
     assert_eq!(got["status"], "expired");
     let listed = list(&app, &app.admin_key).await;
     let old = listed["data"].as_array().unwrap().iter().find(|k| k["name"] == "old").unwrap().clone();

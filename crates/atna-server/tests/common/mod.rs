@@ -114,6 +114,34 @@ impl TestApp {
         secret.expose().to_owned()
     }
 
+    /// A key that expired a millisecond ago, written straight to the store (the API refuses past expiry dates).
+    pub async fn expired_key_for(&self, owner: atna_domain::UserId, name: &str) -> atna_domain::GeneratedKey {
+        let g = atna_domain::GeneratedKey::generate();
+        let now = atna_server::clock::now();
+        self.store
+            .insert_key(atna_store::NewKey {
+                form_nonce: None,
+                created_by_key: None,
+                rules: Default::default(),
+                id: g.id,
+                owner,
+                name: atna_domain::KeyName::parse(name).unwrap(),
+                hash: g.hash,
+                scopes: atna_domain::Scopes::default(),
+                created_at: now - 10_000,
+                expires_at: Some(now - 1),
+                actor: atna_store::Actor::Operator,
+            })
+            .await
+            .unwrap();
+        g
+    }
+
+    /// `GET path` with a Bearer key, as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
+        self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
