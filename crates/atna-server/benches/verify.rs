@@ -86,16 +86,16 @@ fn bench(c: &mut Criterion) {
         let ranges = ["203.0.113.0/24", "198.51.100.0/24", "10.0.0.0/8", "2001:db8::/32"];
         let rules = KeyRules { ip_allowlist: atna_domain::IpAllowlist::parse(&ranges).unwrap() };
         let s = seed_key(&*store, owner.unwrap().unwrap().key.owner, "fenced", rules).await;
-        assert!(matches!(verifier.check(&s).await.unwrap(), Verdict::Valid(_)));
+        assert!(matches!(verifier.check(&s).await.unwrap().0, Verdict::Valid(_)));
         s
     });
     for (name, key) in [("gated_hit", &secret), ("gated_hit_allowlist", &fenced)] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let (v, now) = verifier.check_timed(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
+                let (v, now) = verifier.check(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
                 let Verdict::Valid(entry) = v else { panic!("valid") };
                 atna_server::gate::admit_ip(&entry, std::hint::black_box(ip)).unwrap();
-                verifier.count_use_at(&entry, now, ip);
+                verifier.count_use(&entry, now, ip);
             })
         });
     }

@@ -99,8 +99,7 @@ impl FromRequestParts<AppState> for Caller {
         let started = std::time::Instant::now();
         let ip = client_ip(parts, &state.settings);
         let result = authenticate(state, &parts.headers, ip).await;
-        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "allowed");
-        state.verifier.metrics().check(crate::metrics::Entry::Api, outcome, started.elapsed());
+        state.verifier.metrics().checked(crate::metrics::Entry::Api, started, &result);
         result.map(Caller)
     }
 }
@@ -113,11 +112,11 @@ pub async fn authenticate(
     ip: Option<IpAddr>,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     let token = bearer_token(headers)?;
-    match state.verifier.check_timed(token).await? {
+    match state.verifier.check(token).await? {
         (Verdict::Valid(entry), now) => {
             // A refused request consumes nothing: the use is counted only once the key's rules admit it.
             crate::gate::admit_ip(&entry, ip)?;
-            state.verifier.count_use_at(&entry, now, ip);
+            state.verifier.count_use(&entry, now, ip);
             Ok(entry)
         }
         (Verdict::Invalid { code, malformed, .. }, _) => {

@@ -89,6 +89,12 @@ impl Metrics {
         self.latency[e].observe(took);
     }
 
+    /// Counts a check that began at `started` by how it ended: `allowed` for `Ok`, the problem code for `Err`.
+    pub fn checked<T>(&self, entry: Entry, started: std::time::Instant, result: &Result<T, crate::error::ApiError>) {
+        let outcome = result.as_ref().map_or_else(|e| e.code, |_| "allowed");
+        self.check(entry, outcome, started.elapsed());
+    }
+
     /// How many checks at `entry` had `outcome` (for tests and the dashboard).
     pub fn checks(&self, entry: Entry, outcome: &str) -> u64 {
         OUTCOMES.iter().position(|x| *x == outcome).map_or(0, |o| self.checks[entry as usize][o].load(Relaxed))

@@ -141,8 +141,8 @@ impl Verifier {
     }
 
     /// Checks a presented key (the text after `Bearer `). Counts a use when it is valid. Applies no per-key rules
-    /// (IP allowlist): entry points use [`check_timed`](Self::check_timed), the gate (`gate::admit_ip`), then
-    /// [`count_use_at`](Self::count_use_at), so a refused request counts nothing.
+    /// (IP allowlist): entry points use [`check`](Self::check), the gate (`gate::admit_ip`), then
+    /// [`count_use`](Self::count_use), so a refused request counts nothing.
     pub async fn verify(&self, key: &str, ip: Option<IpAddr>) -> Result<Verdict, StoreError> {
         let (verdict, now) = self.judge(key).await?;
         if let Verdict::Valid(entry) = &verdict {
@@ -152,25 +152,14 @@ impl Verifier {
     }
 
     /// Checks a presented key like [`verify`](Self::verify) but counts no use: for entry points whose rules may still
-    /// refuse the request (a refused request consumes nothing). Count the use with [`count_use`](Self::count_use)
-    /// once the request is allowed.
-    pub async fn check(&self, key: &str) -> Result<Verdict, StoreError> {
-        Ok(self.judge(key).await?.0)
-    }
-
-    /// Counts one use of a key whose request was allowed.
-    pub fn count_use(&self, entry: &KeyEntry, ip: Option<IpAddr>) {
-        self.usage.record(entry.record.id, clock::now(), ip);
-    }
-
-    /// [`check`](Self::check), with the time the key was judged at, for [`count_use_at`](Self::count_use_at): the
-    /// hot path reads the clock once per request, as [`verify`](Self::verify) does.
-    pub async fn check_timed(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
+    /// refuse the request (a refused request consumes nothing). Returns the time the key was judged at, for
+    /// [`count_use`](Self::count_use) once the request is allowed: the hot path reads the clock once per request.
+    pub async fn check(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
         self.judge(key).await
     }
 
-    /// Counts one use of a key whose request was allowed, at `now` (from [`check_timed`](Self::check_timed)).
-    pub fn count_use_at(&self, entry: &KeyEntry, now: Millis, ip: Option<IpAddr>) {
+    /// Counts one use of a key whose request was allowed, at `now` (from [`check`](Self::check)).
+    pub fn count_use(&self, entry: &KeyEntry, now: Millis, ip: Option<IpAddr>) {
         self.usage.record(entry.record.id, now, ip);
     }
 

@@ -39,15 +39,11 @@ pub async fn whoami(Caller(entry): Caller) -> Response {
 pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Response {
     let started = std::time::Instant::now();
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
-    let mut res = match authenticate(state, headers, ip).await {
-        Ok(entry) => {
-            state.verifier.metrics().check(Entry::Whoami, "allowed", started.elapsed());
-            whoami_response(&entry)
-        }
-        Err(e) => {
-            state.verifier.metrics().check(Entry::Whoami, e.code, started.elapsed());
-            e.into_response()
-        }
+    let result = authenticate(state, headers, ip).await;
+    state.verifier.metrics().checked(Entry::Whoami, started, &result);
+    let mut res = match result {
+        Ok(entry) => whoami_response(&entry),
+        Err(e) => e.into_response(),
     };
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
@@ -84,8 +80,8 @@ pub async fn verify(
     }
     // The address the key is being used from: the one the asking service names, else the asker's own.
     let ip = body.ip.or(caller_ip);
-    let verdict = match s.verifier.check(&body.key).await {
-        Ok(v) => rules(v, ip, &body.scopes),
+    let (verdict, now) = match s.verifier.check(&body.key).await {
+        Ok((v, now)) => (rules(v, ip, &body.scopes), now),
         Err(e) => {
             let e = ApiError::from(e);
             s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
@@ -96,7 +92,7 @@ pub async fn verify(
     let outcome = match &verdict {
         Verdict::Valid(entry) => {
             // Counted only once every rule said yes: a refused check consumes nothing.
-            s.verifier.count_use(entry, ip);
+            s.verifier.count_use(entry, now, ip);
             "allowed"
         }
         Verdict::Invalid { code, .. } => ApiError::invalid_key(*code, None).code,

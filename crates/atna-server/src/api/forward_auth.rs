@@ -61,13 +61,11 @@ pub async fn forward_auth_direct(
     peer_trusted: bool,
 ) -> Response {
     let started = std::time::Instant::now();
-    match decide(state, uri, headers, peer, peer_trusted).await {
-        Ok(res) => {
-            state.verifier.metrics().check(Entry::ForwardAuth, "allowed", started.elapsed());
-            res
-        }
+    let result = decide(state, uri, headers, peer, peer_trusted).await;
+    state.verifier.metrics().checked(Entry::ForwardAuth, started, &result);
+    match result {
+        Ok(res) => res,
         Err(e) => {
-            state.verifier.metrics().check(Entry::ForwardAuth, e.code, started.elapsed());
             let mut res = e.into_response();
             let status = HeaderValue::from(res.status().as_u16());
             let h = res.headers_mut();
@@ -88,7 +86,7 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     let key = presented_key(headers, &state.settings.api_key_headers)?;
     let requirements = Requirements::read(uri.query(), headers)?;
-    let (verdict, now) = state.verifier.check_timed(key).await?;
+    let (verdict, now) = state.verifier.check(key).await?;
     let entry = match verdict {
         Verdict::Valid(entry) => entry,
         Verdict::Invalid { code, malformed, .. } => {
@@ -97,7 +95,7 @@ async fn decide(
     };
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
     gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
-    state.verifier.count_use_at(&entry, now, ip);
+    state.verifier.count_use(&entry, now, ip);
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
     *res.headers_mut() = entry.identity.allowed.clone();
