@@ -5,6 +5,7 @@
 pub mod cidr;
 pub mod credential;
 pub mod lifecycle;
+pub mod limits;
 pub mod name;
 pub mod scope;
 pub mod user;
@@ -12,6 +13,7 @@ pub mod user;
 pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
 pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
+pub use limits::{LimitError, Quota, RateDecision, RateLimit, Refill, RefillInterval};
 pub use name::{KeyName, KeyNameError};
 pub use scope::{Scope, ScopeError, Scopes};
 pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId};

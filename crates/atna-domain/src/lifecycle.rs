@@ -61,6 +61,10 @@ pub enum VerifyCode {
     IpNotAllowed,
     /// The key is good but lacks a scope the caller asked about.
     InsufficientScope,
+    /// The key is good but has used up its rate limit for now.
+    RateLimited,
+    /// The key is good but its usage quota is used up.
+    UsageExceeded,
 }
 
 impl VerifyCode {
@@ -76,6 +80,8 @@ impl VerifyCode {
             VerifyCode::Disabled => "DISABLED",
             VerifyCode::IpNotAllowed => "IP_NOT_ALLOWED",
             VerifyCode::InsufficientScope => "INSUFFICIENT_SCOPE",
+            VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 
@@ -91,6 +97,8 @@ impl VerifyCode {
             VerifyCode::Disabled => "The API key, or the account that owns it, is disabled.",
             VerifyCode::IpNotAllowed => "The API key may not be used from this IP address (see its IP allowlist).",
             VerifyCode::InsufficientScope => "The API key lacks a scope that was asked for.",
+            VerifyCode::RateLimited => "The API key has made too many requests; try again after the time given.",
+            VerifyCode::UsageExceeded => "The API key's usage quota is used up.",
         }
     }
 }

@@ -29,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Transaction};
 
 use listener::Listener;
-use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, USER_COLUMNS};
+use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, LIMIT_COLUMNS, USER_COLUMNS};
 
 /// The listing query (for plan checks in tests and benchmarks).
 #[doc(hidden)]

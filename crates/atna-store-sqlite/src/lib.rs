@@ -21,7 +21,7 @@ use atna_store::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, USER_COLUMNS};
+use rows::{db, key_from_row, user_from_row, KEY_COLUMNS, LIMIT_COLUMNS, USER_COLUMNS};
 
 /// The SQLite store.
 #[derive(Clone)]

@@ -11,7 +11,11 @@ use sqlx::Row;
 pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
 pub const KEY_COLUMNS: &str =
     "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key, \
-     ip_allowlist";
+     ip_allowlist, rate_limit, rate_period_seconds, quota_remaining, quota_total, quota_refilled_at, \
+     quota_refill_amount, quota_refill_interval";
+/// A key's rate limit and quota columns, in the order [`StoredLimits`] lists them.
+pub const LIMIT_COLUMNS: &str = "rate_limit, rate_period_seconds, quota_remaining, quota_total, quota_refilled_at, \
+     quota_refill_amount, quota_refill_interval";
 
 pub fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -45,6 +49,7 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
     let name: &str = r.try_get("name").map_err(db)?;
     let scopes: &str = r.try_get("scopes").map_err(db)?;
     let status: &str = r.try_get("status").map_err(db)?;
+    let (rate_limit, quota) = limits_from_stored(stored_limits(r)?).map_err(corrupt)?;
     Ok(KeyRecord {
         id: CredentialId::parse(id).map_err(|_| corrupt("key id"))?,
         owner: UserId(r.try_get("owner_id").map_err(db)?),
@@ -60,7 +65,33 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
         rules: KeyRules {
             ip_allowlist: IpAllowlist::from_stored(r.try_get("ip_allowlist").map_err(db)?)
                 .map_err(|_| corrupt("key ip_allowlist"))?,
+            rate_limit,
+            quota,
         },
+    })
+}
+
+/// The limit columns of a key row.
+fn stored_limits(r: &DbRow) -> StoreResult<StoredLimits<'_>> {
+    Ok(StoredLimits {
+        rate_limit: r.try_get("rate_limit").map_err(db)?,
+        rate_period_seconds: r.try_get("rate_period_seconds").map_err(db)?,
+        quota_remaining: r.try_get("quota_remaining").map_err(db)?,
+        quota_total: r.try_get("quota_total").map_err(db)?,
+        quota_refilled_at: r.try_get("quota_refilled_at").map_err(db)?,
+        quota_refill_amount: r.try_get("quota_refill_amount").map_err(db)?,
+        quota_refill_interval: r.try_get("quota_refill_interval").map_err(db)?,
+    })
+}
+
+/// A row of the shared rate-limit table.
+pub fn remote_uses_from_row(r: &DbRow) -> StoreResult<RemoteUses> {
+    let id: &str = r.try_get("key_id").map_err(db)?;
+    Ok(RemoteUses {
+        seq: r.try_get("seq").map_err(db)?,
+        id: CredentialId::parse(id).map_err(|_| corrupt("rate_limit_uses key id"))?,
+        at: r.try_get("at").map_err(db)?,
+        uses: r.try_get("uses").map_err(db)?,
     })
 }
 
@@ -143,6 +174,13 @@ pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
         use_count: r.try_get("use_count").map_err(db)?,
         created_by_key: r.try_get("created_by_key").map_err(db)?,
         ip_allowlist: r.try_get("ip_allowlist").map_err(db)?,
+        rate_limit: r.try_get("rate_limit").map_err(db)?,
+        rate_period_seconds: r.try_get("rate_period_seconds").map_err(db)?,
+        quota_remaining: r.try_get("quota_remaining").map_err(db)?,
+        quota_total: r.try_get("quota_total").map_err(db)?,
+        quota_refilled_at: r.try_get("quota_refilled_at").map_err(db)?,
+        quota_refill_amount: r.try_get("quota_refill_amount").map_err(db)?,
+        quota_refill_interval: r.try_get("quota_refill_interval").map_err(db)?,
     })
 }
 

@@ -33,6 +33,24 @@ pub fn list_keys_sql(after: bool) -> String {
     )
 }
 
+/// A quota's due refill (an interval began since the last fill: `$2` is the start of today, `$3` of this month, UTC).
+const REFILL_DUE: &str = "(quota_refill_amount IS NOT NULL AND quota_refilled_at < \
+    (CASE quota_refill_interval WHEN 'daily' THEN CAST($2 AS BIGINT) ELSE CAST($3 AS BIGINT) END))";
+
+/// Takes `$1` uses off key `$4`'s quota, after a due refill, never below 0; returns what is left.
+pub fn quota_take_sql() -> String {
+    let left = format!("(CASE WHEN {REFILL_DUE} THEN quota_refill_amount ELSE quota_remaining END)");
+    format!(
+        "UPDATE api_keys SET
+            quota_remaining = CASE WHEN {left} - CAST($1 AS BIGINT) > 0 THEN {left} - CAST($1 AS BIGINT) ELSE 0 END,
+            quota_refilled_at = CASE WHEN {REFILL_DUE}
+                THEN (CASE quota_refill_interval WHEN 'daily' THEN CAST($2 AS BIGINT) ELSE CAST($3 AS BIGINT) END)
+                ELSE quota_refilled_at END
+         WHERE id = $4 AND quota_remaining IS NOT NULL
+         RETURNING quota_remaining, quota_refilled_at"
+    )
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -111,10 +129,12 @@ macro_rules! sql_store {
 
             async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
+                let limits = StoredLimits::of(k.rules.rate_limit, k.rules.quota);
                 let row = sqlx::query(&format!(
                     "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
-                                           created_by_key, ip_allowlist)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {KEY_COLUMNS}"
+                                           created_by_key, ip_allowlist, {LIMIT_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                     RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(k.id.as_str())
                 .bind(k.owner.0)
@@ -126,6 +146,13 @@ macro_rules! sql_store {
                 .bind(k.form_nonce.as_deref())
                 .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
                 .bind(k.rules.ip_allowlist.to_stored())
+                .bind(limits.rate_limit)
+                .bind(limits.rate_period_seconds)
+                .bind(limits.quota_remaining)
+                .bind(limits.quota_total)
+                .bind(limits.quota_refilled_at)
+                .bind(limits.quota_refill_amount)
+                .bind(limits.quota_refill_interval)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
@@ -224,6 +251,71 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?;
                 row.as_ref().map(rows::auth_from_row).transpose()
+            }
+
+            async fn sync_limits(
+                &self,
+                node: &str,
+                batch: &[LimitUses],
+                since: Millis,
+                forget_before: Millis,
+                now: Millis,
+            ) -> StoreResult<LimitSync> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut quotas = Vec::new();
+                let (day, month) = (
+                    atna_domain::RefillInterval::Daily.start_of(now),
+                    atna_domain::RefillInterval::Monthly.start_of(now),
+                );
+                let take = sql_store::quota_take_sql();
+                let mut wrote = false;
+                for u in batch {
+                    if u.rate_uses > 0 {
+                        wrote = true;
+                        sqlx::query("INSERT INTO rate_limit_uses (key_id, node, at, uses) VALUES ($1, $2, $3, $4)")
+                            .bind(u.id.as_str())
+                            .bind(node)
+                            .bind(now)
+                            .bind(u.rate_uses)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    if let Some(n) = u.quota_uses {
+                        let row = sqlx::query(&take)
+                            .bind(n)
+                            .bind(day)
+                            .bind(month)
+                            .bind(u.id.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                        if let Some(r) = row {
+                            use sqlx::Row as _;
+                            quotas.push(QuotaLeft {
+                                id: u.id,
+                                remaining: r.try_get("quota_remaining").map_err(db)?,
+                                refilled_at: r.try_get("quota_refilled_at").map_err(db)?,
+                            });
+                        }
+                    }
+                }
+                if wrote {
+                    sqlx::query("DELETE FROM rate_limit_uses WHERE at < $1")
+                        .bind(forget_before)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                let rows = sqlx::query("SELECT seq, key_id, at, uses FROM rate_limit_uses WHERE node <> $1 AND at > $2")
+                    .bind(node)
+                    .bind(since)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                let remote = rows.iter().map(rows::remote_uses_from_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok(LimitSync { quotas, remote })
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {
@@ -494,7 +586,7 @@ macro_rules! sql_store {
                     .collect::<StoreResult<Vec<_>>>()?;
                 let keys = sqlx::query(&format!(
                     "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
-                            last_used_at, last_used_ip, use_count, created_by_key, ip_allowlist
+                            last_used_at, last_used_ip, use_count, created_by_key, ip_allowlist, {LIMIT_COLUMNS}
                      FROM api_keys ORDER BY {KEY_ORDER}"
                 ))
                 .fetch_all(&mut *tx)
@@ -552,12 +644,13 @@ macro_rules! sql_store {
                 for k in &snap.keys {
                     let hash = atna_domain::SecretHash::from_hex(&k.secret_hash)
                         .ok_or_else(|| StoreError::InvalidSnapshot(format!("key {}: bad secret_hash", k.id)))?;
-                    sqlx::query(
+                    sqlx::query(&format!(
                         "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
                                                revoked_at, last_used_at, last_used_ip, use_count, created_by_key,
-                                               ip_allowlist)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                    )
+                                               ip_allowlist, {LIMIT_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                                 $20, $21)",
+                    ))
                     .bind(&k.id)
                     .bind(k.owner_id)
                     .bind(&k.name)
@@ -572,6 +665,13 @@ macro_rules! sql_store {
                     .bind(k.use_count)
                     .bind(k.created_by_key.as_deref())
                     .bind(k.ip_allowlist.as_deref())
+                    .bind(k.rate_limit)
+                    .bind(k.rate_period_seconds)
+                    .bind(k.quota_remaining)
+                    .bind(k.quota_total)
+                    .bind(k.quota_refilled_at)
+                    .bind(k.quota_refill_amount)
+                    .bind(k.quota_refill_interval.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| rows::conflict(e, "a key in the export file"))?;

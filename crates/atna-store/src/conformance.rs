@@ -19,7 +19,8 @@ macro_rules! conformance_tests {
             sign_in_throttling_counts_before_judging_and_forgives_success, backoff_throttling_spaces_attempts_out,
             device_tokens_belong_to_one_user_until_they_expire, a_form_nonce_makes_one_key,
             setup_makes_one_first_admin, keys_remember_the_key_that_made_them,
-            setup_links_expire_and_a_restart_revokes_its_own);
+            setup_links_expire_and_a_restart_revokes_its_own, limits_round_trip,
+            quotas_are_taken_atomically_and_refilled, rate_limit_uses_are_shared_between_nodes);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -348,6 +349,9 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     reused.created_by_key = Some(live.id);
     reused.actor = Actor::Key { user: admin.id, key: live.id };
     reused.rules.ip_allowlist = atna_domain::IpAllowlist::parse(&["198.51.100.0/24", "2001:db8::1"]).unwrap();
+    reused.rules.rate_limit = Some(atna_domain::RateLimit::new(100, 60).unwrap());
+    let refill = atna_domain::Refill::new(500, atna_domain::RefillInterval::Monthly).unwrap();
+    reused.rules.quota = Some(atna_domain::Quota::new(400, Some(refill), T0 + 5).unwrap());
     from.insert_key(reused.clone()).await.unwrap();
     let usage = UsageUpdate { id: live.id, count: 7, last_used_at: T0 + 6, last_used_ip: Some("203.0.113.7".into()) };
     from.record_usage(&[usage]).await.unwrap();
@@ -369,6 +373,9 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!(exported_reused.created_by_key.as_deref(), Some(live.id.as_str()));
     assert_eq!(exported_reused.ip_allowlist.as_deref(), Some("198.51.100.0/24 2001:db8::1/128"));
     assert_eq!(exported_gone.ip_allowlist, None);
+    assert_eq!((exported_reused.rate_limit, exported_reused.rate_period_seconds), (Some(100), Some(60)));
+    assert_eq!(exported_reused.limits().unwrap(), (reused.rules.rate_limit, reused.rules.quota));
+    assert_eq!(exported_gone.limits().unwrap(), (None, None));
     let made_by_key = snap.audit_events.iter().find(|e| e.key_id.as_deref() == Some(reused.id.as_str())).unwrap();
     assert_eq!(made_by_key.actor_key_id.as_deref(), Some(live.id.as_str()));
     let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
@@ -631,4 +638,83 @@ pub async fn setup_links_expire_and_a_restart_revokes_its_own(s: &dyn Store) {
     assert!(s.setup_open(&other, T0 + 10).await.unwrap(), "another node's link is not affected");
     assert!(s.create_first_admin(admin(T0 + 20), &first).await.unwrap().is_none());
     assert!(s.create_first_admin(admin(T0 + 20), &restarted).await.unwrap().is_some());
+}
+
+/// A key with a rate limit and a quota.
+fn limited_key(owner: UserId, name: &str, quota: i64, refill: Option<atna_domain::Refill>) -> NewKey {
+    let (mut k, _) = new_key(owner, name, T0);
+    k.expires_at = None;
+    k.rules.rate_limit = Some(atna_domain::RateLimit::new(100, 60).unwrap());
+    k.rules.quota = Some(atna_domain::Quota::new(quota, refill, T0).unwrap());
+    k
+}
+
+pub async fn limits_round_trip(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let refill = atna_domain::Refill::new(10_000, atna_domain::RefillInterval::Daily).unwrap();
+    let k = limited_key(a.id, "limited", 1234, Some(refill));
+    let rec = s.insert_key(k.clone()).await.unwrap();
+    assert_eq!(rec.rules, k.rules);
+    assert_eq!(rec.rules.quota.unwrap().total, 10_000);
+    assert_eq!(s.get_key(a.id, &k.id).await.unwrap().unwrap().rules, k.rules);
+    assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.rules, k.rules);
+    let listed = s.list_keys(a.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed[0].rules, k.rules);
+    let (plain, _) = new_key(a.id, "plain", T0 + 1);
+    let rec = s.insert_key(plain).await.unwrap();
+    assert_eq!((rec.rules.rate_limit, rec.rules.quota), (None, None));
+}
+
+pub async fn quotas_are_taken_atomically_and_refilled(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let once = limited_key(a.id, "once", 10, None);
+    let refill = atna_domain::Refill::new(50, atna_domain::RefillInterval::Daily).unwrap();
+    let daily = limited_key(a.id, "daily", 5, Some(refill));
+    let (plain, _) = new_key(a.id, "plain", T0);
+    for k in [&once, &daily, &plain] {
+        s.insert_key(k.clone()).await.unwrap();
+    }
+    let take = |id, n| LimitUses { id, rate_uses: 0, quota_uses: Some(n) };
+    let now = T0 + 1000;
+    let r = s.sync_limits("n1", &[take(once.id, 3), take(daily.id, 2), take(plain.id, 1)], 0, 0, now).await.unwrap();
+    let left: Vec<(CredentialId, i64)> = r.quotas.iter().map(|q| (q.id, q.remaining)).collect();
+    assert_eq!(left, [(once.id, 7), (daily.id, 3)], "a key without a quota is left out");
+    // Never below zero, however many uses two nodes report.
+    let r = s.sync_limits("n2", &[take(once.id, 100)], 0, 0, now).await.unwrap();
+    assert_eq!(r.quotas[0].remaining, 0);
+    // A day later the daily quota is full again before the uses are taken; the other is not refilled.
+    let tomorrow = atna_domain::RefillInterval::Daily.next_after(now) + 5;
+    let r = s.sync_limits("n1", &[take(daily.id, 4), take(once.id, 0)], 0, 0, tomorrow).await.unwrap();
+    assert_eq!((r.quotas[0].remaining, r.quotas[0].refilled_at), (46, tomorrow - 5));
+    assert_eq!(r.quotas[1].remaining, 0);
+    // Refilled once per day, not at every sync.
+    let r = s.sync_limits("n1", &[take(daily.id, 1)], 0, 0, tomorrow + 10).await.unwrap();
+    assert_eq!(r.quotas[0].remaining, 45);
+    let rec = s.auth_record(&daily.id).await.unwrap().unwrap().key;
+    assert_eq!(rec.rules.quota.unwrap().remaining, 45);
+    // Deleted keys still answer (a node may hold uses of a key deleted meanwhile).
+    s.revoke_key(None, &daily.id, Actor::Operator, tomorrow + 20).await.unwrap();
+    let r = s.sync_limits("n1", &[take(daily.id, 1)], 0, 0, tomorrow + 30).await.unwrap();
+    assert_eq!(r.quotas[0].remaining, 44);
+}
+
+pub async fn rate_limit_uses_are_shared_between_nodes(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let k = limited_key(a.id, "shared", 10, None);
+    s.insert_key(k.clone()).await.unwrap();
+    let uses = |n| LimitUses { id: k.id, rate_uses: n, quota_uses: None };
+    // Node 1 reports 7 uses; node 2 reports 3 and learns of node 1's 7, never of its own.
+    assert!(s.sync_limits("n1", &[uses(7)], 0, 0, T0 + 100).await.unwrap().remote.is_empty());
+    let r = s.sync_limits("n2", &[uses(3)], T0, 0, T0 + 200).await.unwrap();
+    assert_eq!(r.remote.iter().map(|u| (u.id, u.at, u.uses)).collect::<Vec<_>>(), [(k.id, T0 + 100, 7)]);
+    assert!(r.quotas.is_empty(), "rate uses alone take nothing off a quota");
+    let r = s.sync_limits("n1", &[], T0 + 100, 0, T0 + 300).await.unwrap();
+    assert_eq!(r.remote.iter().map(|u| u.uses).collect::<Vec<_>>(), [3], "only rows after `since`");
+    let seqs: Vec<i64> = s.sync_limits("n3", &[], 0, 0, T0 + 300).await.unwrap().remote.iter().map(|u| u.seq).collect();
+    assert_eq!(seqs.len(), 2);
+    assert_ne!(seqs[0], seqs[1]);
+    // Old rows are forgotten when a node writes.
+    s.sync_limits("n3", &[uses(1)], 0, T0 + 150, T0 + 400).await.unwrap();
+    let r = s.sync_limits("n4", &[], 0, 0, T0 + 500).await.unwrap();
+    assert_eq!(r.remote.iter().map(|u| u.uses).collect::<Vec<_>>(), [3, 1]);
 }

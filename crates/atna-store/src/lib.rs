@@ -102,6 +102,23 @@ pub trait Store: Send + Sync + 'static {
     async fn auth_record(&self, id: &CredentialId) -> StoreResult<Option<AuthRecord>>;
     /// Adds a batch of usage gathered in memory: counts add up, the latest use wins.
     async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()>;
+    /// Shares one node's limit counts with the others, in one transaction (a node calls it every sync interval,
+    /// never per request):
+    ///
+    /// * rate-limited uses (`rate_uses > 0`) are added to the shared table as one row per key, under `node`, at `now`;
+    /// * each quota of the batch loses its uses atomically (`remaining = max(remaining - uses, 0)`), after a refill
+    ///   that is due at `now` (an interval began since `quota_refilled_at`: back to the refill amount), and is read
+    ///   back (deleted keys too; keys without a quota are left out);
+    /// * rows of the shared table older than `forget_before` are deleted, and rows of other nodes written after
+    ///   `since` (their clocks) are returned: the caller skips the ones it applied already.
+    async fn sync_limits(
+        &self,
+        node: &str,
+        batch: &[LimitUses],
+        since: Millis,
+        forget_before: Millis,
+        now: Millis,
+    ) -> StoreResult<LimitSync>;
 
     // ----- change feed (cache invalidation across processes) -----
 

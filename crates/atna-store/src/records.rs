@@ -1,7 +1,8 @@
 //! The records the store reads and writes.
 
 use atna_domain::{
-    CredentialId, Email, IpAllowlist, KeyName, KeyStatus, Millis, PasswordHash, Scopes, SecretHash, UserId,
+    CredentialId, Email, IpAllowlist, KeyName, KeyStatus, Millis, PasswordHash, Quota, RateLimit, Refill,
+    RefillInterval, Scopes, SecretHash, UserId,
 };
 
 /// A user to create.
@@ -44,12 +45,55 @@ pub struct NewKey {
     pub rules: KeyRules,
 }
 
-/// Per-key rules the gate checks on every use of a good key (after status and expiry, before scopes). Parsed once
-/// when the record is read, so the hot path only compares. Rate limits and quotas join this struct later.
+/// Per-key rules the gate checks on every use of a good key (after status and expiry): the IP allowlist, then (after
+/// the scopes) the quota and the rate limit. Parsed once when the record is read, so the hot path only compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyRules {
     /// Where the key may be used from; empty: anywhere.
     pub ip_allowlist: IpAllowlist,
+    /// How fast the key may be used; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// How many more times it may be used (as stored when the record was read; the server counts uses in memory
+    /// and writes them back in batches); `None`: no quota.
+    pub quota: Option<Quota>,
+}
+
+/// Uses of one key admitted on one node since its last [`Store::sync_limits`](crate::Store::sync_limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitUses {
+    pub id: CredentialId,
+    /// Uses to share with other nodes' rate limiters (0: none, or the key has no rate limit).
+    pub rate_uses: i64,
+    /// Uses to take off the key's quota; `None`: the key has no quota (`Some(0)` just reads it back).
+    pub quota_uses: Option<i64>,
+}
+
+/// Rate-limited uses that another node admitted (a row of the shared table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteUses {
+    /// The row's number (unique; a node remembers which rows it has applied).
+    pub seq: i64,
+    pub id: CredentialId,
+    /// When that node wrote them (its clock).
+    pub at: Millis,
+    pub uses: i64,
+}
+
+/// A quota as the store holds it after a sync: uses left and when it was last filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLeft {
+    pub id: CredentialId,
+    pub remaining: i64,
+    pub refilled_at: Millis,
+}
+
+/// What [`Store::sync_limits`](crate::Store::sync_limits) read back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitSync {
+    /// Every quota of the batch, after its uses were taken off (and any due refill applied).
+    pub quotas: Vec<QuotaLeft>,
+    /// Other nodes' rows written after `since`.
+    pub remote: Vec<RemoteUses>,
 }
 
 impl NewKey {
@@ -215,13 +259,14 @@ pub struct Session {
 
 /// The `format` of the snapshots this build writes.
 ///
+/// * `atna-export/4` added rate limits and quotas to keys (`rate_limit`, `rate_period_seconds`, `quota_*`; optional).
 /// * `atna-export/3` added `ip_allowlist` to keys (optional).
 /// * `atna-export/2` added `created_by_key` to keys and `actor_key_id` to audit events (both optional).
 /// * `atna-export/1` files still import: they lack only those fields.
-pub const SNAPSHOT_FORMAT: &str = "atna-export/3";
+pub const SNAPSHOT_FORMAT: &str = "atna-export/4";
 
 /// Every format this build reads.
-pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", "atna-export/2", SNAPSHOT_FORMAT];
+pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", "atna-export/2", "atna-export/3", SNAPSHOT_FORMAT];
 
 /// A whole installation, as moved between databases by `atna export` and `atna import`: every user, every key
 /// (deleted ones included) and the audit trail. Keys travel only as hashes, so every key keeps working after the move.
@@ -272,7 +317,7 @@ impl std::fmt::Debug for ExportedUser {
 }
 
 /// A key in a [`Snapshot`], deleted or not.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportedKey {
     /// The Credential ID (16 base62 characters).
@@ -298,6 +343,99 @@ pub struct ExportedKey {
     /// The IP allowlist in its stored form: canonical ranges, space-separated (format 3; absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_allowlist: Option<String>,
+    /// Rate limit: requests per `rate_period_seconds` (format 4; absent: none; both or neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_period_seconds: Option<i64>,
+    /// Usage quota: uses left, the total shown beside it, and when it was last filled (format 4; absent: none; all
+    /// three or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_remaining: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_total: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_refilled_at: Option<Millis>,
+    /// The quota's refill: amount and `daily` or `monthly` (format 4; both or neither, and only with a quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_refill_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_refill_interval: Option<String>,
+}
+
+impl ExportedKey {
+    /// The rules' limits from their stored columns, as every backend reads them back.
+    pub fn limits(&self) -> Result<(Option<RateLimit>, Option<Quota>), &'static str> {
+        limits_from_stored(StoredLimits {
+            rate_limit: self.rate_limit,
+            rate_period_seconds: self.rate_period_seconds,
+            quota_remaining: self.quota_remaining,
+            quota_total: self.quota_total,
+            quota_refilled_at: self.quota_refilled_at,
+            quota_refill_amount: self.quota_refill_amount,
+            quota_refill_interval: self.quota_refill_interval.as_deref(),
+        })
+    }
+}
+
+/// A key's limit columns as stored (every one nullable).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredLimits<'a> {
+    pub rate_limit: Option<i64>,
+    pub rate_period_seconds: Option<i64>,
+    pub quota_remaining: Option<i64>,
+    pub quota_total: Option<i64>,
+    pub quota_refilled_at: Option<Millis>,
+    pub quota_refill_amount: Option<i64>,
+    pub quota_refill_interval: Option<&'a str>,
+}
+
+impl StoredLimits<'_> {
+    /// The columns of a key's rate limit and quota.
+    pub fn of(rate: Option<RateLimit>, quota: Option<Quota>) -> StoredLimits<'static> {
+        StoredLimits {
+            rate_limit: rate.map(|r| i64::from(r.limit())),
+            rate_period_seconds: rate.map(|r| i64::from(r.period_seconds())),
+            quota_remaining: quota.map(|q| q.remaining),
+            quota_total: quota.map(|q| q.total),
+            quota_refilled_at: quota.map(|q| q.refilled_at),
+            quota_refill_amount: quota.and_then(|q| q.refill.map(|r| r.amount)),
+            quota_refill_interval: quota.and_then(|q| q.refill.map(|r| r.interval.as_str())),
+        }
+    }
+}
+
+/// Reads a key's limit columns back into its rules (a stored quota may be 0 and below its total, never negative).
+pub fn limits_from_stored(s: StoredLimits<'_>) -> Result<(Option<RateLimit>, Option<Quota>), &'static str> {
+    let rate = match (s.rate_limit, s.rate_period_seconds) {
+        (None, None) => None,
+        (Some(l), Some(p)) => Some(
+            u32::try_from(l)
+                .ok()
+                .zip(u32::try_from(p).ok())
+                .and_then(|(l, p)| RateLimit::new(l, p).ok())
+                .ok_or("rate limit out of range")?,
+        ),
+        _ => return Err("rate_limit and rate_period_seconds go together"),
+    };
+    let refill = match (s.quota_refill_amount, s.quota_refill_interval) {
+        (None, None) => None,
+        (Some(a), Some(i)) => {
+            Some(RefillInterval::parse(i).and_then(|i| Refill::new(a, i)).map_err(|_| "quota refill out of range")?)
+        }
+        _ => return Err("quota_refill_amount and quota_refill_interval go together"),
+    };
+    let quota = match (s.quota_remaining, s.quota_total, s.quota_refilled_at) {
+        (None, None, None) if refill.is_none() => None,
+        (Some(remaining), Some(total), Some(refilled_at)) => {
+            if remaining < 0 || !(0..=atna_domain::limits::MAX_QUOTA).contains(&total) {
+                return Err("quota out of range");
+            }
+            Some(Quota { remaining, total, refill, refilled_at })
+        }
+        _ => return Err("quota_remaining, quota_total and quota_refilled_at go together (and a refill needs them)"),
+    };
+    Ok((rate, quota))
 }
 
 /// One audit event in a [`Snapshot`].
@@ -406,6 +544,9 @@ impl Snapshot {
                     _ => return key("ip_allowlist is not in its stored form (canonical ranges, space-separated)"),
                 }
             }
+            if let Err(e) = k.limits() {
+                return key(e);
+            }
         }
         for (i, e) in self.audit_events.iter().enumerate() {
             if e.key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
@@ -450,6 +591,7 @@ mod tests {
             use_count: 0,
             created_by_key: None,
             ip_allowlist: None,
+            ..ExportedKey::default()
         };
         Snapshot {
             format: SNAPSHOT_FORMAT.into(),
@@ -490,7 +632,7 @@ mod tests {
             f(&mut s);
             s
         };
-        refused(edit(&|s| s.format = "atna-export/4".into()), "atna-export/3");
+        refused(edit(&|s| s.format = "atna-export/5".into()), "atna-export/4");
         refused(edit(&|s| s.users[1].id = 1), "user id 1");
         refused(edit(&|s| s.users[1].email = "Alice@example.com".into()), "normalised");
         refused(edit(&|s| s.users[1].email = "alice@example.com".into()), "appears twice");
@@ -506,6 +648,17 @@ mod tests {
         refused(edit(&|s| s.audit_events[0].actor_key_id = Some("x".into())), "actor_key_id");
         refused(edit(&|s| s.keys[1].ip_allowlist = Some("10.0.0.1".into())), "ip_allowlist");
         refused(edit(&|s| s.keys[1].ip_allowlist = Some("".into())), "ip_allowlist");
+        refused(edit(&|s| s.keys[1].rate_limit = Some(10)), "rate_limit");
+        refused(edit(&|s| (s.keys[1].rate_limit, s.keys[1].rate_period_seconds) = (Some(0), Some(60))), "rate limit");
+        refused(edit(&|s| s.keys[1].quota_remaining = Some(5)), "quota_remaining");
+        refused(
+            edit(&|s| {
+                (s.keys[1].quota_remaining, s.keys[1].quota_total, s.keys[1].quota_refilled_at) =
+                    (Some(5), Some(9), Some(1));
+                s.keys[1].quota_refill_amount = Some(9);
+            }),
+            "refill",
+        );
     }
 
     #[test]
