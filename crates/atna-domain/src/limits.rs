@@ -248,6 +248,41 @@ impl Quota {
     }
 }
 
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl std::fmt::Display for RateLimit {
+    /// `100/60s`: the command line's form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.limit, self.period_seconds)
+    }
+}
+
+impl Quota {
+    /// `1,234 of 10,000 left` (and `, refilled daily`), as people are shown it at `now`.
+    pub fn describe(&self, now: Millis) -> String {
+        let mut s = format!("{} of {} left", thousands(self.remaining_at(now).max(0)), thousands(self.total));
+        if let Some(r) = self.refill {
+            s.push_str(", refilled ");
+            s.push_str(r.interval.as_str());
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +328,19 @@ mod tests {
         // 25 uses of a 10/s allowance: nothing passes for the next 1.5 s.
         assert!(matches!(rl.decide(tat, T0 + 1_400), RateDecision::Refused { .. }));
         assert!(matches!(rl.decide(tat, T0 + 1_600), RateDecision::Allowed { .. }));
+    }
+
+    #[test]
+    fn quotas_and_rates_read_well() {
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        let q = Quota { remaining: 1234, ..Quota::new(10_000, None, T0).unwrap() };
+        assert_eq!(q.describe(T0), "1,234 of 10,000 left");
+        let r = Refill::new(500, RefillInterval::Monthly).unwrap();
+        assert_eq!(Quota::new(500, Some(r), T0).unwrap().describe(T0), "500 of 500 left, refilled monthly");
+        assert_eq!(RateLimit::new(100, 60).unwrap().to_string(), "100/60s");
     }
 
     #[test]

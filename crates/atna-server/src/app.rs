@@ -109,6 +109,14 @@ impl App {
                 stop_rx.clone(),
             ),
             watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx.clone()),
+            watcher::sync_limits(
+                s.verifier.clone(),
+                format!("{} {}", node_identity(self.local_addr()), dashboard::random_token().get(..8).unwrap_or("")),
+                s.settings.limits_sync_interval,
+                // A key's limit state outlives its cache entry, so a reload never hands back spent quota.
+                (s.settings.cache_ttl * 2).max(std::time::Duration::from_secs(600)),
+                stop_rx.clone(),
+            ),
             watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let metrics = self.metrics_listener.map(|listener| {

@@ -16,6 +16,10 @@ pub struct ApiError {
     pub detail: Cow<'static, str>,
     /// `WWW-Authenticate` value, for 401 and 403 answers (RFC 6750).
     pub challenge: Option<Cow<'static, str>>,
+    /// `Retry-After` in seconds, for 429 answers.
+    pub retry_after: Option<u64>,
+    /// `RateLimit-Policy` and `RateLimit` values, for a rate-limited key's 429.
+    pub rate_headers: Option<Box<(HeaderValue, HeaderValue)>>,
 }
 
 /// The problem document (RFC 9457).
@@ -38,7 +42,7 @@ const INVALID_TOKEN: &str = r#"Bearer realm="atna", error="invalid_token""#;
 impl ApiError {
     /// An error with a status, code and detail.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, detail: detail.into(), challenge: None }
+        Self { status, code, detail: detail.into(), challenge: None, retry_after: None, rate_headers: None }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
@@ -76,6 +80,8 @@ impl ApiError {
             VerifyCode::Revoked => "key_revoked",
             VerifyCode::IpNotAllowed => "ip_not_allowed",
             VerifyCode::InsufficientScope => "insufficient_scope",
+            VerifyCode::RateLimited => "rate_limited",
+            VerifyCode::UsageExceeded => "usage_exceeded",
             VerifyCode::Disabled | VerifyCode::Valid => "key_disabled",
         };
         let detail = detail.map_or(Cow::Borrowed(code.explain()), Cow::Owned);
@@ -90,6 +96,29 @@ impl ApiError {
             "ip_not_allowed",
             "This API key may not be used from your IP address: it only works from the addresses in its IP allowlist.",
         )
+    }
+
+    /// The key is good but has used up its rate limit for now: `Retry-After` says when one request will pass.
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "This API key has made too many requests (see its rate limit); try again in {retry_after_seconds} s."
+                ),
+            )
+        }
+    }
+
+    /// The key is good but its usage quota is used up; `Retry-After` says when it is refilled, if it ever is.
+    pub fn usage_exceeded(refill_in_seconds: Option<u64>) -> Self {
+        let detail = match refill_in_seconds {
+            Some(s) => format!("This API key's usage quota is used up; it is refilled in {s} s."),
+            None => "This API key's usage quota is used up; create a key with a new quota.".to_owned(),
+        };
+        Self { retry_after: refill_in_seconds, ..Self::new(StatusCode::TOO_MANY_REQUESTS, "usage_exceeded", detail) }
     }
 
     /// The key is good but lacks a scope.
@@ -182,6 +211,14 @@ impl IntoResponse for ApiError {
             if let Ok(v) = value {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(rate) = self.rate_headers {
+            let (policy, state) = *rate;
+            h.insert(crate::limits::POLICY_HEADER, policy);
+            h.insert(crate::limits::STATE_HEADER, state);
         }
         res
     }

@@ -89,8 +89,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// A caller authenticated by a valid API key.
-pub struct Caller(pub Arc<KeyEntry>);
+/// A caller authenticated by a valid API key, and what the key's limits said.
+pub struct Caller(pub Arc<KeyEntry>, pub crate::gate::Admitted);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -100,24 +100,27 @@ impl FromRequestParts<AppState> for Caller {
         let ip = client_ip(parts, &state.settings);
         let result = authenticate(state, &parts.headers, ip).await;
         state.verifier.metrics().checked(crate::metrics::Entry::Api, started, &result);
-        result.map(Caller)
+        result.map(|(entry, admitted)| Caller(entry, admitted))
     }
 }
 
-/// Checks the request's Bearer key and the key's IP allowlist: the key's cache entry when it may be used, else the
-/// 401 (or 403 `ip_not_allowed`, or 503) to answer. Counts a use only when it answers the entry.
+/// Checks the request's Bearer key and the key's rules (IP allowlist, quota, rate limit): the key's cache entry when
+/// it may be used, else the 401 (or 403 `ip_not_allowed`, 429 `rate_limited` / `usage_exceeded`, or 503) to answer.
+/// Counts a use only when it answers the entry.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ip: Option<IpAddr>,
-) -> Result<Arc<KeyEntry>, ApiError> {
+) -> Result<(Arc<KeyEntry>, crate::gate::Admitted), ApiError> {
     let token = bearer_token(headers)?;
     match state.verifier.check(token).await? {
         (Verdict::Valid(entry), now) => {
             // A refused request consumes nothing: the use is counted only once the key's rules admit it.
-            crate::gate::admit_ip(&entry, ip)?;
+            let none = crate::gate::Requirements::default();
+            let admitted =
+                crate::gate::admit(&entry, &none, &crate::gate::Context::ip(ip), state.verifier.limits(), now)?;
             state.verifier.count_use(&entry, now, ip);
-            Ok(entry)
+            Ok((entry, admitted))
         }
         (Verdict::Invalid { code, malformed, .. }, _) => {
             Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))

@@ -1,7 +1,8 @@
 //! Rules at the gate: whether a request made with a good key may go through. The verifier (`verify.rs`) answers "is
 //! this key good, whose is it"; this module answers "may it do this now", once for every entry point that enforces
-//! (forward-auth today; per-key rules and the reverse proxy plug in here). Cheap, pure checks only: nothing here
-//! touches the store, and a refused request consumes nothing (the caller counts a use only once `admit` says yes).
+//! (whoami and every Bearer route, verify, forward-auth, and the reverse proxy). Nothing here touches the store: the
+//! pure checks first (IP allowlist, scopes), then the key's quota and rate limit in memory (`limits.rs`); a refused
+//! request consumes nothing (the caller counts a use only once `admit` says yes).
 
 use std::borrow::Cow;
 
@@ -10,7 +11,10 @@ use atna_store::KeyRecord;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ApiError;
+pub use crate::limits::Admitted;
+use crate::limits::Limiter;
 use crate::verify::KeyEntry;
+use atna_domain::Millis;
 
 /// Most scope requirements one request may carry (query parameters and headers together).
 pub const MAX_REQUIRED_SCOPES: usize = 32;
@@ -193,9 +197,26 @@ pub fn admit_ip(entry: &KeyEntry, ip: Option<std::net::IpAddr>) -> Result<(), Ap
     }
 }
 
-/// Decides whether a request made with a good key (status and expiry already checked) may go through, in the order
-/// the rules are cheapest: the client's address is in the key's IP allowlist, then every required scope is held.
-pub fn admit(entry: &KeyEntry, req: &Requirements<'_>, ctx: &Context<'_>) -> Result<(), ApiError> {
+/// Decides whether a request made with a good key (status and expiry already checked at `now`) may go through, in
+/// the order the rules are cheapest: the client's address is in the key's IP allowlist, every required scope is held,
+/// quota is left; then the rate limit consumes, then the quota does. The one decision every entry point calls.
+pub fn admit(
+    entry: &KeyEntry,
+    req: &Requirements<'_>,
+    ctx: &Context<'_>,
+    limits: &Limiter,
+    now: Millis,
+) -> Result<Admitted, ApiError> {
+    admit_pure(entry, req, ctx)?;
+    let admitted = limits.admit(entry, now);
+    if let Err(e) = &admitted {
+        tracing::debug!(key = %entry.record.id, method = ctx.method(), uri = ctx.uri(), code = e.code, "refused by the key's limits");
+    }
+    admitted
+}
+
+/// The checks of [`admit`] that consume nothing: IP allowlist, then scopes.
+fn admit_pure(entry: &KeyEntry, req: &Requirements<'_>, ctx: &Context<'_>) -> Result<(), ApiError> {
     admit_ip(entry, ctx.ip)?;
     let missing: Vec<&str> =
         req.scopes.iter().map(|s| s.as_ref()).filter(|s| !entry.record.scopes.contains(s)).collect();

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
+pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod service;

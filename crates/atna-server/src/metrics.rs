@@ -23,7 +23,7 @@ const ENTRIES: [(Entry, &str); 4] =
     [(Entry::Whoami, "whoami"), (Entry::Verify, "verify"), (Entry::ForwardAuth, "forward_auth"), (Entry::Api, "api")];
 
 /// The outcomes counted: `allowed`, or the problem code of the refusal. Anything else is counted as `other`.
-const OUTCOMES: [&str; 14] = [
+const OUTCOMES: [&str; 16] = [
     "allowed",
     "credentials_missing",
     "credentials_unsupported_scheme",
@@ -35,6 +35,8 @@ const OUTCOMES: [&str; 14] = [
     "key_disabled",
     "ip_not_allowed",
     "insufficient_scope",
+    "rate_limited",
+    "usage_exceeded",
     "invalid_requirements",
     "unavailable",
     "other",
@@ -78,6 +80,8 @@ pub struct Metrics {
     pub usage_flushed_keys: AtomicU64,
     /// Usage flushes that failed (the usage is kept for the next one).
     pub usage_flush_failures: AtomicU64,
+    /// Rate-limit and quota syncs with the database that failed (the counts are kept for the next one).
+    pub limit_sync_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -154,6 +158,11 @@ impl Metrics {
                 "atna_usage_flush_failures_total",
                 "Usage flushes that failed (the usage is kept for the next one).",
                 &self.usage_flush_failures,
+            ),
+            (
+                "atna_limit_sync_failures_total",
+                "Rate-limit and quota syncs with the database that failed (the counts are kept for the next one).",
+                &self.limit_sync_failures,
             ),
         ];
         for (name, help, v) in counters {

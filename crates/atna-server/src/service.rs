@@ -7,8 +7,10 @@ use atna_domain::{
 use atna_store::{Actor, KeyRecord, KeyRules, NewKey, Store, StoreError};
 use axum::http::StatusCode;
 
+use crate::api::dto::{QuotaRule, RateLimitRule};
 use crate::error::ApiError;
 use crate::verify::Verifier;
+use atna_domain::{LimitError, Quota, RateLimit, Refill, RefillInterval};
 
 /// Why a key was not created.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,10 @@ pub enum CreateKeyError {
         .1, .0.join(", ")
     )]
     IpAllowlistBeyondCaller(Vec<String>, String),
+    #[error("Invalid rate limit: {0}.")]
+    RateLimit(atna_domain::LimitError),
+    #[error("Invalid quota: {0}.")]
+    Quota(atna_domain::LimitError),
     #[error("You already have a key with this name: choose another.")]
     NameTaken,
     #[error(transparent)]
@@ -53,6 +59,8 @@ impl From<CreateKeyError> for ApiError {
             CreateKeyError::IpAllowlistBeyondCaller(..) => {
                 ApiError::unprocessable("ip_allowlist_beyond_caller", detail)
             }
+            CreateKeyError::RateLimit(_) => ApiError::unprocessable("invalid_rate_limit", detail),
+            CreateKeyError::Quota(_) => ApiError::unprocessable("invalid_quota", detail),
             CreateKeyError::NameTaken => ApiError::new(StatusCode::CONFLICT, "name_taken", detail),
             CreateKeyError::Store(e) => e.into(),
         }
@@ -67,6 +75,10 @@ pub struct KeySpec<'a> {
     /// Where the key may be used from (CIDR ranges or single addresses); empty: anywhere, or, for a key made by a
     /// key, the same allowlist as that key.
     pub ip_allowlist: &'a [String],
+    /// At most this many requests per period; `None`: no limit.
+    pub rate_limit: Option<RateLimitRule>,
+    /// A usage quota; `None`: none.
+    pub quota: Option<&'a QuotaRule>,
     /// The key making this key through the API; `None` for an owner acting in person (dashboard) or the operator
     /// (CLI). A key grants only scopes it holds, never makes a key that outlives it (an omitted expiry becomes its
     /// own) or that works from addresses it does not (an omitted allowlist becomes its own), and is recorded as the
@@ -120,6 +132,8 @@ pub async fn create_key_presented<R>(
         }
         ip_allowlist = ip_allowlist_within(ip_allowlist, &parent.rules.ip_allowlist)?;
     }
+    let rate_limit = spec.rate_limit.map(rate_limit_of).transpose().map_err(CreateKeyError::RateLimit)?;
+    let quota = spec.quota.map(|q| quota_of(q, now)).transpose().map_err(CreateKeyError::Quota)?;
     let g = GeneratedKey::generate();
     let new = NewKey {
         form_nonce: spec.once.map(str::to_owned),
@@ -132,7 +146,7 @@ pub async fn create_key_presented<R>(
         expires_at,
         actor,
         created_by_key: spec.by_key.map(|k| k.id),
-        rules: KeyRules { ip_allowlist },
+        rules: KeyRules { ip_allowlist, rate_limit, quota },
     };
     let shown = present(&new.record(), &g.secret);
     match store.insert_key(new).await {
@@ -140,6 +154,23 @@ pub async fn create_key_presented<R>(
         Err(StoreError::Conflict(_)) => Err(CreateKeyError::NameTaken),
         Err(e) => Err(CreateKeyError::Store(e)),
     }
+}
+
+/// A rate limit from its JSON form.
+pub fn rate_limit_of(r: RateLimitRule) -> Result<RateLimit, LimitError> {
+    let limit = u32::try_from(r.limit).map_err(|_| LimitError::Limit)?;
+    let period = u32::try_from(r.period_seconds).map_err(|_| LimitError::Period)?;
+    RateLimit::new(limit, period)
+}
+
+/// A new key's quota from its JSON form, filled at `now`.
+pub fn quota_of(q: &QuotaRule, now: Millis) -> Result<Quota, LimitError> {
+    let refill = q
+        .refill
+        .as_ref()
+        .map(|r| RefillInterval::parse(&r.interval).and_then(|i| Refill::new(r.amount, i)))
+        .transpose()?;
+    Quota::new(q.remaining, refill, now)
 }
 
 /// The allowlist of a key made by a key with allowlist `parent`: the parent's when none is given, else the one given

@@ -20,6 +20,9 @@ pub struct Settings {
     pub cache_capacity: usize,
     /// How often gathered usage is written to the store.
     pub usage_flush_interval: Duration,
+    /// How often this node shares its rate-limit and quota counts with the other nodes through the database (and
+    /// learns theirs). Across nodes a key can exceed its limits by what the nodes admit in about two of these.
+    pub limits_sync_interval: Duration,
     /// How often the change feed is polled when the store cannot push.
     pub change_poll_interval: Duration,
     /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
@@ -63,6 +66,7 @@ impl Default for Settings {
             negative_cache_ttl: Duration::from_secs(10),
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(5),
+            limits_sync_interval: Duration::from_secs(1),
             change_poll_interval: Duration::from_millis(200),
             change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,

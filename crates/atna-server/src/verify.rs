@@ -30,6 +30,8 @@ pub struct KeyEntry {
     pub whoami_json: bytes::Bytes,
     /// The identity headers forward-auth gives a gateway for this key, built once when the record is loaded.
     pub identity: crate::gate::Identity,
+    /// `RateLimit-Policy` for a key with a rate limit, built once when the record is loaded.
+    pub rate_policy: Option<axum::http::HeaderValue>,
 }
 
 impl KeyEntry {
@@ -37,7 +39,9 @@ impl KeyEntry {
         let whoami = WhoAmI::new(&a.key, Owner { id: a.key.owner, email: a.owner_email.to_string() });
         let whoami_json = serde_json::to_vec(&whoami).unwrap_or_default().into();
         let identity = crate::gate::Identity::new(&a.key, &a.owner_email);
+        let rate_policy = a.key.rules.rate_limit.map(crate::limits::policy_value);
         Self {
+            rate_policy,
             record: a.key,
             hash: a.hash,
             owner_email: a.owner_email,
@@ -45,6 +49,28 @@ impl KeyEntry {
             whoami_json,
             identity,
         }
+    }
+
+    /// An entry for a made-up key with these rules (unit tests of the rules).
+    #[doc(hidden)]
+    pub fn for_tests(rules: atna_store::KeyRules) -> Self {
+        let g = atna_domain::GeneratedKey::generate();
+        let record = KeyRecord {
+            id: g.id,
+            owner: atna_domain::UserId(1),
+            name: atna_domain::KeyName::parse("test").expect("a valid name"),
+            scopes: atna_domain::Scopes::default(),
+            status: atna_domain::KeyStatus::Active,
+            created_at: 0,
+            expires_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+            use_count: 0,
+            created_by_key: None,
+            rules,
+        };
+        let owner_email = Email::parse("test@example.com").expect("a valid address");
+        Self::new(AuthRecord { key: record, hash: g.hash, owner_email, owner_disabled: false })
     }
 }
 
@@ -85,6 +111,7 @@ pub struct Verifier {
     ttl: Millis,
     negative_ttl: Millis,
     usage: UsageBuffer,
+    limits: crate::limits::Limiter,
     metrics: Metrics,
     /// When the change follower last read the feed successfully (Unix ms, when that read began; 0: not yet).
     feed_read_at: AtomicI64,
@@ -103,6 +130,7 @@ impl Verifier {
             ttl: ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             negative_ttl: negative_ttl.as_millis().try_into().unwrap_or(Millis::MAX),
             usage: UsageBuffer::default(),
+            limits: crate::limits::Limiter::default(),
             metrics: Metrics::default(),
             feed_read_at: AtomicI64::new(0),
             max_feed_lag: None,
@@ -258,6 +286,21 @@ impl Verifier {
         self.cache.len()
     }
 
+    /// The per-key rate limit and quota states of this node.
+    pub fn limits(&self) -> &crate::limits::Limiter {
+        &self.limits
+    }
+
+    /// Shares this node's limit counts with the others through the store (see [`Limiter::sync`](crate::limits::Limiter::sync)).
+    pub async fn sync_limits(&self, node: &str, idle: Duration) -> Result<usize, StoreError> {
+        let idle = idle.as_millis().try_into().unwrap_or(Millis::MAX);
+        let r = self.limits.sync(self.store.as_ref(), node, clock::now(), idle).await;
+        if r.is_err() {
+            self.metrics.limit_sync_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
     /// The in-memory usage counters.
     pub fn usage(&self) -> &UsageBuffer {
         &self.usage
@@ -265,6 +308,14 @@ impl Verifier {
 
     /// Shows usage not yet written to the store in a record read from it.
     pub fn overlay_usage(&self, rec: &mut KeyRecord) {
+        if let Some(q) = rec.rules.quota.as_mut() {
+            let now = clock::now();
+            if let (_, Some(left)) = self.limits.peek(&rec.id, now) {
+                // This node's count is newer than the stored one (it holds uses not written yet).
+                q.remaining = left;
+                q.refilled_at = q.refilled_at.max(q.refill.map_or(0, |r| r.interval.start_of(now)));
+            }
+        }
         if let Some(p) = self.usage.pending(&rec.id) {
             rec.use_count += p.count;
             if rec.last_used_at.is_none_or(|t| p.last_used_at >= t) {

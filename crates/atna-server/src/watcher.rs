@@ -94,6 +94,30 @@ pub fn flush_usage(verifier: Arc<Verifier>, every: Duration, mut stop: watch::Re
     })
 }
 
+/// Shares rate-limit and quota counts with the other nodes every `every`, until `stop` turns true (then once more,
+/// so that uses admitted just before a graceful stop still count).
+pub fn sync_limits(
+    verifier: Arc<Verifier>,
+    node: String,
+    every: Duration,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! { _ = tick.tick() => false, _ = stop.changed() => true };
+            if let Err(e) = verifier.sync_limits(&node, idle).await {
+                tracing::warn!(error = %e, "rate-limit and quota counts not shared yet; kept for the next sync");
+            }
+            if stopping {
+                return;
+            }
+        }
+    })
+}
+
 /// How long change-feed entries are kept: far longer than any node's cache trusts a record, so no running node can
 /// still need one that is gone.
 pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);

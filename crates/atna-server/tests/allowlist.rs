@@ -23,7 +23,16 @@ fn client_from(ip: &str) -> reqwest::Client {
 async fn fenced(t: &TestApp, name: &str, scopes: &[&str], allow: &[&str]) -> (KeyRecord, String) {
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
-    let spec = KeySpec { once: None, name, scopes: &scopes, expires_at: None, by_key: None, ip_allowlist: &allow };
+    let spec = KeySpec {
+        rate_limit: None,
+        quota: None,
+        once: None,
+        name,
+        scopes: &scopes,
+        expires_at: None,
+        by_key: None,
+        ip_allowlist: &allow,
+    };
     let (rec, secret) =
         service::create_key(&*t.store, t.alice, Actor::Operator, spec, atna_server::clock::now()).await.unwrap();
     (rec, secret.expose().to_owned())

@@ -413,7 +413,16 @@ async fn another_users_key_is_a_404_and_stays_untouched() {
     let s = start().await;
     user(s.store.as_ref(), "alice@example.com", false).await;
     let bob = user(s.store.as_ref(), "bob@example.com", false).await;
-    let spec = KeySpec { once: None, name: "bobs", scopes: &[], expires_at: None, by_key: None, ip_allowlist: &[] };
+    let spec = KeySpec {
+        rate_limit: None,
+        quota: None,
+        once: None,
+        name: "bobs",
+        scopes: &[],
+        expires_at: None,
+        by_key: None,
+        ip_allowlist: &[],
+    };
     let (rec, secret) =
         service::create_key(s.store.as_ref(), bob.id, Actor::User(bob.id), spec, atna_server::clock::now())
             .await
@@ -545,7 +554,16 @@ async fn a_thousand_keys_are_paged_and_searchable() {
     let alice = user(s.store.as_ref(), "alice@example.com", false).await;
     for i in 0..1_030 {
         let name = format!("svc{i:04}-01_01_2026-00_00");
-        let spec = KeySpec { once: None, name: &name, scopes: &[], expires_at: None, by_key: None, ip_allowlist: &[] };
+        let spec = KeySpec {
+            rate_limit: None,
+            quota: None,
+            once: None,
+            name: &name,
+            scopes: &[],
+            expires_at: None,
+            by_key: None,
+            ip_allowlist: &[],
+        };
         service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, 1_000 + i).await.unwrap();
     }
     let c = signed_in(&s, "alice@example.com").await;
@@ -579,8 +597,16 @@ async fn a_second_delete_says_already_deleted_and_keys_made_by_keys_say_so() {
     let c = signed_in(&s, "alice@example.com").await;
     // A management key makes a key through the API: the list and the delete page say which key made it.
     let scopes = ["keys:manage".to_owned()];
-    let spec =
-        KeySpec { once: None, name: "robot", scopes: &scopes, expires_at: None, by_key: None, ip_allowlist: &[] };
+    let spec = KeySpec {
+        rate_limit: None,
+        quota: None,
+        once: None,
+        name: "robot",
+        scopes: &scopes,
+        expires_at: None,
+        by_key: None,
+        ip_allowlist: &[],
+    };
     let now = atna_server::clock::now();
     let (_, robot) = service::create_key(s.store.as_ref(), alice.id, Actor::User(alice.id), spec, now).await.unwrap();
     let made = Client::new()

@@ -214,6 +214,8 @@ async fn a_failure_while_presenting_a_new_key_leaves_no_key_behind() {
     let before = store.count_keys(owner, None).await.unwrap();
     let task = tokio::spawn(async move {
         let spec = atna_server::service::KeySpec {
+            rate_limit: None,
+            quota: None,
             once: None,
             name: "doomed",
             scopes: &[],

@@ -15,6 +15,8 @@ async fn setup() -> (Arc<Verifier>, Arc<dyn atna_store::Store>, String) {
     let alice = user(&*store, "alice@example.com").await;
     let scopes = vec![];
     let spec = atna_server::service::KeySpec {
+        rate_limit: None,
+        quota: None,
         once: None,
         name: "k",
         scopes: &scopes,

@@ -185,6 +185,18 @@ pub enum KeyCommand {
         /// requests from anywhere else are refused. Default: anywhere.
         #[arg(long = "allow-ip", value_name = "CIDR")]
         allow_ip: Vec<String>,
+        /// At most this many requests per period: `100/60s`, `10/1m`, `5000/1h`, `100/s`. Default: no limit.
+        #[arg(long = "rate-limit", value_name = "N/PERIOD")]
+        rate_limit: Option<String>,
+        /// How many times the key may be used (a usage quota; at 0 it is refused with 429). Default: no quota.
+        #[arg(long, value_name = "N")]
+        quota: Option<i64>,
+        /// Fill the quota up again at the start of every UTC day or month (`daily` or `monthly`); needs `--quota`.
+        #[arg(long = "quota-refill", value_name = "daily|monthly", requires = "quota")]
+        quota_refill: Option<String>,
+        /// How many uses a refill gives. Default: the `--quota` value.
+        #[arg(long = "quota-refill-amount", value_name = "N", requires = "quota_refill")]
+        quota_refill_amount: Option<i64>,
         /// Print JSON (with the secret) instead of text.
         #[arg(long)]
         json: bool,

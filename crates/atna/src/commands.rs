@@ -210,7 +210,32 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
 
 async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
     match c {
-        KeyCommand::Create { user, name, scopes, expires_at, allow_ip, json } => {
+        KeyCommand::Create {
+            user,
+            name,
+            scopes,
+            expires_at,
+            allow_ip,
+            rate_limit,
+            quota,
+            quota_refill,
+            quota_refill_amount,
+            json,
+        } => {
+            let rate_limit = rate_limit
+                .map(|s| {
+                    atna_domain::RateLimit::parse_spec(&s)
+                        .map_err(|e| anyhow::anyhow!("--rate-limit {s}: {e}"))
+                        .map(atna_server::api::dto::RateLimitRule::of)
+                })
+                .transpose()?;
+            let quota = quota.map(|remaining| atna_server::api::dto::QuotaRule {
+                remaining,
+                refill: quota_refill.map(|interval| atna_server::api::dto::QuotaRefill {
+                    amount: quota_refill_amount.unwrap_or(remaining),
+                    interval,
+                }),
+            });
             let u = find_user(store, &user).await?;
             if u.disabled {
                 eprintln!(
@@ -220,6 +245,8 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
             }
             let now = clock::now();
             let spec = KeySpec {
+                rate_limit,
+                quota: quota.as_ref(),
                 once: None,
                 name: &name,
                 scopes: &scopes,
@@ -237,6 +264,12 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 outln!("Credential Secret: {}", secret.expose());
                 if !rec.rules.ip_allowlist.is_empty() {
                     outln!("Allowed from:      {}", rec.rules.ip_allowlist);
+                }
+                if let Some(rl) = rec.rules.rate_limit {
+                    outln!("Rate limit:        {rl}");
+                }
+                if let Some(q) = rec.rules.quota {
+                    outln!("Quota:             {}", q.describe(now));
                 }
                 outln!();
                 outln!("Copy the secret now and store it securely: it cannot be shown again.");
@@ -268,14 +301,16 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 outln!("{} has no keys", u.email);
             } else {
                 outln!(
-                    "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  NAME",
+                    "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {:<12}  {:<20}  NAME",
                     "CREDENTIAL ID",
                     "STATUS",
                     "CREATED",
                     "EXPIRES",
                     "LAST USED",
                     "SCOPES",
-                    "ALLOWED FROM"
+                    "ALLOWED FROM",
+                    "RATE LIMIT",
+                    "QUOTA"
                 );
                 for k in &all {
                     let fmt = |t: Option<i64>, none: &str| {
@@ -292,8 +327,15 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                         [one] => one.to_string(),
                         [first, rest @ ..] => format!("{first} +{}", rest.len()),
                     };
+                    let rate = k.rules.rate_limit.map_or("none".to_owned(), |r| r.to_string());
+                    // "1,234 of 10,000 left" without its refill, which only the JSON and the dashboard say.
+                    let quota = k.rules.quota.map_or("none".to_owned(), |q| {
+                        let mut d = q.describe(now);
+                        d.truncate(d.find(", refilled").unwrap_or(d.len()));
+                        d
+                    });
                     outln!(
-                        "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {}",
+                        "{:<16}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}  {:<20}  {:<12}  {:<20}  {}",
                         k.id,
                         shown_status(k.status, k.expires_at, now),
                         fmt(Some(k.created_at), ""),
@@ -301,6 +343,8 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                         fmt(k.last_used_at, "never"),
                         scopes,
                         allowed,
+                        rate,
+                        quota,
                         k.name
                     );
                 }

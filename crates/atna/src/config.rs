@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub cache_capacity: Option<usize>,
     pub usage_flush_secs: Option<u64>,
     pub change_poll_ms: Option<u64>,
+    pub limits_sync_ms: Option<u64>,
     pub change_feed_max_lag_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub session_idle_timeout_secs: Option<u64>,
@@ -162,6 +163,11 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
         usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
         change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
+        // At least 10 ms: a tighter loop would only load the database.
+        limits_sync_interval: f
+            .limits_sync_ms
+            .map(|ms| Duration::from_millis(ms.max(10)))
+            .unwrap_or(d.limits_sync_interval),
         change_feed_max_lag: f.change_feed_max_lag_ms.map(Duration::from_millis).unwrap_or(d.change_feed_max_lag),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
         session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),

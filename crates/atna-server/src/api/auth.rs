@@ -10,12 +10,17 @@ use axum::Json;
 
 use atna_domain::VerifyCode;
 
-use super::dto::{allowlist_json, Owner, VerifyRequest, VerifyResponse, WhoAmI};
+use std::borrow::Cow;
+
+use super::dto::{
+    allowlist_json, Owner, QuotaRule, QuotaStatus, RateLimitStatus, VerifyRequest, VerifyResponse, WhoAmI,
+};
 use crate::clock::to_datetime;
 use crate::error::ApiError;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
-use crate::gate::{MAX_REQUIRED_SCOPES, MAX_SCOPE_LEN};
+use crate::gate::Admitted;
+use crate::gate::{self, Requirements, MAX_REQUIRED_SCOPES, MAX_SCOPE_LEN};
 use crate::metrics::Entry;
 use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
@@ -29,8 +34,8 @@ use crate::AppState;
         (status = 403, description = "`ip_not_allowed`: the key has an IP allowlist and the client's address is not in it (or cannot be known)",
             body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn whoami(Caller(entry): Caller) -> Response {
-    whoami_response(&entry)
+pub async fn whoami(Caller(entry, admitted): Caller) -> Response {
+    whoami_response(&entry, &admitted)
 }
 
 /// `GET /v1/whoami` without the router: [`App`](crate::App) answers the hottest route directly (see `app::Front`).
@@ -42,16 +47,19 @@ pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr, 
     let result = authenticate(state, headers, ip).await;
     state.verifier.metrics().checked(Entry::Whoami, started, &result);
     let mut res = match result {
-        Ok(entry) => whoami_response(&entry),
+        Ok((entry, admitted)) => whoami_response(&entry, &admitted),
         Err(e) => e.into_response(),
     };
     res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
 }
 
-fn whoami_response(entry: &KeyEntry) -> Response {
+fn whoami_response(entry: &KeyEntry, admitted: &Admitted) -> Response {
     // Serialised once when the key was loaded into the cache.
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json.clone()).into_response()
+    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json.clone())
+        .into_response();
+    admitted.write_headers(entry, res.headers_mut());
+    res
 }
 
 /// Check a key. Always 200 with a verdict: the caller holds the key it asks about, so the answer tells it nothing it
@@ -81,12 +89,32 @@ pub async fn verify(
     // The address the key is being used from: the one the asking service names, else the asker's own.
     let ip = body.ip.or(caller_ip);
     let (verdict, now) = match s.verifier.check(&body.key).await {
-        Ok((v, now)) => (rules(v, ip, &body.scopes), now),
+        Ok(v) => v,
         Err(e) => {
             let e = ApiError::from(e);
             s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
             return Err(e);
         }
+    };
+    // A good key's verdict once the gate has applied its rules (the same decision as every entry point's); a refused
+    // key keeps its details (its secret matched).
+    let mut admitted = Admitted::default();
+    let mut retry_after = None;
+    let verdict = match verdict {
+        Verdict::Valid(entry) => {
+            let req = Requirements { scopes: body.scopes.iter().map(|sc| Cow::Borrowed(sc.as_str())).collect() };
+            match gate::admit(&entry, &req, &gate::Context::ip(ip), s.verifier.limits(), now) {
+                Ok(a) => {
+                    admitted = a;
+                    Verdict::Valid(entry)
+                }
+                Err(e) => {
+                    retry_after = e.retry_after;
+                    Verdict::Invalid { code: refusal_code(e.code), malformed: None, entry: Some(entry) }
+                }
+            }
+        }
+        v => v,
     };
     let code = verdict.code();
     let outcome = match &verdict {
@@ -104,6 +132,7 @@ pub async fn verify(
             (entry.as_ref(), malformed.map_or_else(|| code.explain().to_owned(), |m| m.to_string()))
         }
     };
+    let (rate_left, quota_left) = entry.map_or((None, None), |e| s.verifier.limits().peek(&e.record.id, now));
     Ok(Json(VerifyResponse {
         valid: matches!(verdict, Verdict::Valid(_)),
         code: code.as_str(),
@@ -114,19 +143,29 @@ pub async fn verify(
         scopes: entry.map(|e| e.record.scopes.iter().map(str::to_owned).collect()),
         expires_at: entry.and_then(|e| e.record.expires_at.map(to_datetime)),
         ip_allowlist: entry.and_then(|e| allowlist_json(&e.record.rules.ip_allowlist)),
+        rate_limit: entry.and_then(|e| e.record.rules.rate_limit).map(|rl| RateLimitStatus {
+            limit: i64::from(rl.limit()),
+            period_seconds: i64::from(rl.period_seconds()),
+            remaining: admitted.rate.map(|r| r.1).or(rate_left).unwrap_or(rl.limit()),
+            reset_seconds: admitted.rate.map(|r| r.2),
+        }),
+        quota: entry.and_then(|e| e.record.rules.quota.as_ref()).map(|q| {
+            let rule = QuotaRule::of(q, now);
+            QuotaStatus {
+                remaining: admitted.quota_left.or(quota_left).unwrap_or(rule.remaining).max(0),
+                refill: rule.refill,
+            }
+        }),
+        retry_after_seconds: retry_after,
     }))
 }
 
-/// A good key's verdict once its rules are applied, in the gate's order: IP allowlist, then the asked-for scopes.
-/// A refused key keeps its details (its secret matched).
-fn rules(verdict: Verdict, ip: Option<IpAddr>, scopes: &[String]) -> Verdict {
-    let Verdict::Valid(entry) = verdict else { return verdict };
-    let code = if !entry.record.rules.ip_allowlist.permits(ip) {
-        VerifyCode::IpNotAllowed
-    } else if scopes.iter().any(|sc| !entry.record.scopes.contains(sc)) {
-        VerifyCode::InsufficientScope
-    } else {
-        return Verdict::Valid(entry);
-    };
-    Verdict::Invalid { code, malformed: None, entry: Some(entry) }
+/// The verify code of a refusal by the gate.
+fn refusal_code(problem: &str) -> VerifyCode {
+    match problem {
+        "ip_not_allowed" => VerifyCode::IpNotAllowed,
+        "rate_limited" => VerifyCode::RateLimited,
+        "usage_exceeded" => VerifyCode::UsageExceeded,
+        _ => VerifyCode::InsufficientScope,
+    }
 }

@@ -68,6 +68,60 @@ pub struct Key {
     /// Where the key may be used from (CIDR ranges, canonical form); `null`: anywhere.
     #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
     pub ip_allowlist: Option<Vec<String>>,
+    /// At most `limit` requests per `period_seconds`; `null`: no limit.
+    pub rate_limit: Option<RateLimitRule>,
+    /// Uses left, and the refill if any; `null`: no quota.
+    pub quota: Option<QuotaRule>,
+}
+
+/// A key's rate limit (GCRA: a whole `limit` may come at once, then one per `period_seconds / limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"limit": 100, "period_seconds": 60}))]
+pub struct RateLimitRule {
+    /// 1–1,000,000 requests…
+    pub limit: i64,
+    /// …per 1–86,400 seconds.
+    pub period_seconds: i64,
+}
+
+/// A key's usage quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"remaining": 10000, "refill": {"amount": 10000, "interval": "monthly"}}))]
+pub struct QuotaRule {
+    /// Uses left (0 to 10^12). At 0 the key is refused with `usage_exceeded` (429) until a refill.
+    pub remaining: i64,
+    /// Filled up again to `amount` at the start of every UTC day or month; `null`: never.
+    #[serde(default)]
+    pub refill: Option<QuotaRefill>,
+}
+
+/// A quota's refill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRefill {
+    /// 1 to 10^12 uses.
+    pub amount: i64,
+    /// `daily` or `monthly` (UTC).
+    #[schema(example = "monthly")]
+    pub interval: String,
+}
+
+impl RateLimitRule {
+    pub fn of(r: atna_domain::RateLimit) -> Self {
+        Self { limit: i64::from(r.limit()), period_seconds: i64::from(r.period_seconds()) }
+    }
+}
+
+impl QuotaRule {
+    /// A quota as shown at `now` (a refill that is due counts as done).
+    pub fn of(q: &atna_domain::Quota, now: Millis) -> Self {
+        Self {
+            remaining: q.remaining_at(now),
+            refill: q.refill.map(|r| QuotaRefill { amount: r.amount, interval: r.interval.as_str().to_owned() }),
+        }
+    }
 }
 
 impl Key {
@@ -89,6 +143,8 @@ impl Key {
             unused: health.unused,
             created_by_key: k.created_by_key.map(|id| id.to_string()),
             ip_allowlist: allowlist_json(&k.rules.ip_allowlist),
+            rate_limit: k.rules.rate_limit.map(RateLimitRule::of),
+            quota: k.rules.quota.as_ref().map(|q| QuotaRule::of(q, now)),
         }
     }
 }
@@ -132,6 +188,12 @@ pub struct CreateKey {
     /// each range must then lie inside one of that key's ranges.
     #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
     pub ip_allowlist: Option<Vec<String>>,
+    /// A rate limit; absent or `null`: none.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitRule>,
+    /// A usage quota; absent or `null`: none.
+    #[serde(default)]
+    pub quota: Option<QuotaRule>,
 }
 
 /// Paging and search for the key list: optional query parameters.
@@ -167,8 +229,9 @@ pub struct VerifyRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyResponse {
     pub valid: bool,
-    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `INVALID_SECRET`, `EXPIRED`, `REVOKED`, `DISABLED`, `IP_NOT_ALLOWED` or
-    /// `INSUFFICIENT_SCOPE` (checked in that order).
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `INVALID_SECRET`, `EXPIRED`, `REVOKED`, `DISABLED`, `IP_NOT_ALLOWED`,
+    /// `INSUFFICIENT_SCOPE`, `USAGE_EXCEEDED` or `RATE_LIMITED` (checked in that order; only a `VALID` check uses the
+    /// key's rate limit and quota).
     pub code: &'static str,
     /// A sentence for people.
     pub message: String,
@@ -179,6 +242,31 @@ pub struct VerifyResponse {
     pub expires_at: Option<DateTime<Utc>>,
     /// The key's IP allowlist; `null` for none (or when the secret did not match).
     pub ip_allowlist: Option<Vec<String>>,
+    /// The key's rate limit and what is left of it after this check; `null` for none.
+    pub rate_limit: Option<RateLimitStatus>,
+    /// The key's quota and the uses left after this check; `null` for none.
+    pub quota: Option<QuotaStatus>,
+    /// With `RATE_LIMITED`: seconds until a request would pass; with `USAGE_EXCEEDED`: until the quota's refill
+    /// (`null`: it is never refilled).
+    pub retry_after_seconds: Option<u64>,
+}
+
+/// A rate limit and its state on the answering node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitStatus {
+    pub limit: i64,
+    pub period_seconds: i64,
+    /// Requests that would pass right now.
+    pub remaining: u32,
+    /// Seconds until the whole allowance is back (present for `VALID`).
+    pub reset_seconds: Option<u64>,
+}
+
+/// A quota and the uses left.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaStatus {
+    pub remaining: i64,
+    pub refill: Option<QuotaRefill>,
 }
 
 /// Liveness or readiness.

@@ -94,11 +94,12 @@ async fn decide(
         }
     };
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
-    gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
+    let admitted = gate::admit(&entry, &requirements, &gate::Context::read(headers, ip), state.verifier.limits(), now)?;
     state.verifier.count_use(&entry, now, ip);
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
     *res.headers_mut() = entry.identity.allowed.clone();
+    admitted.write_headers(&entry, res.headers_mut());
     Ok(res)
 }
 

@@ -34,7 +34,8 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes, expiry or IP allowlist (`invalid_ip_allowlist` names the bad entry; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes, expiry, IP allowlist, rate limit or quota (`invalid_ip_allowlist` names the bad entry; `invalid_rate_limit`, `invalid_quota`; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` or `usage_exceeded`: the calling key's rate limit or quota (with `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -52,6 +53,8 @@ pub async fn create(
         scopes: &body.scopes,
         expires_at: body.expires_at.map(|t| t.timestamp_millis()),
         ip_allowlist: body.ip_allowlist.as_deref().unwrap_or_default(),
+        rate_limit: body.rate_limit,
+        quota: body.quota.as_ref(),
         by_key: Some(parent),
     };
     let actor = Actor::Key { user: owner, key: parent.id };

@@ -14,6 +14,7 @@ use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, age, ago, relative};
 use super::{random_token, DashState};
+use crate::api::dto::{QuotaRefill, QuotaRule, RateLimitRule};
 use crate::clock;
 use crate::service::{self, CreateKeyError, KeySpec};
 
@@ -40,6 +41,25 @@ struct KeyRow {
     ip_allowlist: String,
     /// The whole IP allowlist, comma-separated; empty for none.
     ip_allowlist_full: String,
+    /// "100 requests per 60 s"; empty for none.
+    rate_limit: String,
+    /// "1,234 of 10,000 left, refilled daily"; empty for none.
+    quota: String,
+}
+
+/// A rate limit as people read it.
+fn rate_text(r: Option<atna_domain::RateLimit>) -> String {
+    r.map(|r| {
+        let per = match r.period_seconds() {
+            1 => "second".to_owned(),
+            60 => "minute".to_owned(),
+            3600 => "hour".to_owned(),
+            86400 => "day".to_owned(),
+            s => format!("{} s", atna_domain::limits::thousands(i64::from(s))),
+        };
+        format!("{} requests per {per}", atna_domain::limits::thousands(i64::from(r.limit())))
+    })
+    .unwrap_or_default()
 }
 
 impl KeyRow {
@@ -68,6 +88,8 @@ impl KeyRow {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
+            rate_limit: rate_text(r.rules.rate_limit),
+            quota: r.rules.quota.map(|q| q.describe(now)).unwrap_or_default(),
         }
     }
 }
@@ -175,9 +197,59 @@ struct NewPage {
     expires: String,
     /// The "Allowed IP addresses" field as typed.
     ip_allowlist: String,
+    /// The rate-limit and quota fields as typed.
+    limits: LimitFields,
     error: String,
     /// `error` is about the allowlist (that field, not the name, is marked invalid).
     ip_error: bool,
+    /// `error` is about the rate limit, or the quota.
+    rate_error: bool,
+    quota_error: bool,
+}
+
+/// The "More settings" fields of a rate limit and a usage quota.
+#[derive(Deserialize, Default, Clone)]
+pub struct LimitFields {
+    /// Requests…
+    #[serde(default)]
+    rate_limit: String,
+    /// …per `second`, `minute`, `hour` or `day`.
+    #[serde(default)]
+    rate_period: String,
+    /// Uses.
+    #[serde(default)]
+    quota: String,
+    /// `never`, `daily` or `monthly`.
+    #[serde(default)]
+    quota_refill: String,
+}
+
+impl LimitFields {
+    fn any(&self) -> bool {
+        !self.rate_limit.trim().is_empty() || !self.quota.trim().is_empty()
+    }
+
+    /// The rules they describe; an empty field is none. A number that does not parse becomes an out-of-range one, so
+    /// the service's message (which gives the range) is shown.
+    fn rules(&self) -> (Option<RateLimitRule>, Option<QuotaRule>) {
+        let number = |s: &str| s.trim().replace([',', '_', ' '], "").parse::<i64>().unwrap_or(-1);
+        let rate = (!self.rate_limit.trim().is_empty()).then(|| RateLimitRule {
+            limit: number(&self.rate_limit),
+            period_seconds: match self.rate_period.as_str() {
+                "second" => 1,
+                "hour" => 3600,
+                "day" => 86400,
+                _ => 60,
+            },
+        });
+        let quota = (!self.quota.trim().is_empty()).then(|| {
+            let remaining = number(&self.quota);
+            let refill = matches!(self.quota_refill.as_str(), "daily" | "monthly")
+                .then(|| QuotaRefill { amount: remaining, interval: self.quota_refill.clone() });
+            QuotaRule { remaining, refill }
+        });
+        (rate, quota)
+    }
 }
 
 /// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
@@ -196,8 +268,11 @@ pub async fn new_form(si: SignedIn) -> Response {
         manage: false,
         expires: "never".into(),
         ip_allowlist: String::new(),
+        limits: LimitFields::default(),
         error: String::new(),
         ip_error: false,
+        rate_error: false,
+        quota_error: false,
     };
     render(StatusCode::OK, &page)
 }
@@ -216,6 +291,8 @@ pub struct CreateForm {
     expires: String,
     #[serde(default)]
     ip_allowlist: String,
+    #[serde(flatten)]
+    limits: LimitFields,
 }
 
 #[derive(Template)]
@@ -231,6 +308,9 @@ struct CreatedPage {
     scopes: String,
     /// The whole IP allowlist, comma-separated; empty for none.
     ip_allowlist: String,
+    /// As in the list; empty for none.
+    rate_limit: String,
+    quota: String,
 }
 
 #[derive(Template)]
@@ -297,7 +377,10 @@ pub async fn create(
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
     let ip_allowlist: Vec<String> = allowlist_entries(&f.ip_allowlist);
+    let (rate_limit, quota) = f.limits.rules();
     let spec = KeySpec {
+        rate_limit,
+        quota: quota.as_ref(),
         once: Some(&f.nonce),
         name: &f.name,
         scopes: &scopes,
@@ -329,6 +412,8 @@ pub async fn create(
                 rec.scopes.iter().collect::<Vec<_>>().join(", ")
             },
             ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
+            rate_limit: rate_text(rec.rules.rate_limit),
+            quota: rec.rules.quota.map(|q| q.describe(now)).unwrap_or_default(),
         };
         no_store(render(StatusCode::CREATED, &page))
     };
@@ -350,7 +435,10 @@ pub async fn create(
                 manage: f.scope_manage.is_some(),
                 expires: f.expires.clone(),
                 ip_allowlist: f.ip_allowlist.clone(),
+                limits: f.limits.clone(),
                 ip_error: matches!(e, CreateKeyError::IpAllowlist(_) | CreateKeyError::IpAllowlistBeyondCaller(..)),
+                rate_error: matches!(e, CreateKeyError::RateLimit(_)),
+                quota_error: matches!(e, CreateKeyError::Quota(_)),
                 error: e.to_string(),
             };
             Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))

@@ -95,6 +95,8 @@ impl TestApp {
     pub async fn key_for(&self, owner: atna_domain::UserId, name: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let spec = atna_server::service::KeySpec {
+            rate_limit: None,
+            quota: None,
             once: None,
             name,
             scopes: &scopes,
