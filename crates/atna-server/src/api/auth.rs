@@ -28,11 +28,16 @@ use crate::AppState;
 /// The key that made this request: its ID, name, owner and scopes.
 #[utoipa::path(get, path = "/v1/whoami", tag = "auth", security(("bearer" = [])),
     responses(
-        (status = 200, body = WhoAmI),
+        (status = 200, body = WhoAmI, headers(
+            ("RateLimit-Policy" = String, description = "For a key with a rate limit: `\"default\";q=<limit>;w=<period seconds>`"),
+            ("RateLimit" = String, description = "For a key with a rate limit: `\"default\";r=<requests left now>;t=<seconds until the allowance is whole>`"),
+        )),
         (status = 401, description = "Missing, malformed, unknown, wrong, expired, disabled or deleted key; `code` says which",
             body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`ip_not_allowed`: the key has an IP allowlist and the client's address is not in it (or cannot be known)",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: the key's rate limit is used up for now; `usage_exceeded`: its quota is used up. `Retry-After` says when to try again (absent for a quota that is never refilled)",
+            body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
 pub async fn whoami(Caller(entry, admitted): Caller) -> Response {
     whoami_response(&entry, &admitted)

@@ -4,7 +4,8 @@
 //!
 //! 200 (never 204: Envoy accepts only 200) with the key's identity in `X-Atna-*` headers for the proxy to copy to the
 //! upstream; 401 without a good key; 403 when the client is outside the key's IP allowlist or the key lacks a scope the
-//! configuration requires; 503 only when atna cannot decide. Every answer carries `X-Atna-Status` (nginx turns any
+//! configuration requires; 429 when its rate limit or quota is used up (with `Retry-After`); 503 only when atna cannot
+//! decide. Every answer carries `X-Atna-Status` (nginx turns any
 //! sub-request status but 2xx/401/403 into a 500; its configuration reads this header to give the client the real one)
 //! and `Cache-Control: no-store` (a cached answer would outlive a revocation).
 
@@ -31,10 +32,12 @@ pub use gate::STATUS_HEADER;
         ("X-API-Key" = Option<String>, Header, description = "The key, for clients that cannot set `Authorization` (the header names are configurable)."),
     ),
     responses(
-        (status = 200, description = "Allowed. Empty body; `X-Atna-Key-Id`, `X-Atna-Key-Name`, `X-Atna-Owner-Id`, `X-Atna-Owner-Email` and `X-Atna-Scopes` (percent-encoded UTF-8) say whose key it is"),
+        (status = 200, description = "Allowed. Empty body; `X-Atna-Key-Id`, `X-Atna-Key-Name`, `X-Atna-Owner-Id`, `X-Atna-Owner-Email` and `X-Atna-Scopes` (percent-encoded UTF-8) say whose key it is; for a key with a rate limit, `RateLimit-Policy` and `RateLimit` (IETF draft) say what is left",
+            headers(("RateLimit-Policy" = String, description = "`\"default\";q=<limit>;w=<period seconds>`"), ("RateLimit" = String, description = "`\"default\";r=<left>;t=<seconds>`"))),
         (status = 400, description = "Unreadable requirements (too many, too long)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No key, or a key that is not good; `code` says which", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`ip_not_allowed`: the client's address is outside the key's IP allowlist; `insufficient_scope`: the key lacks a required scope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` (the key's rate limit) or `usage_exceeded` (its quota), with `Retry-After`", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
         (status = 503, description = "atna cannot decide (the database is not reachable)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn forward_auth(

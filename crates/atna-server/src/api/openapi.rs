@@ -14,7 +14,8 @@ use crate::error::Problem;
         health::live, health::ready, health::metrics),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
-        dto::VerifyResponse, dto::Health, Problem
+        dto::VerifyResponse, dto::Health, dto::RateLimitRule, dto::QuotaRule, dto::QuotaRefill, dto::RateLimitStatus,
+        dto::QuotaStatus, Problem
     )),
     modifiers(&BearerAuth),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
