@@ -406,3 +406,98 @@ async fn a_setup_link_printed_by_one_node_works_on_another_once() {
     a.stop();
     b.stop();
 }
+
+/// Sends `n` requests at once to `node` with `key`; returns how many were allowed (the rest must be 429).
+async fn burst(node: &Server, key: &str, n: usize) -> usize {
+    let client = reqwest::Client::new();
+    let sends = (0..n).map(|_| client.get(format!("{}/v1/whoami", node.base)).bearer_auth(key).send());
+    let answers = futures::future::join_all(sends).await;
+    let mut ok = 0;
+    for r in answers {
+        match r.unwrap().status().as_u16() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    ok
+}
+
+/// A key made with the CLI (`--rate-limit`, `--quota`); returns its secret.
+fn limited_key(c: &Cluster, name: &str, flags: &[&str]) -> String {
+    let mut args = vec!["key", "create", "--user", "alice@example.com", "--name", name, "--json"];
+    args.extend_from_slice(flags);
+    serde_json::from_str::<Value>(&c.cli(&args, None)).unwrap()["secret"].as_str().unwrap().to_owned()
+}
+
+/// How far over its limits a key gets across two nodes (`limits_sync_ms = 1000`, the default), measured:
+///
+/// * a simultaneous burst on both nodes: each node admits up to the whole limit before they hear of each other;
+/// * then the debt: once each node has charged the other's uses, the pair admits nothing until it is paid, so over
+///   the whole period the key gets at most `nodes × limit`;
+/// * a key whose allowance was spent on one node: how long, and how many requests, until the other refuses it;
+/// * a quota of 100 spent on both nodes at once: the overrun, and the stored count afterwards.
+#[tokio::test]
+async fn limits_are_shared_between_nodes_and_the_overshoot_is_bounded() {
+    let Some(c) = Cluster::start(2, "limits_sync_ms = 1000\n").await else { return };
+    const LIMIT: usize = 50;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+
+    // 1. Both nodes at once, then steady traffic on both for the rest of the 10 s period.
+    let key = limited_key(&c, "burst", &["--rate-limit", "50/10s"]);
+    let started = Instant::now();
+    let (x, y) = tokio::join!(burst(a, &key, 2 * LIMIT), burst(b, &key, 2 * LIMIT));
+    let first = x + y;
+    let mut total = first;
+    while started.elapsed() < Duration::from_secs(10) {
+        let (x, y) = tokio::join!(burst(a, &key, 2), burst(b, &key, 2));
+        total += x + y;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("rate limit 50/10s on 2 nodes: simultaneous burst admitted {first}; whole 10 s period admitted {total}");
+    assert!(first >= LIMIT && first <= 2 * LIMIT, "each node admits at most the limit: {first}");
+    // Each node's own allowance refills by 5/s; the other's uses are charged within two sync intervals.
+    assert!(total <= 2 * LIMIT + 20, "at most nodes × limit (+ a refill during the first syncs): {total}");
+
+    // 2. Spent on node A only; node B learns of it within about two sync intervals.
+    let key = limited_key(&c, "one-sided", &["--rate-limit", "50/60s"]);
+    assert_eq!(burst(a, &key, LIMIT).await, LIMIT);
+    let spent = Instant::now();
+    let mut admitted_by_b = 0;
+    let learned = loop {
+        match b.whoami(&key).await {
+            200 => admitted_by_b += 1,
+            429 => break spent.elapsed(),
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(spent.elapsed() < Duration::from_secs(5), "node B never heard of node A's uses");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("allowance spent on node A: node B refused after {learned:?}, having admitted {admitted_by_b} more");
+    assert!(learned < Duration::from_millis(2_500), "within about two sync intervals: {learned:?}");
+
+    // 3. A quota of 100, spent on both nodes at once.
+    let key = limited_key(&c, "credits", &["--quota", "100"]);
+    let (x, y) = tokio::join!(burst(a, &key, 100), burst(b, &key, 100));
+    println!("quota of 100 on 2 nodes, 100 requests to each at once: {} admitted", x + y);
+    assert!(x + y >= 100 && x + y <= 200, "at most nodes × quota: {}", x + y);
+    // After a sync both know it is used up, and the store says 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.whoami(&key).await != 429 || b.whoami(&key).await != 429 {
+        assert!(Instant::now() < deadline, "nodes did not learn that the quota is used up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = c.cli(&["key", "list", "--user", "alice@example.com", "--json"], None);
+    let keys: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let credits = keys.iter().find(|k| k["name"] == "credits").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut remaining = credits["quota"]["remaining"].as_i64().unwrap();
+    while remaining != 0 {
+        assert!(Instant::now() < deadline, "the stored quota never reached 0: {remaining}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = c.cli(&["key", "list", "--user", "alice@example.com", "--json"], None);
+        let keys: Vec<Value> = serde_json::from_str(&out).unwrap();
+        remaining = keys.iter().find(|k| k["name"] == "credits").unwrap()["quota"]["remaining"].as_i64().unwrap();
+    }
+    c.stop();
+}

@@ -218,6 +218,41 @@ async fn gateway_contract(kind: Kind) {
     let seen = upstream_view(res, &ctx("forged headers, key without scopes")).await;
     assert_identity(&seen, &plain, &owner_id, &ctx("forged headers, key without scopes"));
 
+    // A rate-limited key: 2 per hour. Allowed answers carry RateLimit-Policy / RateLimit where the proxy can pass
+    // atna's headers to the client (nginx, Envoy; Caddy's and Traefik's forward-auth copy them only to the upstream
+    // request); the third request is a real 429 with Retry-After at the client, and never reaches the service.
+    let res = client
+        .post(format!("{}/v1/keys", atna_server.base()))
+        .bearer_auth(&admin.secret)
+        .json(&serde_json::json!({"name": "metered", "rate_limit": {"limit": 2, "period_seconds": 3600}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let metered: Value = res.json().await.unwrap();
+    let metered = metered["secret"].as_str().unwrap().to_owned();
+    for left in [1, 0] {
+        let res = client.get(url("/hello")).bearer_auth(&metered).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{}", ctx("a rate-limited key within its limit"));
+        let h = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+        if matches!(kind, Kind::Nginx | Kind::Envoy) {
+            assert_eq!(
+                h("ratelimit-policy").as_deref(),
+                Some(r#""default";q=2;w=3600"#),
+                "{}",
+                ctx("RateLimit-Policy")
+            );
+            let state = h("ratelimit").unwrap_or_default();
+            assert!(state.starts_with(&format!(r#""default";r={left};t="#)), "{state}: {}", ctx("RateLimit"));
+        }
+    }
+    let before = echo.hits();
+    let res = client.get(url("/hello")).bearer_auth(&metered).send().await.unwrap();
+    assert_eq!(res.status(), 429, "{}", ctx("over the rate limit"));
+    let retry = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(retry.as_deref(), Some("1800"), "{}", ctx("Retry-After at the client"));
+    assert_eq!(echo.hits(), before, "{}", ctx("a rate-limited request never reaches the service"));
+
     // A key deleted through the API is refused on the very next request.
     let res = client
         .post(format!("{}/v1/keys", atna_server.base()))
