@@ -77,24 +77,38 @@ fn bench(c: &mut Criterion) {
             assert!(matches!(v, Verdict::Valid(_)));
         })
     });
-    // What the Bearer entry points do since per-key rules: judge without counting, let the gate admit, then count.
-    // `gated_hit` is a key without an allowlist (one `is_empty` check more than `hit`); `gated_hit_allowlist` a key
-    // with four ranges, the client in the last one (the worst case for an allowed client).
+    // What the Bearer entry points do since per-key rules: judge without counting, let the gate admit (`gate::admit`,
+    // the one decision of every entry point), then count. `gated_hit` is a key without rules (an `is_empty` check and
+    // two `is_none` checks more than `hit`: no lock); `gated_hit_allowlist` a key with four ranges, the client in the
+    // last one (the worst case for an allowed client); `gated_hit_rules` that allowlist and a rate limit, with the
+    // gate's clock injected and advanced 1 ms per call so that every call takes the allowed path (a real clock at
+    // millions of calls per second would spend any limit and measure refusals instead).
     let ip = Some("2001:db8::7".parse().unwrap());
     let fenced = rt.block_on(async {
         let owner = store.auth_record(&atna_domain::CredentialId::parse(&secret[5..21]).unwrap()).await;
         let ranges = ["203.0.113.0/24", "198.51.100.0/24", "10.0.0.0/8", "2001:db8::/32"];
-        let rules = KeyRules { ip_allowlist: atna_domain::IpAllowlist::parse(&ranges).unwrap() };
-        let s = seed_key(&*store, owner.unwrap().unwrap().key.owner, "fenced", rules).await;
+        let owner = owner.unwrap().unwrap().key.owner;
+        let rules = KeyRules { ip_allowlist: atna_domain::IpAllowlist::parse(&ranges).unwrap(), ..Default::default() };
+        let s = seed_key(&*store, owner, "fenced", rules.clone()).await;
         assert!(matches!(verifier.check(&s).await.unwrap().0, Verdict::Valid(_)));
-        s
+        let limited = KeyRules { rate_limit: Some(atna_domain::RateLimit::new(1000, 1).unwrap()), ..rules };
+        let l = seed_key(&*store, owner, "limited", limited).await;
+        assert!(matches!(verifier.check(&l).await.unwrap().0, Verdict::Valid(_)));
+        (s, l)
     });
-    for (name, key) in [("gated_hit", &secret), ("gated_hit_allowlist", &fenced)] {
+    let (fenced, limited) = fenced;
+    let clock = std::sync::atomic::AtomicI64::new(atna_server::clock::now());
+    let none = atna_server::gate::Requirements::default();
+    for (name, key, injected) in
+        [("gated_hit", &secret, false), ("gated_hit_allowlist", &fenced, false), ("gated_hit_rules", &limited, true)]
+    {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let (v, now) = verifier.check(std::hint::black_box(key)).now_or_never().unwrap().unwrap();
                 let Verdict::Valid(entry) = v else { panic!("valid") };
-                atna_server::gate::admit_ip(&entry, std::hint::black_box(ip)).unwrap();
+                let now = if injected { clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed) } else { now };
+                let ctx = atna_server::gate::Context::ip(std::hint::black_box(ip));
+                atna_server::gate::admit(&entry, &none, &ctx, verifier.limits(), now).unwrap();
                 verifier.count_use(&entry, now, ip);
             })
         });

@@ -682,3 +682,50 @@ async fn the_form_sets_an_ip_allowlist_shown_in_the_list_and_on_the_delete_page(
     let secret = value_after(&r.text().await.unwrap(), "id=\"credential-secret\"");
     assert_eq!(whoami(&s.base, &secret).await, StatusCode::OK);
 }
+
+/// "More settings" › "Rate limit" and "Usage quota": a bad value is shown inline on its field with what was typed
+/// kept; good ones are shown on the new key's page, in the list ("1,234 of 10,000 left") and on the delete page, and
+/// enforced.
+#[tokio::test]
+async fn the_form_sets_a_rate_limit_and_a_quota_shown_wherever_the_key_is() {
+    let s = start().await;
+    user(s.store.as_ref(), "alice@example.com", false).await;
+    let c = signed_in(&s, "alice@example.com").await;
+    let (_, html) = page(&c, &format!("{}/keys/new", s.base)).await;
+    assert!(tag_with_id(&html, "rate_limit").starts_with("<input") && html.contains("<label for=\"rate_limit\">"));
+    assert!(tag_with_id(&html, "quota").starts_with("<input") && html.contains("<label for=\"quota\">"));
+    let send = |rate: &'static str, quota: &'static str, html: String| {
+        let form = [
+            ("csrf", csrf(&html)),
+            ("nonce", value_after(&html, "name=\"nonce\"")),
+            ("name", "metered".into()),
+            ("rate_limit", rate.into()),
+            ("rate_period", "hour".into()),
+            ("quota", quota.into()),
+            ("quota_refill", "daily".into()),
+        ];
+        c.post(format!("{}/keys/new", s.base)).form(&form).send()
+    };
+    let r = send("0", "10,000", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Invalid rate limit"), "the reason is shown");
+    assert!(tag_with_id(&html, "rate_limit").contains("aria-invalid=\"true\""), "the field is marked invalid");
+    assert!(!tag_with_id(&html, "name").contains("aria-invalid"), "the name is not");
+    assert!(tag_with_id(&html, "quota").contains("value=\"10,000\""), "what was typed is kept");
+    assert!(html.contains("more-settings\" open"), "the section is open");
+    let r = send("2", "10,000", html).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let id = value_after(&html, "id=\"credential-id\"");
+    let secret = value_after(&html, "id=\"credential-secret\"");
+    assert!(html.contains("2 requests per hour") && html.contains("10,000 of 10,000 left, refilled daily"), "{html}");
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::OK);
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::OK);
+    assert_eq!(whoami(&s.base, &secret).await, StatusCode::TOO_MANY_REQUESTS);
+    let (_, list) = page(&c, &format!("{}/keys", s.base)).await;
+    assert!(list.contains("at most 2 requests per hour"), "{list}");
+    assert!(list.contains("9,998 of 10,000 left, refilled daily"), "uses counted in memory are shown: {list}");
+    let (_, confirm) = page(&c, &format!("{}/keys/{id}/delete", s.base)).await;
+    assert!(confirm.contains("2 requests per hour") && confirm.contains("9,998 of 10,000 left"), "{confirm}");
+}

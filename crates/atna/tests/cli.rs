@@ -374,3 +374,46 @@ async fn allow_ip_sets_an_allowlist_that_the_server_enforces() {
     assert_eq!(r.status(), 200, "from 127.0.0.2: inside");
     server.stop();
 }
+
+/// `atna key create --rate-limit --quota --quota-refill` sets the key's limits: shown in the text, the JSON and the
+/// list, enforced by the running server; a bad spec is refused before anything is created.
+#[tokio::test]
+async fn rate_limit_and_quota_flags_set_limits_that_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    create_admin(&data, "alice@example.com");
+    let args = ["key", "create", "--user", "alice@example.com", "--name", "metered"];
+    let mut with = args.to_vec();
+    with.extend(["--rate-limit", "2/1h", "--quota", "10000", "--quota-refill", "monthly"]);
+    let text = ok(atna(&data, &with, None));
+    assert!(text.contains("Rate limit:        2/3600s"), "{text}");
+    assert!(text.contains("Quota:             10,000 of 10,000 left, refilled monthly"), "{text}");
+    let secret = text.lines().find_map(|l| l.strip_prefix("Credential Secret: ")).unwrap().trim().to_owned();
+    let mut json = args.to_vec();
+    json[5] = "credits";
+    json.extend(["--quota", "3", "--json"]);
+    let v: Value = serde_json::from_str(&ok(atna(&data, &json, None))).unwrap();
+    assert_eq!(v["quota"], serde_json::json!({"remaining": 3, "refill": null}));
+    assert_eq!(v["rate_limit"], Value::Null);
+
+    let mut bad = args.to_vec();
+    bad[5] = "bad";
+    bad.extend(["--rate-limit", "100"]);
+    fails(atna(&data, &bad, None), "--rate-limit 100: write a rate limit as requests/period");
+    let table = ok(atna(&data, &["key", "list", "--user", "alice@example.com"], None));
+    let head = table.lines().next().unwrap();
+    assert!(head.contains("RATE LIMIT") && head.contains("QUOTA"), "{table}");
+    assert!(table.contains("2/3600s") && table.contains("10,000 of 10,000 left"), "{table}");
+    assert!(!table.contains(" bad"), "nothing was created: {table}");
+    let listed: Value =
+        serde_json::from_str(&ok(atna(&data, &["key", "list", "--user", "alice@example.com", "--json"], None)))
+            .unwrap();
+    let metered = listed.as_array().unwrap().iter().find(|k| k["name"] == "metered").unwrap();
+    assert_eq!(metered["rate_limit"], serde_json::json!({"limit": 2, "period_seconds": 3600}));
+
+    let server = Server::start(&data, "warn");
+    assert_eq!(server.whoami(&secret).await, 200);
+    assert_eq!(server.whoami(&secret).await, 200);
+    assert_eq!(server.whoami(&secret).await, 429, "the third request in the hour");
+    server.stop();
+}
