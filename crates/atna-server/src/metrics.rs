@@ -17,13 +17,20 @@ pub enum Entry {
     ForwardAuth,
     /// Every other Bearer route (`/v1/keys`…).
     Api,
+    /// The reverse-proxy listener.
+    Proxy,
 }
 
-const ENTRIES: [(Entry, &str); 4] =
-    [(Entry::Whoami, "whoami"), (Entry::Verify, "verify"), (Entry::ForwardAuth, "forward_auth"), (Entry::Api, "api")];
+const ENTRIES: [(Entry, &str); 5] = [
+    (Entry::Whoami, "whoami"),
+    (Entry::Verify, "verify"),
+    (Entry::ForwardAuth, "forward_auth"),
+    (Entry::Api, "api"),
+    (Entry::Proxy, "proxy"),
+];
 
 /// The outcomes counted: `allowed`, or the problem code of the refusal. Anything else is counted as `other`.
-const OUTCOMES: [&str; 14] = [
+const OUTCOMES: [&str; 16] = [
     "allowed",
     "credentials_missing",
     "credentials_unsupported_scheme",
@@ -36,6 +43,8 @@ const OUTCOMES: [&str; 14] = [
     "ip_not_allowed",
     "insufficient_scope",
     "invalid_requirements",
+    "invalid_path",
+    "body_too_large",
     "unavailable",
     "other",
 ];
@@ -78,6 +87,10 @@ pub struct Metrics {
     pub usage_flushed_keys: AtomicU64,
     /// Usage flushes that failed (the usage is kept for the next one).
     pub usage_flush_failures: AtomicU64,
+    /// Proxied requests the upstream did not take (no connection) or answered badly: answered 502.
+    pub proxy_upstream_errors: AtomicU64,
+    /// Proxied requests the upstream did not answer in time: answered 504.
+    pub proxy_upstream_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -154,6 +167,16 @@ impl Metrics {
                 "atna_usage_flush_failures_total",
                 "Usage flushes that failed (the usage is kept for the next one).",
                 &self.usage_flush_failures,
+            ),
+            (
+                "atna_proxy_upstream_errors_total",
+                "Proxied requests answered 502: the upstream could not be reached or answered badly.",
+                &self.proxy_upstream_errors,
+            ),
+            (
+                "atna_proxy_upstream_timeouts_total",
+                "Proxied requests answered 504: the upstream did not answer in time.",
+                &self.proxy_upstream_timeouts,
             ),
         ];
         for (name, help, v) in counters {
