@@ -395,6 +395,31 @@ async fn behind_a_trusted_proxy_the_forwarding_chain_is_kept_and_the_key_forward
     assert_eq!(v["headers"]["authorization"][0], format!("Bearer {}", p.api_key));
     assert_eq!(v["headers"]["x-atna-key-id"].as_array().unwrap().len(), 1);
     assert_ne!(v["headers"]["x-atna-key-id"][0], "forged");
+
+    // A key's IP allowlist applies to the client behind the trusted proxy, as at forward-auth.
+    let data = p._dir.path().join("data");
+    let office = {
+        let args = [
+            "key",
+            "create",
+            "--user",
+            "alice@example.com",
+            "--name",
+            "office",
+            "--scope",
+            "api",
+            "--allow-ip",
+            "203.0.113.0/24",
+            "--json",
+        ];
+        serde_json::from_str::<Value>(&ok(atna(&data, &args, None))).unwrap()["secret"].as_str().unwrap().to_owned()
+    };
+    let bearer = format!("Authorization: Bearer {office}");
+    let (status, _, _) = get_raw(&p, "/echo", &[&bearer, "X-Forwarded-For: 203.0.113.7"]).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = get_raw(&p, "/echo", &[&bearer, "X-Forwarded-For: 198.51.100.1"]).await;
+    assert_eq!(status, 403);
+    assert_eq!(json_of(&body)["code"], "ip_not_allowed");
 }
 
 #[tokio::test]
@@ -480,6 +505,9 @@ async fn an_upstream_that_is_down_is_a_502() {
     assert_eq!(get_raw(&p, "/x", &[]).await.0, 401);
     let metrics = reqwest::get(format!("{}/metrics", p.server.base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("atna_proxy_upstream_errors_total 1\n"), "{metrics}");
+    // Both listeners stop on SIGTERM, and the process exits cleanly.
+    let log = p.server.stop();
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 #[tokio::test]
