@@ -170,13 +170,14 @@ impl Proxy {
         let h = &req.headers;
         let key = presented_key(h, &self.state.settings.api_key_headers)?;
         let requirements = routes::requirements(&self.settings.routes, &req.method, &path);
-        let ip = Some(client_ip_of(h, peer.ip(), trusted, &self.settings.trusted_proxies));
-        let entry = authorize(&self.state, key, &requirements, &gate::Context::ip(ip)).await?;
+        // Before the key is checked: a refused request consumes nothing (no use counted, no limit touched).
         if let (Some(max), Some(len)) = (self.settings.max_body_bytes, body_len) {
             if len > max {
                 return Err(too_large(max));
             }
         }
+        let ip = Some(client_ip_of(h, peer.ip(), trusted, &self.settings.trusted_proxies));
+        let entry = authorize(&self.state, key, &requirements, &gate::Context::ip(ip)).await?;
         let target = match req.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
