@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
 
+use crate::proxy::{self, Proxy, ProxySettings};
 use crate::serve::guard::{guarded, Face};
 use crate::serve::{self, Tracker};
 use crate::verify::Verifier;
@@ -30,6 +31,8 @@ pub struct App {
     listener: TcpListener,
     /// `metrics_listen`: a listener that serves `/metrics` only.
     metrics_listener: Option<TcpListener>,
+    /// Reverse-proxy mode: its listener and the proxy.
+    proxy: Option<(TcpListener, Arc<Proxy>)>,
     state: AppState,
     router: Router,
     setup_token: Option<String>,
@@ -41,6 +44,10 @@ impl App {
         let listener = TcpListener::bind(settings.listen).await?;
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let proxy_listener = match &settings.proxy {
+            Some(p) => Some(TcpListener::bind(p.listen).await?),
             None => None,
         };
         // The follower (started by `run`) reads the feed every poll interval: allow a few of those before the cache
@@ -72,9 +79,11 @@ impl App {
                 None
             }
         };
+        let proxy_settings = settings.proxy.clone();
         let state = AppState::new(store, verifier, settings);
+        let proxy = proxy_listener.zip(proxy_settings).map(|(l, p)| (l, Arc::new(Proxy::new(state.clone(), p))));
         let router = api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone()));
-        Ok(Self { listener, metrics_listener, state, router, setup_token })
+        Ok(Self { listener, metrics_listener, proxy, state, router, setup_token })
     }
 
     /// Where it listens.
@@ -85,6 +94,11 @@ impl App {
     /// Where `/metrics` is served when `metrics_listen` moved it off the main listener.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the reverse proxy listens, in reverse-proxy mode.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The first-run setup token, when no user existed at start: `/setup?token=…` creates the first admin.
@@ -130,10 +144,29 @@ impl App {
                 .await;
             })
         });
+        // The proxy listener stops accepting when the main one does, and drains on its own.
+        let (down_tx, down_rx) = watch::channel(false);
+        let proxy = self.proxy.map(|(listener, proxy)| {
+            let settings = proxy_serve_settings(&self.state.settings, proxy.settings());
+            let mut down = down_rx;
+            tokio::spawn(async move {
+                serve::run(listener, &settings, proxy::per_connection(proxy), async move {
+                    let _ = down.wait_for(|d| *d).await;
+                })
+                .await;
+            })
+        });
+        let shutdown = async move {
+            shutdown.await;
+            let _ = down_tx.send(true);
+        };
         serve::run(self.listener, &self.state.settings, front(self.router, self.state.clone(), true), shutdown).await;
         let _ = stop_tx.send(true);
         if let Some(m) = metrics {
             let _ = m.await;
+        }
+        if let Some(p) = proxy {
+            let _ = p.await;
         }
         for t in tasks {
             let _ = t.await;
@@ -144,6 +177,12 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// The accept loop's settings for the proxy listener: the main listener's connection caps and timeouts, with the
+/// proxy's own trusted proxies (the deprecated `trust_forwarded_for` does not reach it).
+fn proxy_serve_settings(main: &Settings, proxy: &ProxySettings) -> Settings {
+    Settings { trusted_proxies: proxy.trusted_proxies.clone(), trust_forwarded_for: false, ..main.clone() }
 }
 
 /// Makes each connection's [`Front`]; `fast_lanes` answers whoami and forward-auth without the router (the main

@@ -17,13 +17,20 @@ pub enum Entry {
     ForwardAuth,
     /// Every other Bearer route (`/v1/keys`…).
     Api,
+    /// The reverse-proxy listener.
+    Proxy,
 }
 
-const ENTRIES: [(Entry, &str); 4] =
-    [(Entry::Whoami, "whoami"), (Entry::Verify, "verify"), (Entry::ForwardAuth, "forward_auth"), (Entry::Api, "api")];
+const ENTRIES: [(Entry, &str); 5] = [
+    (Entry::Whoami, "whoami"),
+    (Entry::Verify, "verify"),
+    (Entry::ForwardAuth, "forward_auth"),
+    (Entry::Api, "api"),
+    (Entry::Proxy, "proxy"),
+];
 
 /// The outcomes counted: `allowed`, or the problem code of the refusal. Anything else is counted as `other`.
-const OUTCOMES: [&str; 16] = [
+const OUTCOMES: [&str; 18] = [
     "allowed",
     "credentials_missing",
     "credentials_unsupported_scheme",
@@ -38,6 +45,8 @@ const OUTCOMES: [&str; 16] = [
     "rate_limited",
     "usage_exceeded",
     "invalid_requirements",
+    "invalid_path",
+    "body_too_large",
     "unavailable",
     "other",
 ];
@@ -82,6 +91,10 @@ pub struct Metrics {
     pub usage_flush_failures: AtomicU64,
     /// Rate-limit and quota syncs with the database that failed (the counts are kept for the next one).
     pub limit_sync_failures: AtomicU64,
+    /// Proxied requests the upstream did not take (no connection) or answered badly: answered 502.
+    pub proxy_upstream_errors: AtomicU64,
+    /// Proxied requests the upstream did not answer in time: answered 504.
+    pub proxy_upstream_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +176,16 @@ impl Metrics {
                 "atna_limit_sync_failures_total",
                 "Rate-limit and quota syncs with the database that failed (the counts are kept for the next one).",
                 &self.limit_sync_failures,
+            ),
+            (
+                "atna_proxy_upstream_errors_total",
+                "Proxied requests answered 502: the upstream could not be reached or answered badly.",
+                &self.proxy_upstream_errors,
+            ),
+            (
+                "atna_proxy_upstream_timeouts_total",
+                "Proxied requests answered 504: the upstream did not answer in time.",
+                &self.proxy_upstream_timeouts,
             ),
         ];
         for (name, help, v) in counters {

@@ -56,6 +56,8 @@ pub struct Settings {
     pub api_key_headers: Vec<axum::http::HeaderName>,
     /// Where `/metrics` is served instead of the main listener (`None`: on the main listener).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Reverse-proxy mode: a second listener that checks every request's key and passes it on to an upstream.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
             metrics_listen: None,
+            proxy: None,
         }
     }
 }

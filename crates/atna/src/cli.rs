@@ -127,7 +127,28 @@ pub struct Serve {
     /// Most open connections from one address (IPv6: one /64), trusted proxies excepted. Default: 256
     #[arg(long, env = "ATNA_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
     pub max_connections_per_peer: Option<usize>,
+    /// Reverse-proxy mode: the API every request on --proxy-listen is passed on to, http://HOST:PORT.
+    #[arg(long, env = "ATNA_UPSTREAM", value_name = "URL", help_heading = PROXY)]
+    pub upstream: Option<String>,
+    /// Reverse-proxy mode: where to listen for the requests to check and pass on, HOST:PORT.
+    #[arg(long, env = "ATNA_PROXY_LISTEN", value_name = "HOST:PORT", help_heading = PROXY)]
+    pub proxy_listen: Option<String>,
+    /// The proxies in front of the proxy listener, comma-separated (its own list; --trusted-proxies is the API's).
+    #[arg(long, env = "ATNA_PROXY_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR,...", help_heading = PROXY)]
+    pub proxy_trusted_proxies: Option<Vec<Cidr>>,
+    /// Largest request body the proxy passes on, in bytes. Default: no limit
+    #[arg(long, env = "ATNA_PROXY_MAX_BODY_BYTES", value_name = "BYTES", help_heading = PROXY)]
+    pub proxy_max_body_bytes: Option<u64>,
+    /// Pass Authorization and the key headers on to the upstream. Default: false (they are removed)
+    #[arg(long, env = "ATNA_PROXY_FORWARD_AUTHORIZATION", value_name = "BOOL", help_heading = PROXY)]
+    pub proxy_forward_authorization: Option<bool>,
+    /// Seconds the upstream has to start answering once a request has been passed on. Default: 60
+    #[arg(long, env = "ATNA_PROXY_UPSTREAM_TIMEOUT_SECS", value_name = "SECS", help_heading = PROXY)]
+    pub proxy_upstream_timeout_secs: Option<u64>,
 }
+
+/// The help heading of the reverse-proxy options.
+const PROXY: &str = "Reverse-proxy mode";
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {

@@ -83,6 +83,10 @@ async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow
              (valid for 1 hour; restarting this node prints a new link and revokes this one)\n"
         );
     }
+    if let (Some(proxy), Some(p)) = (app.proxy_addr(), &settings.proxy) {
+        tracing::info!(%proxy, upstream = %p.upstream, "atna proxy listening");
+        text += &format!("atna proxy listening on http://{proxy} (upstream {})\n", p.upstream);
+    }
     if let Err(e) = output::try_write_stdout(text.as_bytes()) {
         tracing::warn!(error = %e, "could not print the address (and setup link) on standard output");
     }

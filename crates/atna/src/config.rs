@@ -40,6 +40,33 @@ pub struct FileConfig {
     pub session_absolute_timeout_secs: Option<u64>,
     pub api_key_headers: Option<Vec<String>>,
     pub metrics_listen: Option<String>,
+    pub upstream: Option<String>,
+    pub proxy_listen: Option<String>,
+    pub proxy_trusted_proxies: Option<Vec<String>>,
+    pub proxy_max_body_bytes: Option<u64>,
+    pub proxy_forward_authorization: Option<bool>,
+    pub proxy_upstream_timeout_secs: Option<u64>,
+    /// `[proxy]`: the proxy's routes (`[[proxy.routes]]`).
+    pub proxy: Option<ProxyFile>,
+}
+
+/// The `[proxy]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// One `[[proxy.routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// Everything resolved.
@@ -68,6 +95,12 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_LOG_FORMAT",
     "ATNA_API_KEY_HEADERS",
     "ATNA_METRICS_LISTEN",
+    "ATNA_UPSTREAM",
+    "ATNA_PROXY_LISTEN",
+    "ATNA_PROXY_TRUSTED_PROXIES",
+    "ATNA_PROXY_MAX_BODY_BYTES",
+    "ATNA_PROXY_FORWARD_AUTHORIZATION",
+    "ATNA_PROXY_UPSTREAM_TIMEOUT_SECS",
 ];
 
 /// Reads the file and resolves where the data lives.
@@ -177,7 +210,60 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
             Some(text) => Some(listen_address(&text).context("metrics_listen")?),
             None => None,
         },
+        proxy: proxy_settings(f, s)?,
     })
+}
+
+/// Reverse-proxy mode's settings: `None` without `upstream` and `proxy_listen`; an error with only one of them, or with
+/// `proxy_*` settings or routes but neither (they would silently do nothing).
+fn proxy_settings(f: &FileConfig, s: &Serve) -> anyhow::Result<Option<atna_server::proxy::ProxySettings>> {
+    use atna_server::proxy::{ProxySettings, Route, Upstream};
+    let upstream = s.upstream.as_ref().or(f.upstream.as_ref());
+    let listen = s.proxy_listen.as_ref().or(f.proxy_listen.as_ref());
+    let (upstream, listen) = match (upstream, listen) {
+        (Some(u), Some(l)) => (u, l),
+        (None, None) => {
+            let set = s.proxy_trusted_proxies.is_some()
+                || s.proxy_max_body_bytes.is_some()
+                || s.proxy_forward_authorization.is_some()
+                || s.proxy_upstream_timeout_secs.is_some()
+                || f.proxy_trusted_proxies.is_some()
+                || f.proxy_max_body_bytes.is_some()
+                || f.proxy_forward_authorization.is_some()
+                || f.proxy_upstream_timeout_secs.is_some()
+                || f.proxy.is_some();
+            anyhow::ensure!(
+                !set,
+                "proxy settings are given but reverse-proxy mode is off: set upstream and proxy_listen"
+            );
+            return Ok(None);
+        }
+        (Some(_), None) => anyhow::bail!("upstream is set but proxy_listen is not: reverse-proxy mode needs both"),
+        (None, Some(_)) => anyhow::bail!("proxy_listen is set but upstream is not: reverse-proxy mode needs both"),
+    };
+    let upstream: Upstream = upstream.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut p = ProxySettings::new(listen_address(listen).context("proxy_listen")?, upstream);
+    p.trusted_proxies = match (&s.proxy_trusted_proxies, &f.proxy_trusted_proxies) {
+        (Some(flag), _) => flag.clone(),
+        (None, Some(list)) => list
+            .iter()
+            .map(|c| c.parse().with_context(|| format!("in proxy_trusted_proxies: {c:?}")))
+            .collect::<anyhow::Result<_>>()?,
+        (None, None) => Vec::new(),
+    };
+    p.max_body_bytes = s.proxy_max_body_bytes.or(f.proxy_max_body_bytes);
+    anyhow::ensure!(p.max_body_bytes != Some(0), "proxy_max_body_bytes must be at least 1 (leave it out for no limit)");
+    p.forward_authorization = s.proxy_forward_authorization.or(f.proxy_forward_authorization).unwrap_or(false);
+    if let Some(secs) = s.proxy_upstream_timeout_secs.or(f.proxy_upstream_timeout_secs) {
+        anyhow::ensure!(secs >= 1, "proxy_upstream_timeout_secs must be at least 1");
+        p.upstream_timeout = Duration::from_secs(secs);
+    }
+    for r in f.proxy.iter().flat_map(|t| &t.routes) {
+        p.routes.push(
+            Route::new(&r.path_prefix, &r.methods, &r.scopes).map_err(|e| anyhow::anyhow!("in proxy.routes: {e}"))?,
+        );
+    }
+    Ok(Some(p))
 }
 
 /// The headers forward-auth reads a key from: `ATNA_API_KEY_HEADERS` (comma-separated) over the file's
@@ -295,6 +381,12 @@ mod tests {
             request_timeout_secs: None,
             max_connections: None,
             max_connections_per_peer: None,
+            upstream: None,
+            proxy_listen: None,
+            proxy_trusted_proxies: None,
+            proxy_max_body_bytes: None,
+            proxy_forward_authorization: None,
+            proxy_upstream_timeout_secs: None,
         }
     }
 
@@ -390,6 +482,62 @@ mod tests {
             ("no-such-host.invalid:8080", "cannot resolve listen address `no-such-host.invalid:8080`"),
         ] {
             let e = listen(text).err().unwrap();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn reverse_proxy_mode_comes_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atna.toml");
+        std::fs::write(
+            &path,
+            "upstream = \"http://127.0.0.1:9000\"\nproxy_listen = \"127.0.0.1:8443\"\n\
+             proxy_trusted_proxies = [\"10.0.0.0/8\"]\nproxy_max_body_bytes = 1048576\n\
+             proxy_forward_authorization = true\nproxy_upstream_timeout_secs = 5\n\
+             [[proxy.routes]]\npath_prefix = \"/admin\"\nmethods = [\"POST\"]\nscopes = [\"admin:write\"]\n\
+             [[proxy.routes]]\npath_prefix = \"/\"\nscopes = [\"api\"]\n",
+        )
+        .unwrap();
+        let r = resolve(&global(Some(path))).unwrap();
+        let p = settings(&r, &serve()).unwrap().proxy.unwrap();
+        assert_eq!(p.upstream.to_string(), "http://127.0.0.1:9000");
+        assert_eq!(p.listen.port(), 8443);
+        assert_eq!(p.trusted_proxies.len(), 1);
+        assert_eq!(p.max_body_bytes, Some(1_048_576));
+        assert!(p.forward_authorization);
+        assert_eq!(p.upstream_timeout, Duration::from_secs(5));
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!((p.routes[0].path_prefix.as_str(), p.routes[0].methods[0].as_str()), ("/admin", "POST"));
+        let flag = Serve {
+            upstream: Some("http://127.0.0.1:9100".into()),
+            proxy_listen: Some("127.0.0.1:0".into()),
+            ..serve()
+        };
+        let p = settings(&r, &flag).unwrap().proxy.unwrap();
+        assert_eq!((p.upstream.to_string().as_str(), p.listen.port()), ("http://127.0.0.1:9100", 0), "flags win");
+
+        let none = resolve(&global(None)).unwrap();
+        assert!(settings(&none, &serve()).unwrap().proxy.is_none(), "off by default");
+        for (text, want) in [
+            ("upstream = \"http://127.0.0.1:9000\"\n", "proxy_listen is not"),
+            ("proxy_listen = \"127.0.0.1:1\"\n", "upstream is not"),
+            ("proxy_max_body_bytes = 10\n", "reverse-proxy mode is off"),
+            ("upstream = \"https://x\"\nproxy_listen = \"127.0.0.1:1\"\n", "https upstreams are not supported"),
+            (
+                "upstream = \"http://x\"\nproxy_listen = \"127.0.0.1:1\"\n[[proxy.routes]]\npath_prefix = \"/a/../b\"\n",
+                "in proxy.routes",
+            ),
+            (
+                "upstream = \"http://x\"\nproxy_listen = \"127.0.0.1:1\"\n[[proxy.routes]]\npath_prefix = \"/\"\nscope = []\n",
+                "unknown field `scope`",
+            ),
+        ] {
+            std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+            let e = match resolve(&global(Some(dir.path().join("bad.toml")))) {
+                Ok(r) => settings(&r, &serve()).err().unwrap(),
+                Err(e) => e,
+            };
             assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
         }
     }

@@ -10,6 +10,7 @@
 //! and `Cache-Control: no-store` (a cached answer would outlive a revocation).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
@@ -19,7 +20,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{bearer_token, client_ip_of};
 use crate::gate::{self, Requirements};
 use crate::metrics::Entry;
-use crate::verify::Verdict;
+use crate::verify::{KeyEntry, Verdict};
 use crate::AppState;
 
 pub use gate::STATUS_HEADER;
@@ -89,16 +90,8 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     let key = presented_key(headers, &state.settings.api_key_headers)?;
     let requirements = Requirements::read(uri.query(), headers)?;
-    let (verdict, now) = state.verifier.check(key).await?;
-    let entry = match verdict {
-        Verdict::Valid(entry) => entry,
-        Verdict::Invalid { code, malformed, .. } => {
-            return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
-        }
-    };
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
-    let admitted = gate::admit(&entry, &requirements, &gate::Context::read(headers, ip), state.verifier.limits(), now)?;
-    state.verifier.count_use(&entry, now, ip);
+    let (entry, admitted) = authorize(state, key, &requirements, &gate::Context::read(headers, ip)).await?;
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
     *res.headers_mut() = entry.identity.allowed.clone();
@@ -106,10 +99,30 @@ async fn decide(
     Ok(res)
 }
 
+/// The decision of the gateway entry points (forward-auth and the reverse proxy): verify the key, apply its rules and
+/// the requirements, and count the use only if all of that said yes.
+pub(crate) async fn authorize(
+    state: &AppState,
+    key: &str,
+    requirements: &Requirements<'_>,
+    ctx: &gate::Context<'_>,
+) -> Result<(Arc<KeyEntry>, gate::Admitted), ApiError> {
+    let (verdict, now) = state.verifier.check(key).await?;
+    let entry = match verdict {
+        Verdict::Valid(entry) => entry,
+        Verdict::Invalid { code, malformed, .. } => {
+            return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
+        }
+    };
+    let admitted = gate::admit(&entry, requirements, ctx, state.verifier.limits(), now)?;
+    state.verifier.count_use(&entry, now, ctx.ip);
+    Ok((entry, admitted))
+}
+
 /// The key: `Authorization: Bearer …` first, else the first configured key header (`X-API-Key` by default). A
 /// request with neither is `credentials_missing`; one whose `Authorization` uses another scheme (and no key header)
 /// is `credentials_unsupported_scheme`.
-fn presented_key<'h>(headers: &'h HeaderMap, key_headers: &[HeaderName]) -> Result<&'h str, ApiError> {
+pub(crate) fn presented_key<'h>(headers: &'h HeaderMap, key_headers: &[HeaderName]) -> Result<&'h str, ApiError> {
     let bearer = headers.get(header::AUTHORIZATION).map(|_| bearer_token(headers));
     if let Some(Ok(key)) = bearer {
         return Ok(key);

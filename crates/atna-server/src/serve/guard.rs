@@ -86,6 +86,18 @@ pub async fn guarded(face: Face, limit: Duration, handle: impl Future<Output = R
     }
 }
 
+/// Runs a request's handling with a panic catcher only, for handlers that keep their own time (the reverse proxy,
+/// whose uploads may take as long as they take).
+pub async fn unwound(face: Face, handle: impl Future<Output = Response>) -> Response {
+    match AssertUnwindSafe(handle).catch_unwind().await {
+        Ok(res) => res,
+        Err(panic) => {
+            tracing::error!(panic = panic_message(&*panic), "a request handler panicked; answered 500");
+            face.panicked()
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// `tokio::time::timeout` with the timer created lazily, at the first `Pending`.
     struct Deadline<F> {

@@ -117,6 +117,11 @@ impl Server {
         line.split_whitespace().find(|w| w.contains("/setup?token=")).map(str::to_owned)
     }
 
+    /// The next line the server prints on standard output (after its address), if one comes within `wait`.
+    pub fn next_line(&self, wait: Duration) -> Option<String> {
+        self.stdout.recv_timeout(wait).ok()
+    }
+
     pub async fn whoami(&self, key: &str) -> u16 {
         let res = reqwest::Client::new().get(format!("{}/v1/whoami", self.base)).bearer_auth(key).send().await.unwrap();
         res.status().as_u16()
