@@ -109,7 +109,7 @@ impl App {
                 stop_rx.clone(),
             ),
             watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx.clone()),
-            watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
+            watcher::housekeeping(s.store.clone(), &s.settings, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let metrics = self.metrics_listener.map(|listener| {
             let router = api::metrics_only().with_state(self.state.clone());

@@ -115,7 +115,7 @@ pub async fn authenticate(
     match state.verifier.check(token).await? {
         (Verdict::Valid(entry), now) => {
             // A refused request consumes nothing: the use is counted only once the key's rules admit it.
-            crate::gate::admit_ip(&entry, ip)?;
+            crate::gate::admit_ip(&entry, ip).map_err(|e| crate::gate::counted(&state.verifier, &entry, now, e))?;
             state.verifier.count_use(&entry, now, ip);
             Ok(entry)
         }

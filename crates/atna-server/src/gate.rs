@@ -5,12 +5,12 @@
 
 use std::borrow::Cow;
 
-use atna_domain::Email;
+use atna_domain::{Email, Millis, VerifyCode};
 use atna_store::KeyRecord;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ApiError;
-use crate::verify::KeyEntry;
+use crate::verify::{KeyEntry, Verifier};
 
 /// Most scope requirements one request may carry (query parameters and headers together).
 pub const MAX_REQUIRED_SCOPES: usize = 32;
@@ -191,6 +191,16 @@ pub fn admit_ip(entry: &KeyEntry, ip: Option<std::net::IpAddr>) -> Result<(), Ap
         tracing::debug!(key = %entry.record.id, ?ip, "refused: outside the key's IP allowlist");
         Err(ApiError::ip_not_allowed())
     }
+}
+
+/// Counts a rule's refusal of a good key in the key's usage, under the verify code its problem `code` names
+/// (`ip_not_allowed` → `IP_NOT_ALLOWED`; a rule whose code names no verify code is not counted), and passes it on.
+/// `now` is the time the key was checked at.
+pub fn counted(verifier: &Verifier, entry: &KeyEntry, now: Millis, e: ApiError) -> ApiError {
+    if let Some(code) = VerifyCode::ALL.iter().find(|c| c.as_str().eq_ignore_ascii_case(e.code)) {
+        verifier.count_refusal(entry, *code, now);
+    }
+    e
 }
 
 /// Decides whether a request made with a good key (status and expiry already checked) may go through, in the order

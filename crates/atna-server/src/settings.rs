@@ -20,6 +20,10 @@ pub struct Settings {
     pub cache_capacity: usize,
     /// How often gathered usage is written to the store.
     pub usage_flush_interval: Duration,
+    /// How long hourly usage buckets (requests per key per hour, by outcome) are kept.
+    pub usage_hourly_retention: Duration,
+    /// How long daily usage buckets are kept.
+    pub usage_daily_retention: Duration,
     /// How often the change feed is polled when the store cannot push.
     pub change_poll_interval: Duration,
     /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
@@ -63,6 +67,8 @@ impl Default for Settings {
             negative_cache_ttl: Duration::from_secs(10),
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(5),
+            usage_hourly_retention: Duration::from_secs(14 * 24 * 60 * 60),
+            usage_daily_retention: Duration::from_secs(400 * 24 * 60 * 60),
             change_poll_interval: Duration::from_millis(200),
             change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use atna_domain::VerifyCode;
+use atna_domain::{Millis, VerifyCode};
 
 use super::dto::{allowlist_json, Owner, VerifyRequest, VerifyResponse, WhoAmI};
 use crate::clock::to_datetime;
@@ -17,7 +17,7 @@ use crate::error::{ApiResult, Problem};
 use crate::extract::{authenticate, client_ip_of, ApiJson, Caller, ClientIp};
 use crate::gate::{MAX_REQUIRED_SCOPES, MAX_SCOPE_LEN};
 use crate::metrics::Entry;
-use crate::verify::{KeyEntry, Verdict};
+use crate::verify::{KeyEntry, Verdict, Verifier};
 use crate::AppState;
 
 /// The key that made this request: its ID, name, owner and scopes.
@@ -81,7 +81,7 @@ pub async fn verify(
     // The address the key is being used from: the one the asking service names, else the asker's own.
     let ip = body.ip.or(caller_ip);
     let (verdict, now) = match s.verifier.check(&body.key).await {
-        Ok((v, now)) => (rules(v, ip, &body.scopes), now),
+        Ok((v, now)) => (rules(&s.verifier, v, ip, &body.scopes, now), now),
         Err(e) => {
             let e = ApiError::from(e);
             s.verifier.metrics().check(Entry::Verify, e.code, started.elapsed());
@@ -118,8 +118,8 @@ pub async fn verify(
 }
 
 /// A good key's verdict once its rules are applied, in the gate's order: IP allowlist, then the asked-for scopes.
-/// A refused key keeps its details (its secret matched).
-fn rules(verdict: Verdict, ip: Option<IpAddr>, scopes: &[String]) -> Verdict {
+/// A refused key keeps its details (its secret matched), and the refusal is counted in its usage.
+fn rules(verifier: &Verifier, verdict: Verdict, ip: Option<IpAddr>, scopes: &[String], now: Millis) -> Verdict {
     let Verdict::Valid(entry) = verdict else { return verdict };
     let code = if !entry.record.rules.ip_allowlist.permits(ip) {
         VerifyCode::IpNotAllowed
@@ -128,5 +128,6 @@ fn rules(verdict: Verdict, ip: Option<IpAddr>, scopes: &[String]) -> Verdict {
     } else {
         return Verdict::Valid(entry);
     };
+    verifier.count_refusal(&entry, code, now);
     Verdict::Invalid { code, malformed: None, entry: Some(entry) }
 }

@@ -94,7 +94,8 @@ async fn decide(
         }
     };
     let ip = Some(client_ip_of(headers, peer, peer_trusted, &state.settings.trusted_proxies));
-    gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))?;
+    gate::admit(&entry, &requirements, &gate::Context::read(headers, ip))
+        .map_err(|e| gate::counted(&state.verifier, &entry, now, e))?;
     state.verifier.count_use(&entry, now, ip);
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
