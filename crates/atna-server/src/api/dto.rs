@@ -193,8 +193,8 @@ pub struct Health {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
-    /// Start of the range (RFC 3339), rounded down to the bucket it falls in. Default: 24 hours (`hour`) or 30 days
-    /// (`day`) before `to`.
+    /// Start of the range (RFC 3339), rounded down to the bucket it falls in. Default: 24 hourly (or 30 daily)
+    /// buckets, the last one being the one `to` falls in.
     pub from: Option<String>,
     /// End of the range (RFC 3339, exclusive). Default: now.
     pub to: Option<String>,

@@ -200,8 +200,10 @@ pub async fn usage(
         Granularity::Hour => 24 * Granularity::Hour.millis(),
         Granularity::Day => 30 * Granularity::Day.millis(),
     };
-    let from = p.from.as_deref().map(|v| time(v, "from")).transpose()?.unwrap_or(to.saturating_sub(default_span));
     let step = granularity.millis();
+    // By default the 24 hourly (30 daily) buckets up to the one `to` falls in.
+    let default_from = granularity.floor(to.saturating_sub(1)) + step - default_span;
+    let from = p.from.as_deref().map(|v| time(v, "from")).transpose()?.unwrap_or(default_from);
     if from >= to || (to - granularity.floor(from) + step - 1) / step > timeline::MAX_BUCKETS {
         return Err(ApiError::bad_request(
             "invalid_range",
