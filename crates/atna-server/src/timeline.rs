@@ -91,7 +91,8 @@ pub async fn daily_allowed(
     let today = Granularity::Day.floor(now);
     let first = today - (days as i64 - 1) * step;
     let mut out: BTreeMap<CredentialId, Vec<i64>> = ids.iter().map(|id| (*id, vec![0; days])).collect();
-    let slot = |t: Millis| (t >= first && t <= today).then(|| ((Granularity::Day.floor(t) - first) / step) as usize);
+    let slot =
+        |t: Millis| (t >= first && t < today + step).then(|| ((Granularity::Day.floor(t) - first) / step) as usize);
     for (id, start, n) in store.daily_allowed(ids, first).await? {
         if let (Some(v), Some(i)) = (out.get_mut(&id), slot(start)) {
             v[i] += n;
@@ -107,4 +108,30 @@ pub async fn daily_allowed(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atna_store_sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn unflushed_counts_show_in_series_and_sparklines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_file(&dir.path().join("atna.db")).await.unwrap();
+        let buf = UsageBuffer::default();
+        let id = CredentialId::generate();
+        let now = 1_780_000_000_000 + 5 * 3_600_000 + 123; // some hours into a day
+        for _ in 0..3 {
+            buf.record(id, now, None);
+        }
+        buf.refuse(id, VerifyCode::Expired, now);
+        let week = daily_allowed(&store, Some(&buf), &[id], 7, now).await.unwrap();
+        assert_eq!(week[&id], [0, 0, 0, 0, 0, 0, 3], "today's hours count towards today");
+        let hours = series(&store, Some(&buf), &id, Granularity::Hour, now - 3 * 3_600_000, now + 1).await.unwrap();
+        assert_eq!(hours.len(), 4);
+        assert_eq!((hours[3].allowed, hours[3].refused_total()), (3, 1));
+        assert_eq!(hours[3].refused["expired"], 1);
+        assert!(hours[..3].iter().all(|b| b.allowed == 0 && b.refused.is_empty()));
+    }
 }
