@@ -89,6 +89,8 @@ pub struct Bar {
 pub struct Tick {
     pub x: String,
     pub text: String,
+    /// `start` for the first label, `end` for the last (so neither is cut off at the edge), else `middle`.
+    pub anchor: &'static str,
 }
 
 /// One row of the table under the chart.
@@ -184,16 +186,22 @@ impl Chart {
             }
         }
         // The first bucket, the middle one and the last one.
-        let ticks = [0, buckets.len() / 2, buckets.len().saturating_sub(1)]
+        let last = buckets.len().saturating_sub(1);
+        let ticks = [0, buckets.len() / 2, last]
             .into_iter()
             .filter(|&i| i < buckets.len())
             .map(|i| {
+                let (x, anchor) = match i {
+                    0 => (LEFT + i as f64 * slot, "start"),
+                    i if i == last => (LEFT + (i + 1) as f64 * slot, "end"),
+                    _ => (LEFT + (i as f64 + 0.5) * slot, "middle"),
+                };
                 let t = to_datetime(buckets[i].start);
                 let text = match g {
                     Granularity::Hour => t.format("%-d %b %H:00").to_string(),
                     Granularity::Day => t.format("%-d %b").to_string(),
                 };
-                Tick { x: n2(LEFT + (i as f64 + 0.5) * slot), text }
+                Tick { x: n2(x), text, anchor }
             })
             .collect();
         let total_allowed = buckets.iter().map(|b| b.allowed).sum();
