@@ -5,17 +5,21 @@
 # N2 - N1 is the cost of one request, free of start-up and shutdown.
 #
 #   bench/instructions.sh          # needs valgrind and python3
+#   ATNA_BIN=/tmp/atna-before bench/instructions.sh   # a given atna binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${N1:-500}
 N2=${N2:-2500}
-cargo build --release -q -p atna
-cargo build --release -q -p atna-server --example bare
+# ATNA_BIN / BARE_BIN measure given binaries (e.g. two builds to compare) instead of building this tree's.
+if [ -z "${ATNA_BIN:-}" ]; then cargo build --release -q -p atna; fi
+if [ -z "${BARE_BIN:-}" ]; then cargo build --release -q -p atna-server --example bare; fi
+ATNA_BIN=${ATNA_BIN:-${CARGO_TARGET_DIR:-target}/release/atna}
+BARE_BIN=${BARE_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/bare}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 export ATNA_DATA_DIR=$work/data ATNA_LOG=warn
-echo "bench-password" | target/release/atna user create --email bench@example.com --password-stdin >/dev/null
-KEY=$(target/release/atna key create --user bench@example.com --name bench --json |
+echo "bench-password" | $ATNA_BIN user create --email bench@example.com --password-stdin >/dev/null
+KEY=$($ATNA_BIN key create --user bench@example.com --name bench --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 
 client() { # port path n
@@ -45,9 +49,9 @@ measure() { # name n cmd...
 }
 per_request() { echo "($2 - $1) / ($N2 - $N1)" | bc; }
 # The key is warmed into atna's cache by the first request of each run; both runs include that one miss.
-a1=$(measure atna $N1 18191 /v1/whoami target/release/atna serve --listen 127.0.0.1:18191)
-a2=$(measure atna $N2 18191 /v1/whoami target/release/atna serve --listen 127.0.0.1:18191)
-b1=$(measure bare $N1 18192 / target/release/examples/bare 127.0.0.1:18192)
-b2=$(measure bare $N2 18192 / target/release/examples/bare 127.0.0.1:18192)
+a1=$(measure atna $N1 18191 /v1/whoami $ATNA_BIN serve --listen 127.0.0.1:18191)
+a2=$(measure atna $N2 18191 /v1/whoami $ATNA_BIN serve --listen 127.0.0.1:18191)
+b1=$(measure bare $N1 18192 / $BARE_BIN 127.0.0.1:18192)
+b2=$(measure bare $N2 18192 / $BARE_BIN 127.0.0.1:18192)
 a=$(per_request "$a1" "$a2"); b=$(per_request "$b1" "$b2")
 echo "instructions per request: bare $b, whoami $a (bare/whoami = $(echo "scale=3; $b / $a" | bc))"

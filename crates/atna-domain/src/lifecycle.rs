@@ -68,6 +68,32 @@ pub enum VerifyCode {
 }
 
 impl VerifyCode {
+    /// Every code, in declaration order (`ALL[c.index()] == c`, a test checks it). A new code is one more line here:
+    /// per-key usage counts refusals in a small array indexed by the code, so it needs no other change.
+    pub const ALL: &'static [VerifyCode] = &[
+        VerifyCode::Valid,
+        VerifyCode::Malformed,
+        VerifyCode::NotFound,
+        VerifyCode::InvalidSecret,
+        VerifyCode::Expired,
+        VerifyCode::Revoked,
+        VerifyCode::Disabled,
+        VerifyCode::IpNotAllowed,
+        VerifyCode::InsufficientScope,
+        VerifyCode::RateLimited,
+        VerifyCode::UsageExceeded,
+    ];
+
+    /// The code's position in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The code whose [`as_str`](Self::as_str) this is.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
     /// The stable machine-readable form.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,6 +177,30 @@ impl KeyHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        for (i, c) in VerifyCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?} is out of order in VerifyCode::ALL");
+            assert_eq!(VerifyCode::parse(c.as_str()), Some(*c));
+        }
+        // A new variant breaks this match until it is added here, and then the loop above until it is in `ALL`.
+        let last = VerifyCode::ALL[VerifyCode::ALL.len() - 1];
+        match last {
+            VerifyCode::Valid
+            | VerifyCode::Malformed
+            | VerifyCode::NotFound
+            | VerifyCode::InvalidSecret
+            | VerifyCode::Expired
+            | VerifyCode::Revoked
+            | VerifyCode::Disabled
+            | VerifyCode::IpNotAllowed
+            | VerifyCode::InsufficientScope
+            | VerifyCode::RateLimited => panic!("{last:?} is not the last variant"),
+            VerifyCode::UsageExceeded => {}
+        }
+        assert_eq!(VerifyCode::parse("valid"), None, "the stored form is exact");
+    }
 
     #[test]
     fn decisions() {

@@ -131,7 +131,7 @@ impl App {
                 (s.settings.cache_ttl * 2).max(std::time::Duration::from_secs(600)),
                 stop_rx.clone(),
             ),
-            watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
+            watcher::housekeeping(s.store.clone(), &s.settings, HOUSEKEEPING_EVERY, stop_rx),
         ];
         let metrics = self.metrics_listener.map(|listener| {
             let router = api::metrics_only().with_state(self.state.clone());

@@ -118,7 +118,8 @@ pub async fn authenticate(
             // A refused request consumes nothing: the use is counted only once the key's rules admit it.
             let none = crate::gate::Requirements::default();
             let admitted =
-                crate::gate::admit(&entry, &none, &crate::gate::Context::ip(ip), state.verifier.limits(), now)?;
+                crate::gate::admit(&entry, &none, &crate::gate::Context::ip(ip), state.verifier.limits(), now)
+                    .map_err(|e| crate::gate::counted(&state.verifier, &entry, now, e))?;
             state.verifier.count_use(&entry, now, ip);
             Ok((entry, admitted))
         }

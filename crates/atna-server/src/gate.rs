@@ -6,15 +6,14 @@
 
 use std::borrow::Cow;
 
-use atna_domain::Email;
+use atna_domain::{Email, Millis, VerifyCode};
 use atna_store::KeyRecord;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ApiError;
 pub use crate::limits::Admitted;
 use crate::limits::Limiter;
-use crate::verify::KeyEntry;
-use atna_domain::Millis;
+use crate::verify::{KeyEntry, Verifier};
 
 /// Most scope requirements one request may carry (query parameters and headers together).
 pub const MAX_REQUIRED_SCOPES: usize = 32;
@@ -213,6 +212,16 @@ pub fn admit(
         tracing::debug!(key = %entry.record.id, method = ctx.method(), uri = ctx.uri(), code = e.code, "refused by the key's limits");
     }
     admitted
+}
+
+/// Counts a rule's refusal of a good key in the key's usage, under the verify code its problem `code` names
+/// (`ip_not_allowed` → `IP_NOT_ALLOWED`; a rule whose code names no verify code is not counted), and passes it on.
+/// `now` is the time the key was checked at.
+pub fn counted(verifier: &Verifier, entry: &KeyEntry, now: Millis, e: ApiError) -> ApiError {
+    if let Some(code) = VerifyCode::ALL.iter().find(|c| c.as_str().eq_ignore_ascii_case(e.code)) {
+        verifier.count_refusal(entry, *code, now);
+    }
+    e
 }
 
 /// The checks of [`admit`] that consume nothing: IP allowlist, then scopes.

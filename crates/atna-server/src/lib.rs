@@ -17,6 +17,7 @@ pub mod service;
 pub mod settings;
 pub mod state;
 pub mod store_url;
+pub mod timeline;
 pub mod usage;
 pub mod verify;
 mod watcher;

@@ -23,6 +23,10 @@ pub struct Settings {
     /// How often this node shares its rate-limit and quota counts with the other nodes through the database (and
     /// learns theirs). Across nodes a key can exceed its limits by what the nodes admit in about two of these.
     pub limits_sync_interval: Duration,
+    /// How long hourly usage buckets (requests per key per hour, by outcome) are kept.
+    pub usage_hourly_retention: Duration,
+    /// How long daily usage buckets are kept.
+    pub usage_daily_retention: Duration,
     /// How often the change feed is polled when the store cannot push.
     pub change_poll_interval: Duration,
     /// How long after its last successful change-feed read this node still trusts its cache (at least three poll
@@ -69,6 +73,8 @@ impl Default for Settings {
             cache_capacity: 100_000,
             usage_flush_interval: Duration::from_secs(5),
             limits_sync_interval: Duration::from_secs(1),
+            usage_hourly_retention: Duration::from_secs(14 * 24 * 60 * 60),
+            usage_daily_retention: Duration::from_secs(400 * 24 * 60 * 60),
             change_poll_interval: Duration::from_millis(200),
             change_feed_max_lag: Duration::from_secs(1),
             trust_forwarded_for: false,

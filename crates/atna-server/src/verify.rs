@@ -191,6 +191,13 @@ impl Verifier {
         self.usage.record(entry.record.id, now, ip);
     }
 
+    /// Counts a request that a rule refused (IP allowlist, scope, rate limit, …) although the key itself is good, at
+    /// `now` (from [`check`](Self::check)). Refusals the verifier decides itself (wrong secret, expired, deleted,
+    /// disabled) are counted by [`check`](Self::check).
+    pub fn count_refusal(&self, entry: &KeyEntry, code: VerifyCode, now: Millis) {
+        self.usage.refuse(entry.record.id, code, now);
+    }
+
     /// The verdict on a presented key, and the time it was judged at.
     async fn judge(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
         let parsed = match ParsedKey::parse(key) {
@@ -205,12 +212,17 @@ impl Verifier {
             return Ok((Verdict::Invalid { code: VerifyCode::NotFound, malformed: None, entry: None }, now));
         };
         if !entry.hash.matches(&parsed.hash()) {
+            // An attempt with an existing key's Credential ID: counted as a refusal (never as use).
+            self.usage.refuse(parsed.id, VerifyCode::InvalidSecret, now);
             return Ok((Verdict::Invalid { code: VerifyCode::InvalidSecret, malformed: None, entry: None }, now));
         }
         let r = &entry.record;
         let verdict = match decide(r.status, entry.owner_disabled, r.expires_at, now) {
             VerifyCode::Valid => Verdict::Valid(entry),
-            code => Verdict::Invalid { code, malformed: None, entry: Some(entry) },
+            code => {
+                self.usage.refuse(parsed.id, code, now);
+                Verdict::Invalid { code, malformed: None, entry: Some(entry) }
+            }
         };
         Ok((verdict, now))
     }
@@ -325,14 +337,23 @@ impl Verifier {
         }
     }
 
-    /// Writes pending usage to the store; on failure it is kept for the next try.
+    /// Writes pending usage (use counts, then the hourly and daily buckets) to the store; what fails is kept for the
+    /// next try. Returns how many keys' use counts were written.
     pub async fn flush_usage(&self) -> Result<usize, StoreError> {
         let batch = self.usage.take();
-        let n = batch.len();
-        if n == 0 {
+        let n = batch.uses.len();
+        if n == 0 && batch.counts.is_empty() {
             return Ok(0);
         }
-        match self.store.record_usage(&batch).await {
+        let uses = if n == 0 { Ok(()) } else { self.store.record_usage(&batch.uses).await };
+        if uses.is_err() {
+            self.usage.restore_uses(batch.uses);
+        }
+        let counts = self.store.record_usage_counts(&batch.counts).await;
+        if counts.is_err() {
+            self.usage.restore_counts(batch.counts);
+        }
+        match uses.and(counts) {
             Ok(()) => {
                 self.metrics.usage_flushes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.usage_flushed_keys.fetch_add(n as u64, Ordering::Relaxed);
@@ -340,7 +361,6 @@ impl Verifier {
             }
             Err(e) => {
                 self.metrics.usage_flush_failures.fetch_add(1, Ordering::Relaxed);
-                self.usage.restore(batch);
                 Err(e)
             }
         }

@@ -122,15 +122,17 @@ pub fn sync_limits(
 /// still need one that is gone.
 pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Deletes old change-feed entries, expired sessions and old sign-in attempts, at start and then every `every`, until `stop` turns true.
+/// Deletes old change-feed entries, expired sessions, old sign-in attempts and usage buckets past their retention, at start and then every `every`, until `stop` turns true.
 /// Every node does it; deleting what is already gone costs nothing.
 pub fn housekeeping(
     store: Arc<dyn Store>,
-    cache_ttl: Duration,
+    settings: &crate::Settings,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let keep = CHANGE_RETENTION.max(cache_ttl * 2).as_millis() as i64;
+    let keep = CHANGE_RETENTION.max(settings.cache_ttl * 2).as_millis() as i64;
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let (keep_hours, keep_days) = (ms(settings.usage_hourly_retention), ms(settings.usage_daily_retention));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -147,6 +149,12 @@ pub fn housekeeping(
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed; trying again later"),
+            }
+            // Whole buckets only: one that started before the cut-off is deleted.
+            match store.prune_usage(now.saturating_sub(keep_hours), now.saturating_sub(keep_days)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(buckets = n, "pruned old usage buckets"),
+                Err(e) => tracing::warn!(error = %e, "pruning usage buckets failed; trying again later"),
             }
         }
     })

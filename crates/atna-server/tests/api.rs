@@ -430,3 +430,73 @@ async fn the_client_address_comes_from_the_proxy_only_when_trusted() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn usage_over_time_counts_allowed_requests_and_refusals_by_reason() {
+    let app = TestApp::spawn().await;
+    let k = app.key_for(app.alice, "billing", &["billing:read"]).await;
+    let id = &k[5..21];
+    let wrong = encode(&CredentialId::parse(id).unwrap(), &[b'x'; SECRET_LEN]);
+    for _ in 0..4 {
+        assert_eq!(app.whoami(&k).await.status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(app.whoami(&wrong).await.status(), 401);
+    }
+    let refused = app.http.get(app.url("/v1/forward-auth?scope=admin")).bearer_auth(&k).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    // An unknown Credential ID is refused and gets no buckets anywhere.
+    let stranger = GeneratedKey::generate();
+    assert_eq!(app.whoami(stranger.secret.expose()).await.status(), 401);
+    assert!(app.state.verifier.usage().pending_hours(&stranger.id).is_empty());
+
+    // Shown before the flush (this node's memory) and after it (the store), the same.
+    let url = format!("/v1/keys/{id}/usage");
+    for flushed in [false, true] {
+        if flushed {
+            app.state.verifier.flush_usage().await.unwrap();
+            assert!(app.state.verifier.usage().pending_hours(&CredentialId::parse(id).unwrap()).is_empty());
+        }
+        let v = app.get_json(&url, &app.admin_key).await;
+        assert_eq!(v["granularity"], "hour");
+        let buckets = v["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), 24);
+        let busy: Vec<&Value> = buckets.iter().filter(|b| b["allowed"] != 0 || b["refused"] != json!({})).collect();
+        assert_eq!(busy.len(), 1, "all in this hour (flushed: {flushed}): {v}");
+        assert_eq!(busy[0]["allowed"], 4);
+        assert_eq!(busy[0]["refused"], json!({"insufficient_scope": 1, "invalid_secret": 2}));
+        assert!(busy[0]["start"].as_str().unwrap().ends_with(":00:00Z"));
+    }
+    // Daily buckets over an explicit range.
+    let today = chrono::Utc::now().date_naive();
+    let from = format!("{}T00:00:00Z", today - chrono::Days::new(6));
+    let v = app.get_json(&format!("{url}?granularity=day&from={from}"), &app.admin_key).await;
+    let buckets = v["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 7);
+    assert_eq!(buckets[6]["allowed"], 4);
+    assert_eq!(buckets[0]["start"], from);
+
+    // Bad input gets precise 400s; other people's keys and deleted keys are 404.
+    for (query, code) in [
+        ("granularity=week", "invalid_granularity"),
+        ("from=yesterday", "invalid_time"),
+        ("to=2026-13-01T00:00:00Z", "invalid_time"),
+        ("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "invalid_range"),
+        ("from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "invalid_range"),
+    ] {
+        let res = app.http.get(app.url(&format!("{url}?{query}"))).bearer_auth(&app.admin_key).send().await.unwrap();
+        let (status, p) = problem(res).await;
+        assert_eq!((status, p["code"].as_str().unwrap()), (400, code), "{query}");
+    }
+    let bob = user(app.store.as_ref(), "bob@example.com").await;
+    let bobs = app.key_for(bob, "bobs", &[]).await;
+    let res = app.http.get(app.url(&format!("/v1/keys/{}/usage", &bobs[5..21]))).bearer_auth(&app.admin_key);
+    assert_eq!(problem(res.send().await.unwrap()).await.0, 404);
+    let res = app.http.get(app.url(&url)).bearer_auth(&k).send().await.unwrap();
+    assert_eq!(problem(res).await.1["code"], "insufficient_scope", "needs keys:manage");
+    // The OpenAPI document describes it.
+    let doc = app.get_json("/openapi.json", &app.admin_key).await;
+    assert!(doc["paths"]["/v1/keys/{id}/usage"]["get"].is_object());
+    assert!(doc["components"]["schemas"]["UsageSeries"].is_object());
+    app.stop().await;
+}

@@ -209,9 +209,14 @@ async fn form_errors_are_shown_inline_keeping_the_input() {
     let r = save_and_add(&c, &s.base, "   ").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // Mistyped addresses and unreadable query strings get HTML error pages.
-    let (status, html) = page(&c, &format!("{}/keys/nope", s.base)).await;
+    let r = c.get(format!("{}/keys/nope/edit", s.base)).header("accept", "text/html").send().await.unwrap();
+    let (status, html) = (r.status(), r.text().await.unwrap());
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("<h1>Not found</h1>"));
+    // A key page whose Credential ID is not one of yours (or not one at all) says so.
+    let (status, html) = page(&c, &format!("{}/keys/nope", s.base)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("<h1>No such API key</h1>"));
     let (status, html) = page(&c, &format!("{}/keys?q=%ZZ&after=x&q=1", s.base)).await;
     assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{status}");
     assert!(html.contains("<html"));

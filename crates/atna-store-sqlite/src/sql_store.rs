@@ -51,6 +51,39 @@ pub fn quota_take_sql() -> String {
     )
 }
 
+/// Usage rows per multi-row `INSERT` (4 parameters each: well under SQLite's and PostgreSQL's limits).
+pub(crate) const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// A usage bucket row to add: key, start, outcome, count.
+pub(crate) type UsageInsert = (atna_domain::CredentialId, i64, &'static str, i64);
+
+/// The hourly rows and the daily rows a batch adds, each summed per bucket (one multi-row upsert may touch a row only
+/// once) and sorted by key, start and outcome (the one order every node locks rows in).
+pub(crate) fn usage_rows(batch: &[atna_store::UsageCount]) -> (Vec<UsageInsert>, Vec<UsageInsert>) {
+    use std::collections::BTreeMap;
+    let mut hourly: BTreeMap<(&str, i64, &'static str), (atna_domain::CredentialId, i64)> = BTreeMap::new();
+    let mut daily: BTreeMap<(&str, i64, &'static str), (atna_domain::CredentialId, i64)> = BTreeMap::new();
+    for c in batch {
+        let outcome = c.outcome.as_str();
+        let hour = atna_store::Granularity::Hour.floor(c.hour);
+        let day = atna_store::Granularity::Day.floor(c.hour);
+        hourly.entry((c.id.as_str(), hour, outcome)).or_insert((c.id, 0)).1 += c.count;
+        daily.entry((c.id.as_str(), day, outcome)).or_insert((c.id, 0)).1 += c.count;
+    }
+    let rows = |m: BTreeMap<(&str, i64, &'static str), (atna_domain::CredentialId, i64)>| {
+        m.into_iter().map(|((_, start, outcome), (id, n))| (id, start, outcome, n)).collect()
+    };
+    (rows(hourly), rows(daily))
+}
+
+/// The table holding buckets of one width.
+pub(crate) fn usage_table(g: atna_store::Granularity) -> &'static str {
+    match g {
+        atna_store::Granularity::Hour => "usage_hourly",
+        atna_store::Granularity::Day => "usage_daily",
+    }
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -316,6 +349,89 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(db)?;
                 let remote = rows.iter().map(rows::remote_uses_from_row).collect::<StoreResult<Vec<_>>>()?;
                 Ok(LimitSync { quotas, remote })
+            }
+
+            async fn record_usage_counts(&self, batch: &[UsageCount]) -> StoreResult<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let (hourly, daily) = sql_store::usage_rows(batch);
+                // One transaction, rows in one global order: nodes flushing at once cannot deadlock.
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                for (table, rows) in [("usage_hourly", &hourly), ("usage_daily", &daily)] {
+                    for chunk in rows.chunks(sql_store::USAGE_ROWS_PER_STATEMENT) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                            "INSERT INTO {table} (key_id, start, outcome, count) "
+                        ));
+                        q.push_values(chunk, |mut b, r| {
+                            b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
+                        });
+                        q.push(format!(
+                            " ON CONFLICT (key_id, start, outcome) DO UPDATE SET count = {table}.count + excluded.count"
+                        ));
+                        q.build().execute(&mut *tx).await.map_err(db)?;
+                    }
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            async fn usage_buckets(
+                &self,
+                id: &CredentialId,
+                granularity: Granularity,
+                from: Millis,
+                to: Millis,
+            ) -> StoreResult<Vec<UsageRow>> {
+                let table = sql_store::usage_table(granularity);
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+                    "SELECT start, outcome, count FROM {table}
+                     WHERE key_id = $1 AND start >= $2 AND start < $3 ORDER BY start, outcome"
+                ))
+                .bind(id.as_str())
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(rows.into_iter().map(|(start, outcome, count)| UsageRow { start, outcome, count }).collect())
+            }
+
+            async fn daily_allowed(
+                &self,
+                ids: &[CredentialId],
+                from: Millis,
+            ) -> StoreResult<Vec<(CredentialId, Millis, i64)>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT key_id, start, count FROM usage_daily WHERE start >= ");
+                q.push_bind(from);
+                q.push(" AND outcome = 'VALID' AND key_id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id.as_str());
+                }
+                q.push(") ORDER BY key_id, start");
+                let rows: Vec<(String, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+                rows.into_iter()
+                    .map(|(id, start, n)| {
+                        let id = CredentialId::parse(&id).map_err(|_| StoreError::Corrupt(format!("usage of key {id}")))?;
+                        Ok((id, start, n))
+                    })
+                    .collect()
+            }
+
+            async fn prune_usage(&self, hours_before: Millis, days_before: Millis) -> StoreResult<u64> {
+                let mut n = 0;
+                for (table, before) in [("usage_hourly", hours_before), ("usage_daily", days_before)] {
+                    n += sqlx::query(&format!("DELETE FROM {table} WHERE start < $1"))
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db)?
+                        .rows_affected();
+                }
+                Ok(n)
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {

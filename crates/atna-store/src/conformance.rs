@@ -15,6 +15,7 @@ macro_rules! conformance_tests {
             users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
+            usage_buckets_add_up_by_hour_and_day, usage_buckets_are_pruned_by_age,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
             sign_in_throttling_counts_before_judging_and_forgives_success, backoff_throttling_spaces_attempts_out,
             device_tokens_belong_to_one_user_until_they_expire, a_form_nonce_makes_one_key,
@@ -255,6 +256,75 @@ pub async fn usage_adds_up_and_latest_wins(s: &dyn Store) {
         (6, Some(T0 + 20), Some("198.51.100.1"))
     );
     s.record_usage(&[]).await.unwrap();
+}
+
+pub async fn usage_buckets_add_up_by_hour_and_day(s: &dyn Store) {
+    use atna_domain::VerifyCode::{InsufficientScope, InvalidSecret, Valid};
+    const H: i64 = 60 * 60 * 1000;
+    let day = Granularity::Day.floor(T0);
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "k", T0);
+    let (other, _) = new_key(a.id, "other", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    s.insert_key(other.clone()).await.unwrap();
+    let c = |id, hour, outcome, count| UsageCount { id, hour, outcome, count };
+    // Two nodes flush the same buckets: the counts add up.
+    s.record_usage_counts(&[c(k.id, day, Valid, 3), c(k.id, day, InvalidSecret, 1), c(other.id, day, Valid, 7)])
+        .await
+        .unwrap();
+    s.record_usage_counts(&[c(k.id, day, Valid, 2), c(k.id, day + 5 * H, InsufficientScope, 4)]).await.unwrap();
+    // The next day, and a refusal-only batch.
+    s.record_usage_counts(&[c(k.id, day + 24 * H + H, Valid, 10)]).await.unwrap();
+    s.record_usage_counts(&[]).await.unwrap();
+    let row = |start, outcome: &str, count| UsageRow { start, outcome: outcome.into(), count };
+    let hours = s.usage_buckets(&k.id, Granularity::Hour, day, day + 48 * H).await.unwrap();
+    assert_eq!(
+        hours,
+        [
+            row(day, "INVALID_SECRET", 1),
+            row(day, "VALID", 5),
+            row(day + 5 * H, "INSUFFICIENT_SCOPE", 4),
+            row(day + 25 * H, "VALID", 10),
+        ]
+    );
+    // `[from, to)`: the bucket starting at `to` is not included.
+    assert_eq!(s.usage_buckets(&k.id, Granularity::Hour, day + H, day + 25 * H).await.unwrap().len(), 1);
+    let days = s.usage_buckets(&k.id, Granularity::Day, day, day + 48 * H).await.unwrap();
+    assert_eq!(
+        days,
+        [
+            row(day, "INSUFFICIENT_SCOPE", 4),
+            row(day, "INVALID_SECRET", 1),
+            row(day, "VALID", 5),
+            row(day + 24 * H, "VALID", 10),
+        ]
+    );
+    // Sparklines: allowed requests per day for several keys in one query; refusals are not use.
+    let mut spark = s.daily_allowed(&[k.id, other.id, CredentialId::generate()], day).await.unwrap();
+    spark.sort_by_key(|(id, start, _)| (id.to_string(), *start));
+    let mut want = vec![(k.id, day, 5), (k.id, day + 24 * H, 10), (other.id, day, 7)];
+    want.sort_by_key(|(id, start, _)| (id.to_string(), *start));
+    assert_eq!(spark, want);
+    assert_eq!(s.daily_allowed(&[k.id], day + 24 * H).await.unwrap(), [(k.id, day + 24 * H, 10)]);
+    assert!(s.daily_allowed(&[], day).await.unwrap().is_empty());
+}
+
+pub async fn usage_buckets_are_pruned_by_age(s: &dyn Store) {
+    use atna_domain::VerifyCode::Valid;
+    const H: i64 = 60 * 60 * 1000;
+    let day = Granularity::Day.floor(T0);
+    let a = user(s, "alice@example.com").await;
+    let (k, _) = new_key(a.id, "k", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    let c = |hour| UsageCount { id: k.id, hour, outcome: Valid, count: 1 };
+    s.record_usage_counts(&[c(day), c(day + H), c(day + 24 * H)]).await.unwrap();
+    // Hourly buckets before day + 1 h go; daily ones before day + 1 d go.
+    assert_eq!(s.prune_usage(day + H, day + 24 * H).await.unwrap(), 2);
+    let hours = s.usage_buckets(&k.id, Granularity::Hour, 0, i64::MAX).await.unwrap();
+    assert_eq!(hours.iter().map(|r| r.start).collect::<Vec<_>>(), [day + H, day + 24 * H]);
+    let days = s.usage_buckets(&k.id, Granularity::Day, 0, i64::MAX).await.unwrap();
+    assert_eq!(days.iter().map(|r| (r.start, r.count)).collect::<Vec<_>>(), [(day + 24 * H, 1)]);
+    assert_eq!(s.prune_usage(day + H, day + 24 * H).await.unwrap(), 0);
 }
 
 fn session(user: UserId, hash: [u8; 32], now: i64) -> NewSession {

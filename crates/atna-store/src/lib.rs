@@ -120,6 +120,27 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<LimitSync>;
 
+    // ----- usage over time (per-key buckets) -----
+
+    /// Adds a batch of usage buckets gathered in memory: each count is added to its hourly bucket and to its UTC
+    /// day's bucket, on top of what this and other nodes wrote before (`count = count + new`).
+    async fn record_usage_counts(&self, batch: &[UsageCount]) -> StoreResult<()>;
+    /// One key's buckets of one width whose start lies in `[from, to)`, by start (then outcome). Buckets with no
+    /// requests are not stored and so not returned.
+    async fn usage_buckets(
+        &self,
+        id: &CredentialId,
+        granularity: Granularity,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<UsageRow>>;
+    /// Allowed requests per UTC day since `from` (a day's start), for several keys in one query (a page's
+    /// sparklines): `(key, day start, count)`, days without requests left out.
+    async fn daily_allowed(&self, ids: &[CredentialId], from: Millis) -> StoreResult<Vec<(CredentialId, Millis, i64)>>;
+    /// Housekeeping: deletes hourly buckets that start before `hours_before` and daily ones before `days_before`.
+    /// Returns how many buckets were deleted.
+    async fn prune_usage(&self, hours_before: Millis, days_before: Millis) -> StoreResult<u64>;
+
     // ----- change feed (cache invalidation across processes) -----
 
     /// The newest change sequence number (0 when there is none).

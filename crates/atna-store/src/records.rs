@@ -2,7 +2,7 @@
 
 use atna_domain::{
     CredentialId, Email, IpAllowlist, KeyName, KeyStatus, Millis, PasswordHash, Quota, RateLimit, Refill,
-    RefillInterval, Scopes, SecretHash, UserId,
+    RefillInterval, Scopes, SecretHash, UserId, VerifyCode,
 };
 
 /// A user to create.
@@ -165,6 +165,60 @@ pub struct UsageUpdate {
     pub count: i64,
     pub last_used_at: Millis,
     pub last_used_ip: Option<String>,
+}
+
+/// Requests of one key in one hour with one outcome, gathered in memory since the last flush
+/// ([`Store::record_usage_counts`](crate::Store::record_usage_counts)). Only keys that exist are counted: an unknown
+/// Credential ID gets no buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageCount {
+    pub id: CredentialId,
+    /// Start of the hour (UTC), Unix ms.
+    pub hour: Millis,
+    /// `Valid` for an allowed request; any other code for a refused attempt.
+    pub outcome: VerifyCode,
+    pub count: i64,
+}
+
+/// The width of a usage bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    /// The bucket's length in milliseconds.
+    pub const fn millis(self) -> Millis {
+        match self {
+            Granularity::Hour => 60 * 60 * 1000,
+            Granularity::Day => 24 * 60 * 60 * 1000,
+        }
+    }
+
+    /// The start of the bucket `t` falls in (buckets are aligned to UTC hours and days).
+    pub const fn floor(self, t: Millis) -> Millis {
+        t - t.rem_euclid(self.millis())
+    }
+
+    /// The lowercase name (`hour`, `day`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+}
+
+/// One stored usage bucket of one key: how many requests with `outcome` began in the bucket starting at `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub start: Millis,
+    /// A [`VerifyCode::as_str`] (`VALID` for allowed requests). Kept as text: a newer node may count codes this
+    /// build does not know, and they are still shown.
+    pub outcome: String,
+    pub count: i64,
 }
 
 /// One entry of the change feed: something every node's key cache must forget.

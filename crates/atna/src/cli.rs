@@ -231,6 +231,21 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a key's usage over time (deleted keys too): allowed requests and refused attempts by reason, per day (or
+    /// per hour), with a small chart. Counts reach the database at each server's usage flush (`usage_flush_secs`).
+    Usage {
+        /// The key's Credential ID (or a whole pasted key: its Credential ID is taken from it).
+        id: String,
+        /// How many days back, today included (1 to 400).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=400))]
+        days: u32,
+        /// One line per hour instead of per day (hourly buckets are kept 14 days by default).
+        #[arg(long)]
+        hourly: bool,
+        /// Print JSON (as `GET /v1/keys/{id}/usage` answers) instead of a chart.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete (revoke) a key by Credential ID. Running servers stop accepting it at once.
     Delete {
         /// The key's Credential ID (as `atna key list` shows it). A whole pasted key works too: its Credential ID

@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use atna_domain::lifecycle::shown_status;
 use atna_domain::{CredentialId, Email, ParsedKey, Password, PasswordHash};
-use atna_server::api::dto::Key;
-use atna_server::clock;
+use atna_server::api::dto::{Key, UsageSeries};
 use atna_server::service::{self, KeySpec};
 use atna_server::store_url;
-use atna_store::{Actor, ImportSummary, KeyQuery, NewUser, Snapshot, Store, StoreError, User, SNAPSHOT_FORMAT};
+use atna_server::{clock, timeline};
+use atna_store::{
+    Actor, Granularity, ImportSummary, KeyQuery, NewUser, Snapshot, Store, StoreError, User, SNAPSHOT_FORMAT,
+};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, KeyCommand, UserCommand};
@@ -351,6 +353,29 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                         quota,
                         k.name
                     );
+                }
+            }
+        }
+        KeyCommand::Usage { id, days, hourly, json } => {
+            let id = credential_id_of(&id)?;
+            let Some(a) = store.auth_record(&id).await? else { bail!("no key {id}") };
+            let now = clock::now();
+            let g = if hourly { Granularity::Hour } else { Granularity::Day };
+            let to = g.floor(now) + g.millis();
+            let from = Granularity::Day.floor(now) - (i64::from(days) - 1) * Granularity::Day.millis();
+            let buckets = timeline::series(store, None, &id, g, from, to).await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&UsageSeries::new(g, buckets))?);
+            } else {
+                outln!(
+                    "Usage of {} ({}) per {}, last {} (UTC): █ allowed, ░ refused",
+                    a.key.name,
+                    id,
+                    g.as_str(),
+                    plural(u64::from(days), "day")
+                );
+                for line in crate::output::usage_chart(&buckets, g) {
+                    outln!("{line}");
                 }
             }
         }

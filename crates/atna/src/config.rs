@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub negative_cache_ttl_secs: Option<u64>,
     pub cache_capacity: Option<usize>,
     pub usage_flush_secs: Option<u64>,
+    pub usage_hourly_retention_days: Option<u64>,
+    pub usage_daily_retention_days: Option<u64>,
     pub change_poll_ms: Option<u64>,
     pub limits_sync_ms: Option<u64>,
     pub change_feed_max_lag_ms: Option<u64>,
@@ -145,6 +147,9 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
     let d = Settings::default();
     let f = &r.file;
     let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+    let days = |v: Option<u64>, default: Duration| {
+        v.map(|d| Duration::from_secs(d.saturating_mul(24 * 60 * 60))).unwrap_or(default)
+    };
     let at_least_1 = |name: &str, v: Option<u64>| -> anyhow::Result<Option<u64>> {
         anyhow::ensure!(v != Some(0), "{name} must be at least 1");
         Ok(v)
@@ -195,6 +200,14 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         negative_cache_ttl: secs(f.negative_cache_ttl_secs, d.negative_cache_ttl),
         cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
         usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
+        usage_hourly_retention: days(
+            at_least_1("usage_hourly_retention_days", f.usage_hourly_retention_days)?,
+            d.usage_hourly_retention,
+        ),
+        usage_daily_retention: days(
+            at_least_1("usage_daily_retention_days", f.usage_daily_retention_days)?,
+            d.usage_daily_retention,
+        ),
         change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
         // At least 10 ms: a tighter loop would only load the database.
         limits_sync_interval: f

@@ -46,9 +46,59 @@ pub fn describe(e: &anyhow::Error) -> String {
     shown
 }
 
+/// Width of the longest bar of [`usage_chart`], in characters.
+const CHART_WIDTH: i64 = 40;
+
+/// One line per bucket: its start, a bar (`█` allowed, `░` refused, scaled to the busiest bucket), the counts, and
+/// the refusals by reason.
+pub fn usage_chart(buckets: &[atna_server::timeline::Bucket], g: atna_store::Granularity) -> Vec<String> {
+    let most = buckets.iter().map(|b| b.allowed + b.refused_total()).max().unwrap_or(0).max(1);
+    let cells = |n: i64| if n == 0 { 0 } else { ((n * CHART_WIDTH + most - 1) / most) as usize };
+    buckets
+        .iter()
+        .map(|b| {
+            let when = atna_server::clock::to_datetime(b.start);
+            let when = match g {
+                atna_store::Granularity::Hour => when.format("%Y-%m-%d %H:00").to_string(),
+                atna_store::Granularity::Day => when.format("%Y-%m-%d").to_string(),
+            };
+            let refused = b.refused_total();
+            let (a, r) = (cells(b.allowed), cells(refused));
+            let bar = format!("{}{}", "█".repeat(a), "░".repeat(r));
+            let pad = " ".repeat((CHART_WIDTH as usize + 1).saturating_sub(a + r));
+            let mut line = format!("{when}  {bar}{pad}{:>9} allowed {:>9} refused", b.allowed, refused);
+            if refused > 0 {
+                let why: Vec<String> = b.refused.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                line.push_str(&format!(" ({})", why.join(", ")));
+            }
+            line
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_chart_scales_to_the_busiest_bucket() {
+        use atna_server::timeline::Bucket;
+        let b = |start, allowed, refused: &[(&str, i64)]| Bucket {
+            start,
+            allowed,
+            refused: refused.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+        };
+        let day = 86_400_000;
+        let lines = usage_chart(
+            &[b(0, 30, &[("invalid_secret", 10)]), b(day, 0, &[]), b(2 * day, 1, &[])],
+            atna_store::Granularity::Day,
+        );
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with(&format!("1970-01-01  {}{} ", "█".repeat(30), "░".repeat(10))), "{}", lines[0]);
+        assert!(lines[0].ends_with("30 allowed        10 refused (invalid_secret 10)"), "{}", lines[0]);
+        assert!(lines[1].starts_with("1970-01-02   ") && lines[1].ends_with("0 allowed         0 refused"));
+        assert!(lines[2].starts_with("1970-01-03  █ "), "a single request still shows: {}", lines[2]);
+    }
 
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {

@@ -501,3 +501,155 @@ async fn limits_are_shared_between_nodes_and_the_overshoot_is_bounded() {
     }
     c.stop();
 }
+
+/// Allowed requests and refused attempts by reason, summed over every bucket of a usage answer (so a test running
+/// across an hour or a day boundary still adds up).
+fn usage_totals(v: &Value) -> (i64, std::collections::BTreeMap<String, i64>) {
+    let mut allowed = 0;
+    let mut refused = std::collections::BTreeMap::new();
+    for b in v["buckets"].as_array().unwrap() {
+        allowed += b["allowed"].as_i64().unwrap();
+        for (reason, n) in b["refused"].as_object().unwrap() {
+            *refused.entry(reason.clone()).or_insert(0) += n.as_i64().unwrap();
+        }
+    }
+    (allowed, refused)
+}
+
+fn reasons(list: &[(&str, i64)]) -> std::collections::BTreeMap<String, i64> {
+    list.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// Sums the `data-col="{col}"` cells of the dashboard's usage table.
+fn table_sum(html: &str, col: &str) -> i64 {
+    let marker = format!("data-col=\"{col}\">");
+    html.match_indices(&marker)
+        .map(|(at, m)| {
+            let rest = &html[at + m.len()..];
+            rest[..rest.find('<').unwrap()].parse::<i64>().unwrap()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn usage_over_time_counts_known_traffic_from_two_nodes_by_outcome() {
+    let Some(c) = Cluster::start(2, "usage_flush_secs = 1\n").await else { return };
+    let http = reqwest::Client::new();
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["key", "create", "--user", "alice@example.com", "--name", name, "--json"];
+        args.extend_from_slice(extra);
+        let v: Value = serde_json::from_str(&c.cli(&args, None)).unwrap();
+        (v["id"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+    };
+    let (id, secret) = create("billing", &["--scope", "billing:read", "--allow-ip", "127.0.0.1", "--allow-ip", "::1"]);
+    let parsed = atna_domain::CredentialId::parse(&id).unwrap();
+    let wrong = atna_domain::credential::encode(&parsed, &[b'x'; atna_domain::credential::SECRET_LEN]);
+    let unknown = atna_domain::credential::encode(
+        &atna_domain::CredentialId::generate(),
+        &[b'y'; atna_domain::credential::SECRET_LEN],
+    );
+    let verify = |base: &str, body: Value| {
+        let req = http.post(format!("{base}/v1/keys/verify")).json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["code"].as_str().unwrap().to_owned() }
+    };
+    let forward = |base: &str, key: &str, query: &str| {
+        let req = http.get(format!("{base}/v1/forward-auth{query}")).bearer_auth(key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // Known traffic through whoami, verify and forward-auth, on each of the two nodes.
+    for n in &c.nodes {
+        let b = n.base.as_str();
+        for _ in 0..3 {
+            assert_eq!(n.whoami(&secret).await, 200);
+        }
+        for _ in 0..2 {
+            assert_eq!(n.whoami(&wrong).await, 401);
+            assert_eq!(verify(b, serde_json::json!({ "key": secret, "ip": "203.0.113.9" })).await, "IP_NOT_ALLOWED");
+            assert_eq!(forward(b, &secret, "").await, 200);
+        }
+        assert_eq!(verify(b, serde_json::json!({ "key": secret })).await, "VALID");
+        assert_eq!(verify(b, serde_json::json!({ "key": secret, "scopes": ["admin"] })).await, "INSUFFICIENT_SCOPE");
+        assert_eq!(forward(b, &secret, "?scope=admin").await, 403);
+        assert_eq!(forward(b, &wrong, "").await, 401);
+        // A Credential ID that does not exist gets no buckets (it has nowhere to go): just refused.
+        assert_eq!(n.whoami(&unknown).await, 401);
+    }
+    let want_allowed = 2 * (3 + 2 + 1);
+    let want_refused = reasons(&[("insufficient_scope", 4), ("invalid_secret", 6), ("ip_not_allowed", 4)]);
+
+    // A deleted key, still tried: attempts, by reason `revoked`.
+    let (gone_id, gone) = create("old-service", &[]);
+    c.cli(&["key", "delete", &gone_id], None);
+    for n in &c.nodes {
+        for _ in 0..2 {
+            assert_eq!(n.whoami(&gone).await, 401);
+        }
+    }
+    // A key that expires while it is used: every answer is known, so the counts are exact whenever it expires.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (exp_id, exp) = create("short-lived", &["--expires-at", &soon]);
+    let (mut exp_allowed, mut exp_refused) = (0, 0);
+    let start = Instant::now();
+    while exp_refused < 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the key never expired");
+        match c.nodes[(exp_allowed + exp_refused) as usize % 2].whoami(&exp).await {
+            200 => exp_allowed += 1,
+            401 => exp_refused += 1,
+            s => panic!("unexpected {s}"),
+        }
+    }
+
+    // The API (either node) finds exactly those counts once the nodes have flushed (every second here).
+    let usage_url = |i: usize, id: &str| format!("{}/v1/keys/{id}/usage?granularity=day", c.nodes[i].base);
+    let start = Instant::now();
+    let api = loop {
+        let v: Value = http.get(usage_url(1, &id)).bearer_auth(&c.admin).send().await.unwrap().json().await.unwrap();
+        let totals = usage_totals(&v);
+        if totals == (want_allowed, want_refused.clone()) {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "usage never added up: {totals:?}");
+    };
+    assert_eq!(api["granularity"], "day");
+    let hourly: Value = http
+        .get(format!("{}/v1/keys/{id}/usage", c.nodes[0].base))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hourly["granularity"], "hour");
+    assert_eq!(hourly["buckets"].as_array().unwrap().len(), 24, "the last 24 hours, empty ones included");
+    assert_eq!(usage_totals(&hourly), (want_allowed, want_refused.clone()), "hourly and daily buckets agree");
+    let start = Instant::now();
+    loop {
+        let v: Value =
+            http.get(usage_url(0, &exp_id)).bearer_auth(&c.admin).send().await.unwrap().json().await.unwrap();
+        if usage_totals(&v) == (exp_allowed, reasons(&[("expired", exp_refused)])) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "expired key's usage never added up: {v}");
+    }
+
+    // The CLI reads the same numbers from the database, deleted keys included.
+    let cli: Value = serde_json::from_str(&c.cli(&["key", "usage", &id, "--days", "2", "--json"], None)).unwrap();
+    assert_eq!(usage_totals(&cli), (want_allowed, want_refused.clone()));
+    let cli_gone: Value = serde_json::from_str(&c.cli(&["key", "usage", &gone_id, "--json"], None)).unwrap();
+    assert_eq!(usage_totals(&cli_gone), (0, reasons(&[("revoked", 4)])));
+    let text = c.cli(&["key", "usage", &id, "--days", "2"], None);
+    assert!(text.contains("Usage of billing") && text.contains("ip_not_allowed") && text.contains('█'), "{text}");
+
+    // The dashboard's key page shows them in its table (and the chart above it).
+    let web = browser();
+    assert_eq!(sign_in_with(&web, &c.nodes[0].base, "alice@example.com", PASSWORD.trim()).await, 303);
+    let page = web.get(format!("{}/keys/{id}", c.nodes[1].base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<svg") && html.contains("id=\"usage-table\""), "{html}");
+    assert_eq!(table_sum(&html, "allowed"), want_allowed);
+    assert_eq!(table_sum(&html, "refused"), want_refused.values().sum::<i64>());
+    assert!(html.contains("invalid_secret") && html.contains("ip_not_allowed"));
+    c.stop();
+}

@@ -115,7 +115,10 @@ pub async fn verify(
                 }
                 Err(e) => {
                     retry_after = e.retry_after;
-                    Verdict::Invalid { code: refusal_code(e.code), malformed: None, entry: Some(entry) }
+                    let code = refusal_code(e.code);
+                    // A refusal by the key's rules is an attempt in its usage over time (never a use).
+                    s.verifier.count_refusal(&entry, code, now);
+                    Verdict::Invalid { code, malformed: None, entry: Some(entry) }
                 }
             }
         }

@@ -276,3 +276,52 @@ pub struct Health {
     /// The storage backend (`sqlite` or `postgres`).
     pub backend: &'static str,
 }
+
+/// `GET /v1/keys/{id}/usage` query parameters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Start of the range (RFC 3339), rounded down to the bucket it falls in. Default: 24 hourly (or 30 daily)
+    /// buckets, the last one being the one `to` falls in.
+    pub from: Option<String>,
+    /// End of the range (RFC 3339, exclusive). Default: now.
+    pub to: Option<String>,
+    /// `hour` (default) or `day`. Buckets are aligned to UTC hours and days; hourly buckets are kept 14 days and
+    /// daily ones 400 days by default. At most 1000 buckets per request.
+    pub granularity: Option<String>,
+}
+
+/// A key's usage over time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageSeries {
+    /// `hour` or `day`.
+    #[schema(value_type = String, example = "hour")]
+    pub granularity: atna_store::Granularity,
+    /// Every bucket of the range, oldest first, empty ones included.
+    pub buckets: Vec<UsageBucket>,
+}
+
+/// Requests with one key in one hour or day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageBucket {
+    /// Start of the bucket (UTC).
+    pub start: DateTime<Utc>,
+    /// Requests that were let through (a use of the key).
+    pub allowed: i64,
+    /// Refused attempts by reason (`invalid_secret`, `expired`, `revoked`, `disabled`, `ip_not_allowed`,
+    /// `insufficient_scope`, …); reasons with none are left out. Attempts, not use: anyone who knows a Credential ID
+    /// can make them.
+    #[schema(example = json!({"invalid_secret": 3}))]
+    pub refused: std::collections::BTreeMap<String, i64>,
+}
+
+impl UsageSeries {
+    /// The API's form of a timeline.
+    pub fn new(granularity: atna_store::Granularity, buckets: Vec<crate::timeline::Bucket>) -> Self {
+        let buckets = buckets
+            .into_iter()
+            .map(|b| UsageBucket { start: to_datetime(b.start), allowed: b.allowed, refused: b.refused })
+            .collect();
+        Self { granularity, buckets }
+    }
+}

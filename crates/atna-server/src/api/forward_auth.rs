@@ -114,7 +114,8 @@ pub(crate) async fn authorize(
             return Err(ApiError::invalid_key(code, malformed.map(|m| m.to_string())))
         }
     };
-    let admitted = gate::admit(&entry, requirements, ctx, state.verifier.limits(), now)?;
+    let admitted = gate::admit(&entry, requirements, ctx, state.verifier.limits(), now)
+        .map_err(|e| gate::counted(&state.verifier, &entry, now, e))?;
     state.verifier.count_use(&entry, now, ctx.ip);
     Ok((entry, admitted))
 }

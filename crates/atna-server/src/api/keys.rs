@@ -2,18 +2,18 @@
 
 use atna_domain::scope::MANAGE_KEYS;
 use atna_domain::{ApiKeySecret, CredentialId};
-use atna_store::{Actor, KeyQuery, KeyRecord};
+use atna_store::{Actor, Granularity, KeyQuery, KeyRecord};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::dto::{CreateKey, CreatedKey, Key, KeyList, ListParams};
-use crate::clock;
+use super::dto::{CreateKey, CreatedKey, Key, KeyList, ListParams, UsageParams, UsageSeries};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, Caller};
 use crate::service::{self, KeySpec};
 use crate::AppState;
+use crate::{clock, timeline};
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -162,4 +162,58 @@ pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<St
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(service::why_not_deleted(s.store.as_ref(), Some(owner), &id).await?.into()),
     }
+}
+
+/// A key's usage over time: allowed requests and refused attempts by reason, per hour or per day.
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys",
+    params(("id" = String, Path, description = "Credential ID"), UsageParams),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 200, body = UsageSeries),
+        (status = 400, description = "`invalid_time` (`from`/`to` not RFC 3339), `invalid_granularity` (not `hour` or `day`), `invalid_range` (`from` not before `to`, or more than 1000 buckets)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, or `ip_not_allowed` (the calling key's IP allowlist)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn usage(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<UsageSeries>> {
+    caller.require(MANAGE_KEYS)?;
+    let id = parse_id(&id)?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let granularity = match p.granularity.as_deref() {
+        None | Some("hour") => Granularity::Hour,
+        Some("day") => Granularity::Day,
+        Some(_) => return Err(ApiError::bad_request("invalid_granularity", "`granularity` must be `hour` or `day`.")),
+    };
+    let time = |v: &str, name: &str| {
+        chrono::DateTime::parse_from_rfc3339(v).map(|t| t.timestamp_millis()).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("`{name}` must be an RFC 3339 date-time, such as 2026-11-27T14:00:00Z."),
+            )
+        })
+    };
+    let to = p.to.as_deref().map(|v| time(v, "to")).transpose()?.unwrap_or_else(clock::now);
+    let default_span = match granularity {
+        Granularity::Hour => 24 * Granularity::Hour.millis(),
+        Granularity::Day => 30 * Granularity::Day.millis(),
+    };
+    let step = granularity.millis();
+    // By default the 24 hourly (30 daily) buckets up to the one `to` falls in.
+    let default_from = granularity.floor(to.saturating_sub(1)) + step - default_span;
+    let from = p.from.as_deref().map(|v| time(v, "from")).transpose()?.unwrap_or(default_from);
+    if from >= to || (to - granularity.floor(from) + step - 1) / step > timeline::MAX_BUCKETS {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("`from` must be before `to`, at most {} buckets apart.", timeline::MAX_BUCKETS),
+        ));
+    }
+    s.store.get_key(caller.0.record.owner, &id).await?.ok_or_else(ApiError::no_such_key)?;
+    let buckets = timeline::series(s.store.as_ref(), Some(s.verifier.usage()), &id, granularity, from, to).await?;
+    Ok(Json(UsageSeries::new(granularity, buckets)))
 }

@@ -39,6 +39,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
         .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .route("/v1/keys/{id}/usage", get(keys::usage))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
         .fallback(not_found)

@@ -10,12 +10,12 @@ use crate::error::Problem;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
-    paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, forward_auth::forward_auth,
+    paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, keys::usage, forward_auth::forward_auth,
         health::live, health::ready, health::metrics),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
         dto::VerifyResponse, dto::Health, dto::RateLimitRule, dto::QuotaRule, dto::QuotaRefill, dto::RateLimitStatus,
-        dto::QuotaStatus, Problem
+        dto::QuotaStatus, dto::UsageSeries, dto::UsageBucket, Problem
     )),
     modifiers(&BearerAuth),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),

@@ -13,38 +13,41 @@ use serde::Deserialize;
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, age, ago, relative};
+use super::usage::{recent_use, Sparkline};
 use super::{random_token, DashState};
 use crate::api::dto::{QuotaRefill, QuotaRule, RateLimitRule};
-use crate::clock;
 use crate::service::{self, CreateKeyError, KeySpec};
+use crate::{clock, timeline};
 
 /// Keys per page of the list.
 const PAGE: i64 = 25;
 
 /// One row of the list.
-struct KeyRow {
-    id: String,
-    name: String,
-    created: String,
-    created_abs: String,
-    last_used: String,
-    last_used_abs: String,
-    last_ip: String,
-    age: String,
-    expiry: String,
-    status: &'static str,
-    rotation_due: bool,
-    unused: bool,
+pub(super) struct KeyRow {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) created: String,
+    pub(super) created_abs: String,
+    pub(super) last_used: String,
+    pub(super) last_used_abs: String,
+    pub(super) last_ip: String,
+    pub(super) age: String,
+    pub(super) expiry: String,
+    pub(super) status: &'static str,
+    pub(super) rotation_due: bool,
+    pub(super) unused: bool,
     /// The Credential ID of the key that made this one through the API; empty when made here or by the operator.
-    created_by: String,
+    pub(super) created_by: String,
     /// The IP allowlist, compact ("203.0.113.0/24 +1"); empty for none.
-    ip_allowlist: String,
+    pub(super) ip_allowlist: String,
     /// The whole IP allowlist, comma-separated; empty for none.
-    ip_allowlist_full: String,
+    pub(super) ip_allowlist_full: String,
     /// "100 requests per 60 s"; empty for none.
-    rate_limit: String,
+    pub(super) rate_limit: String,
     /// "1,234 of 10,000 left, refilled daily"; empty for none.
-    quota: String,
+    pub(super) quota: String,
+    /// The rendered 7-day sparkline of allowed calls (My API Keys); empty elsewhere.
+    pub(super) spark: String,
 }
 
 /// A rate limit as people read it.
@@ -63,7 +66,7 @@ fn rate_text(r: Option<atna_domain::RateLimit>) -> String {
 }
 
 impl KeyRow {
-    fn new(r: &KeyRecord, now: i64) -> Self {
+    pub(super) fn new(r: &KeyRecord, now: i64) -> Self {
         let health = KeyHealth::at(r.created_at, r.last_used_at, now);
         Self {
             id: r.id.to_string(),
@@ -90,6 +93,7 @@ impl KeyRow {
                 .join(", "),
             rate_limit: rate_text(r.rules.rate_limit),
             quota: r.rules.quota.map(|q| q.describe(now)).unwrap_or_default(),
+            spark: String::new(),
         }
     }
 }
@@ -166,13 +170,18 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         _ => String::new(),
     };
     let now = clock::now();
-    let rows = recs
-        .iter_mut()
-        .map(|r| {
-            s.app.verifier.overlay_usage(r);
-            KeyRow::new(r, now)
-        })
-        .collect();
+    // One query for the whole page's sparklines, not one per row.
+    let ids: Vec<CredentialId> = recs.iter().map(|r| r.id).collect();
+    let verifier = &s.app.verifier;
+    let mut weeks = timeline::daily_allowed(s.app.store.as_ref(), Some(verifier.usage()), &ids, 7, now).await?;
+    let mut rows = Vec::with_capacity(recs.len());
+    for r in recs.iter_mut() {
+        verifier.overlay_usage(r);
+        let mut row = KeyRow::new(r, now);
+        let week = weeks.remove(&r.id).unwrap_or_else(|| vec![0; 7]);
+        row.spark = Sparkline::new(&week, now).render().map_err(|_| DashError::internal())?;
+        rows.push(row);
+    }
     let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
     let page = ListPage {
         c: Chrome::signed_in(&si, "keys", "My API Keys"),
@@ -452,9 +461,14 @@ struct DeletePage {
     c: Chrome,
     row: KeyRow,
     usage: String,
+    /// "312 calls yesterday — something still uses this key" (allowed calls only).
+    recent: String,
+    week_total: i64,
+    /// The rendered 7-day sparkline.
+    spark: String,
 }
 
-async fn own_key(s: &DashState, owner: UserId, id: &str) -> DashResult<KeyRecord> {
+pub(super) async fn own_key(s: &DashState, owner: UserId, id: &str) -> DashResult<KeyRecord> {
     // Someone else's key and a key that does not exist look exactly the same: 404.
     let id = CredentialId::parse(id).map_err(|_| DashError::no_such_key())?;
     let mut rec = s.app.store.get_key(owner, &id).await?.ok_or_else(DashError::no_such_key)?;
@@ -471,7 +485,15 @@ pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): 
         (Some(t), None) => format!("used {} — services using it will fail", ago(t, now)),
         (None, _) => "never used".to_owned(),
     };
-    let page = DeletePage { c: Chrome::signed_in(&si, "keys", "Delete API key"), row: KeyRow::new(&rec, now), usage };
+    let week = super::usage::last_week(&s, rec.id, now).await?;
+    let page = DeletePage {
+        c: Chrome::signed_in(&si, "keys", "Delete API key"),
+        row: KeyRow::new(&rec, now),
+        usage,
+        recent: recent_use(&week),
+        week_total: week.iter().sum(),
+        spark: Sparkline::new(&week, now).render().map_err(|_| DashError::internal())?,
+    };
     Ok(render(StatusCode::OK, &page))
 }
 

@@ -13,6 +13,7 @@ mod pages;
 pub(crate) mod session;
 mod throttle;
 mod timefmt;
+mod usage;
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::AppState;
@@ -72,8 +73,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/users/{id}/disable", post(admin::disable))
         .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/help/secure-storage", get(pages::secure_storage))
-        // A key's own address has no page: the HTML 404 (see also the API's fallback, which answers browsers in HTML).
-        .route("/keys/{id}", any(pages::not_found))
+        .route("/keys/{id}", get(usage::key_page))
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), csrf::same_origin_only))
         .layer(DefaultBodyLimit::max(32 * 1024))

@@ -227,11 +227,6 @@ pub async fn method_not_allowed() -> DashError {
     )
 }
 
-/// The HTML 404 page.
-pub async fn not_found() -> DashError {
-    DashError::not_found()
-}
-
 #[derive(Template)]
 #[template(path = "secure_storage.html")]
 struct SecureStorage {
