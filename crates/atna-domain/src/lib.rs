@@ -6,6 +6,8 @@ pub mod cidr;
 pub mod credential;
 pub mod lifecycle;
 pub mod name;
+pub mod policy;
+pub mod reminder;
 pub mod scope;
 pub mod user;
 
@@ -13,6 +15,8 @@ pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
 pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use name::{KeyName, KeyNameError};
+pub use policy::{ExpiryChoice, LifetimeExceedsPolicy, Policy, PolicyError};
+pub use reminder::ReminderKind;
 pub use scope::{Scope, ScopeError, Scopes};
 pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId};
 
