@@ -15,7 +15,7 @@ pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
 pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use name::{KeyName, KeyNameError};
-pub use policy::{ExpiryChoice, LifetimeExceedsPolicy, Policy, PolicyError};
+pub use policy::{ExpiryChoice, LifetimeExceedsPolicy, Policy, PolicyError, DAY_MS};
 pub use reminder::ReminderKind;
 pub use scope::{Scope, ScopeError, Scopes};
 pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId};

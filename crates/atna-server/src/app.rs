@@ -109,8 +109,9 @@ impl App {
                 stop_rx.clone(),
             ),
             watcher::flush_usage(s.verifier.clone(), s.settings.usage_flush_interval, stop_rx.clone()),
-            watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx),
+            watcher::housekeeping(s.store.clone(), s.settings.cache_ttl, HOUSEKEEPING_EVERY, stop_rx.clone()),
         ];
+        let reminders = crate::notify::worker::start(s.notifier.clone(), s.settings.policy, stop_rx);
         let metrics = self.metrics_listener.map(|listener| {
             let router = api::metrics_only().with_state(self.state.clone());
             let make = front(router, self.state.clone(), false);
@@ -127,7 +128,7 @@ impl App {
         if let Some(m) = metrics {
             let _ = m.await;
         }
-        for t in tasks {
+        for t in tasks.into_iter().chain(reminders) {
             let _ = t.await;
         }
         match self.state.verifier.flush_usage().await {
@@ -162,7 +163,7 @@ fn node_identity(addr: SocketAddr) -> String {
 }
 
 /// This machine's host name (empty if it cannot be read: the listen address still tells nodes apart on one host).
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];

@@ -53,6 +53,10 @@ pub struct Settings {
     pub api_key_headers: Vec<axum::http::HeaderName>,
     /// Where `/metrics` is served instead of the main listener (`None`: on the main listener).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The installation's key policy (`[policy]`): default and maximum lifetime, rotation-due and unused ages.
+    pub policy: atna_domain::Policy,
+    /// Reminders: SMTP, webhooks, and how often the background jobs run.
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Default for Settings {
@@ -77,6 +81,8 @@ impl Default for Settings {
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
             metrics_listen: None,
+            policy: atna_domain::Policy::default(),
+            notify: crate::notify::NotifySettings::default(),
         }
     }
 }

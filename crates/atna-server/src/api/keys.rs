@@ -34,7 +34,7 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes, expiry or IP allowlist (`invalid_ip_allowlist` names the bad entry; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes, expiry or IP allowlist (`invalid_ip_allowlist` names the bad entry; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses; `lifetime_exceeds_policy`: `expires_at` is beyond the installation's maximum key lifetime; left out, the policy's default lifetime applies)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
@@ -74,7 +74,8 @@ pub async fn create(
                 .into_response(),
         )
     };
-    service::create_key_presented(s.store.as_ref(), owner, actor, spec, now, present).await?
+    let lifetime = service::Lifetime { policy: &s.settings.policy, never: false };
+    service::create_key_under(s.store.as_ref(), owner, actor, spec, lifetime, now, present).await?
 }
 
 /// List the owner's keys, newest first. Never includes secrets.
@@ -155,8 +156,12 @@ pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     let id = parse_id(&id)?;
     let owner = caller.0.record.owner;
     let actor = Actor::Key { user: owner, key: caller.0.record.id };
-    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, clock::now()).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+    let now = clock::now();
+    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, now).await? {
+        Some(k) => {
+            s.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(service::why_not_deleted(s.store.as_ref(), Some(owner), &id).await?.into()),
     }
 }

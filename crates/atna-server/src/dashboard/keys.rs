@@ -403,17 +403,15 @@ pub async fn delete(
     si.check_csrf(&f.csrf)?;
     let id = CredentialId::parse(&id).map_err(|_| DashError::no_such_key())?;
     let owner = si.user.id;
-    let gone = service::delete_key(
-        s.app.store.as_ref(),
-        Some(&s.app.verifier),
-        Some(owner),
-        &id,
-        Actor::User(owner),
-        clock::now(),
-    )
-    .await?;
+    let now = clock::now();
+    let gone =
+        service::delete_key(s.app.store.as_ref(), Some(&s.app.verifier), Some(owner), &id, Actor::User(owner), now)
+            .await?;
     match gone {
-        Some(k) => Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response()),
+        Some(k) => {
+            s.app.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
+            Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response())
+        }
         None => match service::why_not_deleted(s.app.store.as_ref(), Some(owner), &id).await? {
             // Sent twice (a double click, a second tab): the first one deleted it.
             service::NotDeleted::AlreadyDeleted => Err(DashError::new(
