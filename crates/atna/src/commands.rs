@@ -236,7 +236,7 @@ async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -
             })
             .await?;
             if json {
-                let mut v = serde_json::to_value(Key::new(&rec, now))?;
+                let mut v = serde_json::to_value(Key::under(&rec, now, &policy))?;
                 v["secret"] = json!(secret.expose());
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -269,7 +269,8 @@ async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -
                 }
             }
             if json {
-                let v: Vec<Key> = all.iter().map(|k| Key::new(k, now)).collect();
+                let policy = config::policy(file)?;
+                let v: Vec<Key> = all.iter().map(|k| Key::under(k, now, &policy)).collect();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if all.is_empty() {
                 outln!("{} has no keys", u.email);

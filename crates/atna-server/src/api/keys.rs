@@ -58,7 +58,7 @@ pub async fn create(
     // The whole response is built before the key is committed: nothing can fail between the commit and the secret
     // leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
-        let body = CreatedKey { key: Key::new(rec, now), secret: secret.expose().to_owned() };
+        let body = CreatedKey { key: Key::under(rec, now, &s.settings.policy), secret: secret.expose().to_owned() };
         let json = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
         let location = HeaderValue::from_str(&format!("/v1/keys/{}", rec.id)).map_err(|_| ApiError::internal())?;
         Ok::<_, ApiError>(
@@ -110,7 +110,7 @@ pub async fn list(
         .iter_mut()
         .map(|r| {
             s.verifier.overlay_usage(r);
-            Key::new(r, now)
+            Key::under(r, now, &s.settings.policy)
         })
         .collect();
     Ok(Json(KeyList { data, next_cursor }))
@@ -137,7 +137,7 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
     let id = parse_id(&id)?;
     let mut rec = s.store.get_key(caller.0.record.owner, &id).await?.ok_or_else(ApiError::no_such_key)?;
     s.verifier.overlay_usage(&mut rec);
-    Ok(Json(Key::new(&rec, clock::now())))
+    Ok(Json(Key::under(&rec, clock::now(), &s.settings.policy)))
 }
 
 /// Delete a key: permanent, and it stops working at once, everywhere.

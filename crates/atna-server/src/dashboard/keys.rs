@@ -43,8 +43,8 @@ struct KeyRow {
 }
 
 impl KeyRow {
-    fn new(r: &KeyRecord, now: i64) -> Self {
-        let health = KeyHealth::at(r.created_at, r.last_used_at, now);
+    fn new(r: &KeyRecord, now: i64, policy: &atna_domain::Policy) -> Self {
+        let health = KeyHealth::under(policy, r.created_at, r.last_used_at, now);
         Self {
             id: r.id.to_string(),
             name: r.name.to_string(),
@@ -148,7 +148,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         .iter_mut()
         .map(|r| {
             s.app.verifier.overlay_usage(r);
-            KeyRow::new(r, now)
+            KeyRow::new(r, now, &s.app.settings.policy)
         })
         .collect();
     let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
@@ -178,6 +178,28 @@ struct NewPage {
     error: String,
     /// `error` is about the allowlist (that field, not the name, is marked invalid).
     ip_error: bool,
+    /// The "Expires" choices the policy allows: value and label.
+    expiry_options: Vec<(String, String)>,
+}
+
+/// The "Expires" choices under `policy`: the default lifetime (when there is one), 30 / 90 / 365 days and "Never"
+/// as far as the maximum lifetime allows; and the one selected at first.
+fn expiry_options(policy: &atna_domain::Policy) -> (Vec<(String, String)>, String) {
+    let within = |d: i64| policy.max_lifetime_days.is_none_or(|m| d <= m);
+    let mut out = Vec::new();
+    if let Some(d) = policy.default_lifetime_days {
+        out.push(("default".to_owned(), format!("In {d} days (the default)")));
+    }
+    if policy.max_lifetime_days.is_none() {
+        out.push(("never".to_owned(), "Never".to_owned()));
+    }
+    for (d, label) in [(30, "In 30 days"), (90, "In 90 days (a good rotation interval)"), (365, "In 1 year")] {
+        if within(d) && policy.default_lifetime_days != Some(d) {
+            out.push((d.to_string(), label.to_owned()));
+        }
+    }
+    let first = out.first().map(|o| o.0.clone()).unwrap_or_default();
+    (out, first)
 }
 
 /// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
@@ -187,14 +209,16 @@ fn suggested_name() -> String {
 }
 
 /// `GET /keys/new`: the "Generate an API Key" form.
-pub async fn new_form(si: SignedIn) -> Response {
+pub async fn new_form(State(s): State<DashState>, si: SignedIn) -> Response {
+    let (expiry_options, expires) = expiry_options(&s.app.settings.policy);
     let page = NewPage {
+        expiry_options,
         // Identifies this form: whichever node it is sent to, and however often, it creates one key.
         nonce: random_token(),
         c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
         name: suggested_name(),
         manage: false,
-        expires: "never".into(),
+        expires,
         ip_allowlist: String::new(),
         error: String::new(),
         ip_error: false,
@@ -296,6 +320,7 @@ pub async fn create(
     let now = clock::now();
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
+    let lifetime = service::Lifetime { policy: &s.app.settings.policy, never: f.expires == "never" };
     let ip_allowlist: Vec<String> = allowlist_entries(&f.ip_allowlist);
     let spec = KeySpec {
         once: Some(&f.nonce),
@@ -332,7 +357,8 @@ pub async fn create(
         };
         no_store(render(StatusCode::CREATED, &page))
     };
-    match service::create_key_presented(s.app.store.as_ref(), owner, Actor::User(owner), spec, now, present).await {
+    match service::create_key_under(s.app.store.as_ref(), owner, Actor::User(owner), spec, lifetime, now, present).await
+    {
         Ok(page) => Ok(page),
         Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
@@ -344,6 +370,7 @@ pub async fn create(
             }
             // The person can fix this: show the form again with what they typed and the reason.
             let page = NewPage {
+                expiry_options: expiry_options(&s.app.settings.policy).0,
                 c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
                 nonce: f.nonce.clone(),
                 name: f.name.clone(),
@@ -383,7 +410,11 @@ pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): 
         (Some(t), None) => format!("used {} — services using it will fail", ago(t, now)),
         (None, _) => "never used".to_owned(),
     };
-    let page = DeletePage { c: Chrome::signed_in(&si, "keys", "Delete API key"), row: KeyRow::new(&rec, now), usage };
+    let page = DeletePage {
+        c: Chrome::signed_in(&si, "keys", "Delete API key"),
+        row: KeyRow::new(&rec, now, &s.app.settings.policy),
+        usage,
+    };
     Ok(render(StatusCode::OK, &page))
 }
 
