@@ -366,3 +366,108 @@ async fn reminder_emails_arrive_at_a_real_smtp_server_once_per_condition() {
     assert!(sent.iter().all(|(_, d)| d.iter().all(|d| d.channel == Channel::Email)));
     app.stop().await;
 }
+
+/// The `value` of the first element after `marker` in a page (askama escapes `"`, `&`, `<`, `>`, `'`).
+fn value_after(html: &str, marker: &str) -> String {
+    let at = html.find(marker).unwrap_or_else(|| panic!("{marker} not in page:\n{html}"));
+    let rest = &html[at..];
+    let v = &rest[rest.find("value=\"").unwrap() + 7..];
+    v[..v.find('"').unwrap()].replace("&#43;", "+").replace("&#47;", "/").replace("&#61;", "=").replace("&#38;", "&")
+}
+
+#[tokio::test]
+async fn the_dashboard_sets_a_webhook_once_and_shows_what_was_sent_with_roll_and_delete_links() {
+    let app = TestApp::spawn_with(|s| {
+        fast(s);
+        s.policy.max_lifetime_days = Some(30);
+    })
+    .await;
+    let pw = "correct horse battery";
+    let bob = app
+        .store
+        .create_user(atna_store::NewUser {
+            email: atna_domain::Email::parse("bob@example.com").unwrap(),
+            password_hash: atna_domain::PasswordHash::hash(&atna_domain::Password::new(pw.into()).unwrap()),
+            is_admin: false,
+            created_at: atna_server::clock::now(),
+        })
+        .await
+        .unwrap();
+    let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = c.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
+    let form = [("csrf", value_after(&login, "name=\"csrf\"")), ("email", "bob@example.com".into()), ("password", pw.into())];
+    assert_eq!(c.post(app.url("/login")).form(&form).send().await.unwrap().status(), 303);
+
+    // The policy shapes the form: no "Never", nothing beyond 30 days.
+    let new = c.get(app.url("/keys/new")).send().await.unwrap().text().await.unwrap();
+    assert!(new.contains("value=\"30\"") && !new.contains("value=\"never\"") && !new.contains("value=\"90\""), "{new}");
+
+    let hook = receiver(&[]).await;
+    let account = c.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
+    let form = [("csrf", value_after(&account, "name=\"csrf\"")), ("url", hook.url.clone())];
+    let saved = c.post(app.url("/account/webhook")).form(&form).send().await.unwrap();
+    assert_eq!(saved.status(), 200);
+    assert_eq!(saved.headers()["cache-control"], "no-store");
+    let html = saved.text().await.unwrap();
+    let shown = value_after(&html, "id=\"webhook-secret\"");
+    let stored = app.store.webhook(Some(bob.id)).await.unwrap().unwrap();
+    assert_eq!((stored.url.as_str(), stored.secret.as_str()), (hook.url.as_str(), shown.as_str()));
+    let again = c.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
+    assert!(again.contains(&hook.url) && !again.contains(&shown), "the secret is shown once");
+
+    let bad = [("csrf", value_after(&account, "name=\"csrf\"")), ("url", "ftp://example.com/".to_owned())];
+    assert_eq!(c.post(app.url("/account/webhook")).form(&bad).send().await.unwrap().status(), 422);
+
+    let k = key_at(&*app.store, bob.id, "billing-leaky", atna_server::clock::now(), None).await;
+    app.state.notifier.enqueue(&k, ReminderKind::Leaked, atna_server::clock::now()).await.unwrap();
+    eventually("the leak webhook", Duration::from_secs(10), || async { !hook.requests().is_empty() }).await;
+    eventually("shown as delivered", Duration::from_secs(10), || async {
+        let page = c.get(app.url("/reminders")).send().await.unwrap().text().await.unwrap();
+        page.contains("Your webhook: delivered")
+    })
+    .await;
+    let page = c.get(app.url("/reminders")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("billing-leaky was reported leaked"), "{page}");
+    assert!(page.contains(&format!("href=\"/keys/{}/roll\"", k.id)), "{page}");
+    assert!(page.contains(&format!("href=\"/keys/{}/delete\"", k.id)), "{page}");
+    assert!(page.contains("HTTP 200"), "{page}");
+    // Not an administrator: no Policy page.
+    assert_eq!(c.get(app.url("/admin/policy")).send().await.unwrap().status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_two_nodes_on_one_database_each_message_is_sent_once() {
+    let app = TestApp::spawn_with(fast).await;
+    // A second node on the same database.
+    let mut settings = Settings { listen: "127.0.0.1:0".parse().unwrap(), ..Settings::default() };
+    fast(&mut settings);
+    let second = atna_server::App::build(settings, app.store.clone()).await.unwrap();
+    let second_state = second.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(second.run(async move {
+        let _ = rx.await;
+    }));
+    let hook = receiver(&[]).await;
+    set_webhook(&*app.store, Some(app.alice), &hook.url).await;
+    let now = atna_server::clock::now();
+    for i in 0..20 {
+        let k = key_at(&*app.store, app.alice, &format!("leaked-{i}"), now, None).await;
+        // Half recorded through each node, so both are woken.
+        let n = if i % 2 == 0 { &app.state.notifier } else { &second_state.notifier };
+        assert!(n.enqueue(&k, ReminderKind::Leaked, now).await.unwrap());
+    }
+    eventually("20 deliveries", Duration::from_secs(20), || async {
+        let all = app.store.reminders(app.alice, 100).await.unwrap();
+        all.len() == 20 && all.iter().all(|(_, d)| d.len() == 1 && d[0].delivered_at.is_some())
+    })
+    .await;
+    let mut ids: Vec<String> = hook.requests().iter().map(|r| header(r, "webhook-id").to_owned()).collect();
+    assert_eq!(ids.len(), 20, "no message sent twice: {ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    app.stop().await;
+}
