@@ -395,7 +395,8 @@ async fn the_dashboard_sets_a_webhook_once_and_shows_what_was_sent_with_roll_and
         .unwrap();
     let c = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let login = c.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-    let form = [("csrf", value_after(&login, "name=\"csrf\"")), ("email", "bob@example.com".into()), ("password", pw.into())];
+    let form =
+        [("csrf", value_after(&login, "name=\"csrf\"")), ("email", "bob@example.com".into()), ("password", pw.into())];
     assert_eq!(c.post(app.url("/login")).form(&form).send().await.unwrap().status(), 303);
 
     // The policy shapes the form: no "Never", nothing beyond 30 days.
