@@ -357,7 +357,16 @@ async fn reminder_emails_arrive_at_a_real_smtp_server_once_per_condition() {
     let leaked = key_at(&*app.store, app.alice, "crm-leaked", now, None).await;
     app.state.notifier.enqueue(&leaked, ReminderKind::Leaked, atna_server::clock::now()).await.unwrap();
     eventually("the leak e-mail", Duration::from_secs(15), || async { server.messages().len() >= 2 }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // several scans: nothing new may arrive (a negative check)
+    // More scans notice the same conditions again: nothing new may be recorded or queued.
+    let policy = app.state.settings.policy;
+    for _ in 0..3 {
+        atna_server::notify::worker::scan(&app.state.notifier, &policy, atna_server::clock::now()).await.unwrap();
+    }
+    eventually("every queued e-mail delivered", Duration::from_secs(15), || async {
+        let r = app.store.reminders(app.alice, 10).await.unwrap();
+        r.iter().all(|(_, d)| d.iter().all(|d| d.delivered_at.is_some()))
+    })
+    .await;
     let all = server.messages();
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all.iter().any(|m| m.contains("crm-leaked was reported leaked")));
