@@ -7,6 +7,8 @@ pub mod credential;
 pub mod lifecycle;
 pub mod limits;
 pub mod name;
+pub mod policy;
+pub mod reminder;
 pub mod scope;
 pub mod user;
 
@@ -15,6 +17,8 @@ pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, Par
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use limits::{LimitError, Quota, RateDecision, RateLimit, Refill, RefillInterval};
 pub use name::{KeyName, KeyNameError};
+pub use policy::{ExpiryChoice, LifetimeExceedsPolicy, Policy, PolicyError, DAY_MS};
+pub use reminder::ReminderKind;
 pub use scope::{Scope, ScopeError, Scopes};
 pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId};
 

@@ -3,9 +3,10 @@
 
 use crate::Millis;
 
-/// Keys older than this are due for rotation (the seed doc: "at least every three months").
+/// Keys older than this are due for rotation by default (the seed doc: "at least every three months"); the
+/// installation's [`Policy`](crate::Policy) can change it.
 pub const ROTATION_AFTER_DAYS: i64 = 90;
-/// Keys unused for this long are flagged "unused — consider deleting".
+/// Keys unused for this long are flagged "unused — consider deleting" by default ([`Policy`](crate::Policy)).
 pub const UNUSED_AFTER_DAYS: i64 = 30;
 /// A key never used is flagged once it is this old, so a key made a minute ago is not nagged about.
 pub const NEVER_USED_GRACE_DAYS: i64 = 1;
@@ -154,23 +155,27 @@ pub fn decide(status: KeyStatus, owner_disabled: bool, expires_at: Option<Millis
 /// The best-practice flags for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyHealth {
-    /// Older than 90 days: rotate it.
+    /// Older than the rotation-due age (90 days by default): rotate it.
     pub rotation_due: bool,
-    /// Never used (past a day's grace) or unused for 30 days: consider deleting it.
+    /// Never used (past a day's grace) or unused for the unused age (30 days by default): consider deleting it.
     pub unused: bool,
     /// Age in whole days.
     pub age_days: i64,
 }
 
 impl KeyHealth {
-    /// Computes the flags at `now`.
+    /// Computes the flags at `now` under the default policy (rotation due at 90 days, unused at 30).
     pub fn at(created_at: Millis, last_used_at: Option<Millis>, now: Millis) -> Self {
-        let age_days = (now - created_at).max(0) / DAY_MS;
-        let unused = match last_used_at {
-            None => age_days >= NEVER_USED_GRACE_DAYS,
-            Some(t) => (now - t) / DAY_MS >= UNUSED_AFTER_DAYS,
-        };
-        Self { rotation_due: age_days >= ROTATION_AFTER_DAYS, unused, age_days }
+        Self::under(&crate::Policy::default(), created_at, last_used_at, now)
+    }
+
+    /// Computes the flags at `now` under the installation's `policy` (its rotation-due and unused ages).
+    pub fn under(policy: &crate::Policy, created_at: Millis, last_used_at: Option<Millis>, now: Millis) -> Self {
+        Self {
+            rotation_due: policy.rotation_due(created_at, now),
+            unused: policy.unused(created_at, last_used_at, now),
+            age_days: (now - created_at).max(0) / DAY_MS,
+        }
     }
 }
 

@@ -131,8 +131,9 @@ impl App {
                 (s.settings.cache_ttl * 2).max(std::time::Duration::from_secs(600)),
                 stop_rx.clone(),
             ),
-            watcher::housekeeping(s.store.clone(), &s.settings, HOUSEKEEPING_EVERY, stop_rx),
+            watcher::housekeeping(s.store.clone(), &s.settings, HOUSEKEEPING_EVERY, stop_rx.clone()),
         ];
+        let reminders = crate::notify::worker::start(s.notifier.clone(), s.settings.policy, stop_rx);
         let metrics = self.metrics_listener.map(|listener| {
             let router = api::metrics_only().with_state(self.state.clone());
             let make = front(router, self.state.clone(), false);
@@ -168,7 +169,7 @@ impl App {
         if let Some(p) = proxy {
             let _ = p.await;
         }
-        for t in tasks {
+        for t in tasks.into_iter().chain(reminders) {
             let _ = t.await;
         }
         match self.state.verifier.flush_usage().await {
@@ -209,7 +210,7 @@ fn node_identity(addr: SocketAddr) -> String {
 }
 
 /// This machine's host name (empty if it cannot be read: the listen address still tells nodes apart on one host).
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];

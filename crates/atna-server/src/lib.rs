@@ -11,6 +11,7 @@ pub mod extract;
 pub mod gate;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod serve;
 pub mod service;

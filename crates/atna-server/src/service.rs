@@ -1,8 +1,8 @@
 //! Key operations shared by every face (REST API, dashboard, CLI): the rules live here once.
 
 use atna_domain::{
-    AllowlistError, ApiKeySecret, CredentialId, GeneratedKey, IpAllowlist, KeyName, KeyNameError, Millis, ScopeError,
-    Scopes, UserId,
+    AllowlistError, ApiKeySecret, CredentialId, ExpiryChoice, GeneratedKey, IpAllowlist, KeyName, KeyNameError, Millis,
+    Policy, ScopeError, Scopes, UserId,
 };
 use atna_store::{Actor, KeyRecord, KeyRules, NewKey, Store, StoreError};
 use axum::http::StatusCode;
@@ -43,6 +43,8 @@ pub enum CreateKeyError {
     #[error("You already have a key with this name: choose another.")]
     NameTaken,
     #[error(transparent)]
+    LifetimeExceedsPolicy(#[from] atna_domain::LifetimeExceedsPolicy),
+    #[error(transparent)]
     Store(StoreError),
 }
 
@@ -62,6 +64,7 @@ impl From<CreateKeyError> for ApiError {
             CreateKeyError::RateLimit(_) => ApiError::unprocessable("invalid_rate_limit", detail),
             CreateKeyError::Quota(_) => ApiError::unprocessable("invalid_quota", detail),
             CreateKeyError::NameTaken => ApiError::new(StatusCode::CONFLICT, "name_taken", detail),
+            CreateKeyError::LifetimeExceedsPolicy(_) => ApiError::unprocessable("lifetime_exceeds_policy", detail),
             CreateKeyError::Store(e) => e.into(),
         }
     }
@@ -111,12 +114,40 @@ pub async fn create_key_presented<R>(
     now: Millis,
     present: impl FnOnce(&KeyRecord, &ApiKeySecret) -> R,
 ) -> Result<R, CreateKeyError> {
+    let open = Lifetime { policy: &Policy::default(), never: false };
+    create_key_under(store, owner, actor, spec, open, now, present).await
+}
+
+/// The installation's lifetime rules for a new key, and whether its creator explicitly chose "never expires".
+#[derive(Clone, Copy)]
+pub struct Lifetime<'a> {
+    pub policy: &'a Policy,
+    /// The creator chose no expiry (the dashboard's "Never"); otherwise an omitted `expires_at` means "the default".
+    pub never: bool,
+}
+
+/// [`create_key_presented`] under a policy: an omitted expiry becomes the policy's default lifetime, and an expiry
+/// beyond its maximum lifetime (or "never", when there is one) is refused with
+/// [`CreateKeyError::LifetimeExceedsPolicy`], never shortened.
+pub async fn create_key_under<R>(
+    store: &dyn Store,
+    owner: UserId,
+    actor: Actor,
+    spec: KeySpec<'_>,
+    lifetime: Lifetime<'_>,
+    now: Millis,
+    present: impl FnOnce(&KeyRecord, &ApiKeySecret) -> R,
+) -> Result<R, CreateKeyError> {
     let name = KeyName::parse(spec.name)?;
     let scopes = Scopes::parse(spec.scopes)?;
     if spec.expires_at.is_some_and(|t| t <= now) {
         return Err(CreateKeyError::ExpiryInPast);
     }
-    let mut expires_at = spec.expires_at;
+    let choice = match (spec.expires_at, lifetime.never) {
+        (Some(t), _) => ExpiryChoice::At(t),
+        (None, true) => ExpiryChoice::Never,
+        (None, false) => ExpiryChoice::Default,
+    };
     let mut ip_allowlist = IpAllowlist::parse(spec.ip_allowlist)?;
     if let Some(parent) = spec.by_key {
         let missing: Vec<String> = scopes.missing_from(&parent.scopes).map(str::to_owned).collect();
@@ -124,11 +155,18 @@ pub async fn create_key_presented<R>(
             return Err(CreateKeyError::ScopeNotHeld(missing));
         }
         if let Some(limit) = parent.expires_at {
-            match expires_at {
-                None => expires_at = Some(limit),
-                Some(t) if t > limit => return Err(CreateKeyError::ExpiryBeyondCaller(rfc3339(limit))),
-                Some(_) => {}
+            match choice {
+                ExpiryChoice::At(t) if t > limit => return Err(CreateKeyError::ExpiryBeyondCaller(rfc3339(limit))),
+                ExpiryChoice::Never => return Err(CreateKeyError::ExpiryBeyondCaller(rfc3339(limit))),
+                _ => {}
             }
+        }
+    }
+    let mut expires_at = lifetime.policy.expiry(choice, now)?;
+    if let Some(parent) = spec.by_key {
+        // Left out: the caller's own expiry, or the policy's default when that comes sooner.
+        if let (ExpiryChoice::Default, Some(limit)) = (choice, parent.expires_at) {
+            expires_at = Some(expires_at.map_or(limit, |t| t.min(limit)));
         }
         ip_allowlist = ip_allowlist_within(ip_allowlist, &parent.rules.ip_allowlist)?;
     }

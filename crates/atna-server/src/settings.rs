@@ -62,6 +62,10 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Reverse-proxy mode: a second listener that checks every request's key and passes it on to an upstream.
     pub proxy: Option<crate::proxy::ProxySettings>,
+    /// The installation's key policy (`[policy]`): default and maximum lifetime, rotation-due and unused ages.
+    pub policy: atna_domain::Policy,
+    /// Reminders: SMTP, webhooks, and how often the background jobs run.
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Default for Settings {
@@ -90,6 +94,8 @@ impl Default for Settings {
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
             metrics_listen: None,
             proxy: None,
+            policy: atna_domain::Policy::default(),
+            notify: crate::notify::NotifySettings::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use atna_store::Store;
 
+use crate::notify::Notifier;
 use crate::verify::Verifier;
 use crate::Settings;
 
@@ -16,12 +17,15 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
     pub settings: Settings,
+    /// Records reminders (key deleted, rolled, …) and wakes this node's delivery worker.
+    pub notifier: Notifier,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings) -> Self {
-        Self(Arc::new(Inner { store, verifier, settings }))
+        let notifier = Notifier::new(store.clone(), settings.notify.clone());
+        Self(Arc::new(Inner { store, verifier, settings, notifier }))
     }
 }
 

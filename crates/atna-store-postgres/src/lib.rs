@@ -18,6 +18,9 @@ mod rows;
 #[macro_use]
 #[path = "../../atna-store-sqlite/src/sql_store.rs"]
 mod sql_store;
+#[macro_use]
+#[path = "../../atna-store-sqlite/src/notify_sql.rs"]
+mod notify_sql;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -254,6 +257,9 @@ sql_store!(PgStore, sqlx::Postgres, {
         self.listener.wait(timeout).await
     }
 });
+
+// Nodes claiming at once skip each other's rows instead of waiting for them.
+notify_store!(PgStore, sqlx::Postgres, "FOR UPDATE SKIP LOCKED", "id COLLATE \"C\" > $1");
 
 /// An export reads one consistent snapshot of all tables, even while nodes keep serving.
 const EXPORT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";

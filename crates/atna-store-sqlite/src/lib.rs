@@ -3,6 +3,8 @@
 
 #[macro_use]
 mod sql_store;
+#[macro_use]
+mod notify_sql;
 mod rows;
 
 /// The listing query (for plan checks in tests and benchmarks).
@@ -98,6 +100,8 @@ sql_store!(SqliteStore, sqlx::Sqlite, {
         tx.commit().await.map_err(db)
     }
 });
+
+notify_store!(SqliteStore, sqlx::Sqlite, "", "id > $1");
 
 /// Appends to the change feed inside `tx` (other processes poll it; SQLite has no notifications).
 async fn publish(

@@ -7,6 +7,9 @@ use atna_domain::{CredentialId, Email, GeneratedKey, KeyName, KeyStatus, Passwor
 
 use crate::*;
 
+mod notify;
+pub use notify::*;
+
 /// Generates one `#[tokio::test]` per conformance check.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -21,7 +24,10 @@ macro_rules! conformance_tests {
             device_tokens_belong_to_one_user_until_they_expire, a_form_nonce_makes_one_key,
             setup_makes_one_first_admin, keys_remember_the_key_that_made_them,
             setup_links_expire_and_a_restart_revokes_its_own, limits_round_trip,
-            quotas_are_taken_atomically_and_refilled, rate_limit_uses_are_shared_between_nodes);
+            quotas_are_taken_atomically_and_refilled, rate_limit_uses_are_shared_between_nodes,
+            reminders_are_recorded_once_and_digested_once,
+            urgent_reminders_go_to_the_outbox_at_once, outbox_claims_are_exclusive_and_leases_pass_on,
+            webhooks_are_per_user_and_per_installation, the_scan_pages_through_live_keys_of_enabled_users);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {

@@ -5,8 +5,10 @@
 //! Credential ID and then serves from memory; usage is written back in batches through `record_usage`.
 
 pub mod conformance;
+mod notify;
 mod records;
 
+pub use notify::*;
 pub use records::*;
 
 use async_trait::async_trait;
@@ -50,10 +52,10 @@ pub enum Wake {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Persistence for users, keys, sessions, usage and the change feed. Implementations must be safe to share between
-/// tasks and between processes on the same database.
+/// Persistence for users, keys, sessions, usage and the change feed (and, through [`NotifyStore`], reminders and
+/// their outbox). Implementations must be safe to share between tasks and between processes on the same database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: NotifyStore + Send + Sync + 'static {
     /// The backend's name, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 

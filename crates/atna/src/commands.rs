@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(c) => user(store.as_ref(), c).await,
-        Command::Key(c) => key(store.as_ref(), c).await,
+        Command::Key(c) => key(store, c, &resolved.file).await,
         Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
         Command::Import { .. } => {
             let snap = snapshot.context("the export file was not read (a bug)")?;
@@ -214,7 +214,8 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
+async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -> anyhow::Result<()> {
+    let store = shared.as_ref();
     match c {
         KeyCommand::Create {
             user,
@@ -260,9 +261,15 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 ip_allowlist: &allow_ip,
                 by_key: None,
             };
-            let (rec, secret) = service::create_key(store, u.id, Actor::Operator, spec, now).await?;
+            // The installation's policy holds here too: no expiry given is its default, beyond its maximum is refused.
+            let policy = config::policy(file)?;
+            let lifetime = service::Lifetime { policy: &policy, never: false };
+            let (rec, secret) = service::create_key_under(store, u.id, Actor::Operator, spec, lifetime, now, |r, s| {
+                (r.clone(), s.clone())
+            })
+            .await?;
             if json {
-                let mut v = serde_json::to_value(Key::new(&rec, now))?;
+                let mut v = serde_json::to_value(Key::under(&rec, now, &policy))?;
                 v["secret"] = json!(secret.expose());
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -301,7 +308,8 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
                 }
             }
             if json {
-                let v: Vec<Key> = all.iter().map(|k| Key::new(k, now)).collect();
+                let policy = config::policy(file)?;
+                let v: Vec<Key> = all.iter().map(|k| Key::under(k, now, &policy)).collect();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else if all.is_empty() {
                 outln!("{} has no keys", u.email);
@@ -381,8 +389,14 @@ async fn key(store: &dyn Store, c: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Delete { id } => {
             let parsed = credential_id_of(&id)?;
-            match service::delete_key(store, None, None, &parsed, Actor::Operator, clock::now()).await? {
-                Some(k) => outln!("deleted key {} ({}); it no longer works", k.id, k.name),
+            let now = clock::now();
+            match service::delete_key(store, None, None, &parsed, Actor::Operator, now).await? {
+                Some(k) => {
+                    // The owner hears of it in their next digest (a running server sends it).
+                    let notifier = atna_server::notify::Notifier::new(shared.clone(), config::notify(file)?);
+                    notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
+                    outln!("deleted key {} ({}); it no longer works", k.id, k.name)
+                }
                 None => bail!("no key {parsed}"),
             }
         }

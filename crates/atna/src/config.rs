@@ -50,6 +50,17 @@ pub struct FileConfig {
     pub proxy_upstream_timeout_secs: Option<u64>,
     /// `[proxy]`: the proxy's routes (`[[proxy.routes]]`).
     pub proxy: Option<ProxyFile>,
+    /// The dashboard's address as people reach it, for links in reminders.
+    pub public_url: Option<String>,
+    pub webhooks_allow_private_addresses: Option<bool>,
+    pub delivery_timeout_secs: Option<u64>,
+    pub reminder_scan_secs: Option<u64>,
+    pub digest_interval_secs: Option<u64>,
+    pub outbox_poll_ms: Option<u64>,
+    pub delivery_retry_base_ms: Option<u64>,
+    pub delivery_max_attempts: Option<i64>,
+    pub policy: Option<PolicyConfig>,
+    pub smtp: Option<SmtpConfig>,
 }
 
 /// The `[proxy]` table.
@@ -69,6 +80,36 @@ pub struct RouteFile {
     pub methods: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+/// `[policy]`: the installation's key policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub default_key_lifetime_days: Option<i64>,
+    pub max_key_lifetime_days: Option<i64>,
+    pub rotation_due_days: Option<i64>,
+    pub unused_days: Option<i64>,
+    pub auto_disable_unused_days: Option<i64>,
+}
+
+/// `[smtp]`: where reminder e-mails go out.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig").field("host", &self.host).field("from", &self.from).finish_non_exhaustive()
+    }
 }
 
 /// Everything resolved.
@@ -103,6 +144,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_PROXY_MAX_BODY_BYTES",
     "ATNA_PROXY_FORWARD_AUTHORIZATION",
     "ATNA_PROXY_UPSTREAM_TIMEOUT_SECS",
+    "ATNA_SMTP_PASSWORD",
 ];
 
 /// Reads the file and resolves where the data lives.
@@ -219,6 +261,8 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
         session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
         api_key_headers: api_key_headers(f.api_key_headers.as_deref())?.unwrap_or(d.api_key_headers),
+        policy: policy(f)?,
+        notify: notify(f)?,
         metrics_listen: match std::env::var("ATNA_METRICS_LISTEN").ok().or_else(|| f.metrics_listen.clone()) {
             Some(text) => Some(listen_address(&text).context("metrics_listen")?),
             None => None,
@@ -277,6 +321,80 @@ fn proxy_settings(f: &FileConfig, s: &Serve) -> anyhow::Result<Option<atna_serve
         );
     }
     Ok(Some(p))
+}
+
+/// The key policy from `[policy]` (defaults for what it leaves out), checked.
+pub fn policy(f: &FileConfig) -> anyhow::Result<atna_domain::Policy> {
+    let d = atna_domain::Policy::default();
+    let p = f.policy.as_ref();
+    let policy = atna_domain::Policy {
+        default_lifetime_days: p.and_then(|p| p.default_key_lifetime_days),
+        max_lifetime_days: p.and_then(|p| p.max_key_lifetime_days),
+        rotation_due_days: p.and_then(|p| p.rotation_due_days).unwrap_or(d.rotation_due_days),
+        unused_days: p.and_then(|p| p.unused_days).unwrap_or(d.unused_days),
+        auto_disable_unused_days: p.and_then(|p| p.auto_disable_unused_days),
+    };
+    policy.check()?;
+    Ok(policy)
+}
+
+/// Reminder settings: `[smtp]` (its password from `ATNA_SMTP_PASSWORD` over the file), webhooks and the job timings.
+pub fn notify(f: &FileConfig) -> anyhow::Result<atna_server::notify::NotifySettings> {
+    use atna_server::notify::{SmtpSettings, SmtpTls};
+    let d = atna_server::notify::NotifySettings::default();
+    let smtp = match &f.smtp {
+        None => None,
+        Some(c) => {
+            let tls = match c.tls.as_deref() {
+                None => SmtpTls::default(),
+                Some(t) => SmtpTls::parse(t)
+                    .ok_or_else(|| anyhow::anyhow!("smtp.tls = `{t}` is not one of starttls, tls, none"))?,
+            };
+            let s = SmtpSettings {
+                host: c.host.clone(),
+                port: c.port.unwrap_or(tls.default_port()),
+                tls,
+                username: c.username.clone(),
+                password: std::env::var("ATNA_SMTP_PASSWORD").ok().or_else(|| c.password.clone()),
+                from: c.from.clone(),
+            };
+            atna_server::notify::email::check(&s).map_err(|e| anyhow::anyhow!(e))?;
+            anyhow::ensure!(
+                s.username.is_some() == s.password.is_some(),
+                "smtp.username and smtp.password go together"
+            );
+            Some(s)
+        }
+    };
+    let public_url = match &f.public_url {
+        Some(u) => {
+            let parsed = atna_server::notify::ssrf::parse(u)
+                .map_err(|_| anyhow::anyhow!("public_url `{u}` is not an http(s) URL"))?;
+            Some(parsed.as_str().trim_end_matches('/').to_owned())
+        }
+        None => None,
+    };
+    let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+    let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+    let n = atna_server::notify::NotifySettings {
+        smtp,
+        webhooks_allow_private_addresses: f
+            .webhooks_allow_private_addresses
+            .unwrap_or(d.webhooks_allow_private_addresses),
+        delivery_timeout: secs(f.delivery_timeout_secs, d.delivery_timeout),
+        outbox_poll_interval: ms(f.outbox_poll_ms, d.outbox_poll_interval),
+        scan_interval: secs(f.reminder_scan_secs, d.scan_interval),
+        digest_interval: secs(f.digest_interval_secs, d.digest_interval),
+        retry_base: ms(f.delivery_retry_base_ms, d.retry_base),
+        max_attempts: f.delivery_max_attempts.unwrap_or(d.max_attempts),
+        public_url,
+    };
+    anyhow::ensure!(n.delivery_timeout >= Duration::from_secs(1), "delivery_timeout_secs must be at least 1");
+    anyhow::ensure!(!n.outbox_poll_interval.is_zero(), "outbox_poll_ms must be at least 1");
+    anyhow::ensure!(!n.scan_interval.is_zero(), "reminder_scan_secs must be at least 1");
+    anyhow::ensure!(!n.retry_base.is_zero(), "delivery_retry_base_ms must be at least 1");
+    anyhow::ensure!(n.max_attempts >= 1, "delivery_max_attempts must be at least 1");
+    Ok(n)
 }
 
 /// The headers forward-auth reads a key from: `ATNA_API_KEY_HEADERS` (comma-separated) over the file's

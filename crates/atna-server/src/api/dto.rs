@@ -125,9 +125,14 @@ impl QuotaRule {
 }
 
 impl Key {
-    /// Describes a key at `now`.
+    /// Describes a key at `now` under the default policy.
     pub fn new(k: &KeyRecord, now: Millis) -> Self {
-        let health = KeyHealth::at(k.created_at, k.last_used_at, now);
+        Self::under(k, now, &atna_domain::Policy::default())
+    }
+
+    /// Describes a key at `now`, its flags (`rotation_due`, `unused`) under the installation's `policy`.
+    pub fn under(k: &KeyRecord, now: Millis, policy: &atna_domain::Policy) -> Self {
+        let health = KeyHealth::under(policy, k.created_at, k.last_used_at, now);
         Self {
             id: k.id.to_string(),
             name: k.name.to_string(),

@@ -34,7 +34,7 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes, expiry, IP allowlist, rate limit or quota (`invalid_ip_allowlist` names the bad entry; `invalid_rate_limit`, `invalid_quota`; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes, expiry, IP allowlist, rate limit or quota (`invalid_ip_allowlist` names the bad entry; `invalid_rate_limit`, `invalid_quota`; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses; `lifetime_exceeds_policy`: `expires_at` is beyond the installation's maximum key lifetime; left out, the policy's default lifetime applies)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited` or `usage_exceeded`: the calling key's rate limit or quota (with `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -61,7 +61,7 @@ pub async fn create(
     // The whole response is built before the key is committed: nothing can fail between the commit and the secret
     // leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
-        let body = CreatedKey { key: Key::new(rec, now), secret: secret.expose().to_owned() };
+        let body = CreatedKey { key: Key::under(rec, now, &s.settings.policy), secret: secret.expose().to_owned() };
         let json = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
         let location = HeaderValue::from_str(&format!("/v1/keys/{}", rec.id)).map_err(|_| ApiError::internal())?;
         Ok::<_, ApiError>(
@@ -77,7 +77,8 @@ pub async fn create(
                 .into_response(),
         )
     };
-    service::create_key_presented(s.store.as_ref(), owner, actor, spec, now, present).await?
+    let lifetime = service::Lifetime { policy: &s.settings.policy, never: false };
+    service::create_key_under(s.store.as_ref(), owner, actor, spec, lifetime, now, present).await?
 }
 
 /// List the owner's keys, newest first. Never includes secrets.
@@ -112,7 +113,7 @@ pub async fn list(
         .iter_mut()
         .map(|r| {
             s.verifier.overlay_usage(r);
-            Key::new(r, now)
+            Key::under(r, now, &s.settings.policy)
         })
         .collect();
     Ok(Json(KeyList { data, next_cursor }))
@@ -139,7 +140,7 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
     let id = parse_id(&id)?;
     let mut rec = s.store.get_key(caller.0.record.owner, &id).await?.ok_or_else(ApiError::no_such_key)?;
     s.verifier.overlay_usage(&mut rec);
-    Ok(Json(Key::new(&rec, clock::now())))
+    Ok(Json(Key::under(&rec, clock::now(), &s.settings.policy)))
 }
 
 /// Delete a key: permanent, and it stops working at once, everywhere.
@@ -158,8 +159,12 @@ pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     let id = parse_id(&id)?;
     let owner = caller.0.record.owner;
     let actor = Actor::Key { user: owner, key: caller.0.record.id };
-    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, clock::now()).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+    let now = clock::now();
+    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, now).await? {
+        Some(k) => {
+            s.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(service::why_not_deleted(s.store.as_ref(), Some(owner), &id).await?.into()),
     }
 }

@@ -6,7 +6,7 @@ use askama::Template;
 use atna_domain::Password;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::auth::{hash_password, verify_password, CsrfOnly};
@@ -25,6 +25,8 @@ struct AccountPage {
     since: String,
     notice: String,
     error: String,
+    /// The webhook URL reminders go to; empty for none.
+    webhook: String,
 }
 
 #[derive(Deserialize)]
@@ -41,16 +43,20 @@ fn page_for(si: &SignedIn, notice: String, error: String) -> AccountPage {
         since: absolute(si.user.created_at),
         notice,
         error,
+        webhook: String::new(),
     }
 }
 
 /// `GET /account`.
-pub async fn page(si: SignedIn, DashQuery(q): DashQuery<Done>) -> Response {
+pub async fn page(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQuery<Done>) -> DashResult {
     let notice = match q.done.as_str() {
         "password" => "Your password was changed. Every other session was signed out.".to_owned(),
+        "webhook_removed" => "Your webhook was removed.".to_owned(),
         _ => String::new(),
     };
-    render(StatusCode::OK, &page_for(&si, notice, String::new()))
+    let mut p = page_for(&si, notice, String::new());
+    p.webhook = s.app.store.webhook(Some(si.user.id)).await?.map(|w| w.url).unwrap_or_default();
+    Ok(render(StatusCode::OK, &p))
 }
 
 #[derive(Deserialize)]

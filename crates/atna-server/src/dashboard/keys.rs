@@ -66,8 +66,8 @@ fn rate_text(r: Option<atna_domain::RateLimit>) -> String {
 }
 
 impl KeyRow {
-    pub(super) fn new(r: &KeyRecord, now: i64) -> Self {
-        let health = KeyHealth::at(r.created_at, r.last_used_at, now);
+    pub(super) fn new(r: &KeyRecord, now: i64, policy: &atna_domain::Policy) -> Self {
+        let health = KeyHealth::under(policy, r.created_at, r.last_used_at, now);
         Self {
             id: r.id.to_string(),
             name: r.name.to_string(),
@@ -177,7 +177,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
     let mut rows = Vec::with_capacity(recs.len());
     for r in recs.iter_mut() {
         verifier.overlay_usage(r);
-        let mut row = KeyRow::new(r, now);
+        let mut row = KeyRow::new(r, now, &s.app.settings.policy);
         let week = weeks.remove(&r.id).unwrap_or_else(|| vec![0; 7]);
         row.spark = Sparkline::new(&week, now).render().map_err(|_| DashError::internal())?;
         rows.push(row);
@@ -214,6 +214,8 @@ struct NewPage {
     /// `error` is about the rate limit, or the quota.
     rate_error: bool,
     quota_error: bool,
+    /// The "Expires" choices the policy allows: value and label.
+    expiry_options: Vec<(String, String)>,
 }
 
 /// The "More settings" fields of a rate limit and a usage quota.
@@ -261,6 +263,26 @@ impl LimitFields {
     }
 }
 
+/// The "Expires" choices under `policy`: the default lifetime (when there is one), 30 / 90 / 365 days and "Never"
+/// as far as the maximum lifetime allows; and the one selected at first.
+fn expiry_options(policy: &atna_domain::Policy) -> (Vec<(String, String)>, String) {
+    let within = |d: i64| policy.max_lifetime_days.is_none_or(|m| d <= m);
+    let mut out = Vec::new();
+    if let Some(d) = policy.default_lifetime_days {
+        out.push(("default".to_owned(), format!("In {d} days (the default)")));
+    }
+    if policy.max_lifetime_days.is_none() {
+        out.push(("never".to_owned(), "Never".to_owned()));
+    }
+    for (d, label) in [(30, "In 30 days"), (90, "In 90 days (a good rotation interval)"), (365, "In 1 year")] {
+        if within(d) && policy.default_lifetime_days != Some(d) {
+            out.push((d.to_string(), label.to_owned()));
+        }
+    }
+    let first = out.first().map(|o| o.0.clone()).unwrap_or_default();
+    (out, first)
+}
+
 /// The prefilled name: `service_name-<dd_mm_yyyy>-<hh_mm>` now, in UTC (the page's script switches it to the
 /// browser's time zone).
 fn suggested_name() -> String {
@@ -268,14 +290,16 @@ fn suggested_name() -> String {
 }
 
 /// `GET /keys/new`: the "Generate an API Key" form.
-pub async fn new_form(si: SignedIn) -> Response {
+pub async fn new_form(State(s): State<DashState>, si: SignedIn) -> Response {
+    let (expiry_options, expires) = expiry_options(&s.app.settings.policy);
     let page = NewPage {
+        expiry_options,
         // Identifies this form: whichever node it is sent to, and however often, it creates one key.
         nonce: random_token(),
         c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
         name: suggested_name(),
         manage: false,
-        expires: "never".into(),
+        expires,
         ip_allowlist: String::new(),
         limits: LimitFields::default(),
         error: String::new(),
@@ -385,6 +409,7 @@ pub async fn create(
     let now = clock::now();
     let scopes: Vec<String> = f.scope_manage.iter().map(|_| MANAGE_KEYS.to_owned()).collect();
     let expires_at = expiry_days(&f.expires).map(|d| now + d * 24 * 60 * 60 * 1000);
+    let lifetime = service::Lifetime { policy: &s.app.settings.policy, never: f.expires == "never" };
     let ip_allowlist: Vec<String> = allowlist_entries(&f.ip_allowlist);
     let (rate_limit, quota) = f.limits.rules();
     let spec = KeySpec {
@@ -426,7 +451,8 @@ pub async fn create(
         };
         no_store(render(StatusCode::CREATED, &page))
     };
-    match service::create_key_presented(s.app.store.as_ref(), owner, Actor::User(owner), spec, now, present).await {
+    match service::create_key_under(s.app.store.as_ref(), owner, Actor::User(owner), spec, lifetime, now, present).await
+    {
         Ok(page) => Ok(page),
         Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
@@ -438,6 +464,7 @@ pub async fn create(
             }
             // The person can fix this: show the form again with what they typed and the reason.
             let page = NewPage {
+                expiry_options: expiry_options(&s.app.settings.policy).0,
                 c: Chrome::signed_in(&si, "keys", "Generate an API Key"),
                 nonce: f.nonce.clone(),
                 name: f.name.clone(),
@@ -488,7 +515,7 @@ pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): 
     let week = super::usage::last_week(&s, rec.id, now).await?;
     let page = DeletePage {
         c: Chrome::signed_in(&si, "keys", "Delete API key"),
-        row: KeyRow::new(&rec, now),
+        row: KeyRow::new(&rec, now, &s.app.settings.policy),
         usage,
         recent: recent_use(&week),
         week_total: week.iter().sum(),
@@ -513,17 +540,15 @@ pub async fn delete(
     si.check_csrf(&f.csrf)?;
     let id = CredentialId::parse(&id).map_err(|_| DashError::no_such_key())?;
     let owner = si.user.id;
-    let gone = service::delete_key(
-        s.app.store.as_ref(),
-        Some(&s.app.verifier),
-        Some(owner),
-        &id,
-        Actor::User(owner),
-        clock::now(),
-    )
-    .await?;
+    let now = clock::now();
+    let gone =
+        service::delete_key(s.app.store.as_ref(), Some(&s.app.verifier), Some(owner), &id, Actor::User(owner), now)
+            .await?;
     match gone {
-        Some(k) => Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response()),
+        Some(k) => {
+            s.app.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
+            Ok(Redirect::to(&format!("/keys?deleted={}", k.id)).into_response())
+        }
         None => match service::why_not_deleted(s.app.store.as_ref(), Some(owner), &id).await? {
             // Sent twice (a double click, a second tab): the first one deleted it.
             service::NotDeleted::AlreadyDeleted => Err(DashError::new(

@@ -10,6 +10,7 @@ mod csrf;
 mod device;
 mod keys;
 mod pages;
+mod reminders;
 pub(crate) mod session;
 mod throttle;
 mod timefmt;
@@ -69,6 +70,12 @@ pub fn router(app: AppState) -> Router {
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/sessions", post(account::sign_out_everywhere))
+        .route("/account/webhook", post(reminders::set_mine))
+        .route("/account/webhook/delete", post(reminders::delete_mine))
+        .route("/reminders", get(reminders::list))
+        .route("/admin/policy", get(reminders::policy))
+        .route("/admin/webhook", post(reminders::set_installation))
+        .route("/admin/webhook/delete", post(reminders::delete_installation))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route("/admin/users/{id}/disable", post(admin::disable))
         .route("/admin/users/{id}/enable", post(admin::enable))

@@ -334,7 +334,7 @@ pub async fn key_page(
         [Range::Day, Range::Week, Range::Quarter].into_iter().map(|r| (r.slug(), r.label(), r == range)).collect();
     let page = KeyPage {
         c: Chrome::signed_in(&si, "keys", rec.name.to_string()),
-        row: KeyRow::new(&rec, now),
+        row: KeyRow::new(&rec, now, &s.app.settings.policy),
         ranges,
         range_label: range.label(),
         granularity: g.as_str(),
