@@ -6,6 +6,7 @@
 #   DURATION=30s RUNS=5 bench/http.sh
 #   BACKEND=postgres bench/http.sh   # atna on PostgreSQL (a fresh database atna_bench on PG_SERVER, dropped after)
 #   ENDPOINT=/v1/forward-auth bench/http.sh   # the gateway's sub-request instead of whoami
+#   KEY_FLAGS='--allow-ip 127.0.0.1 --rate-limit 1000000/1s' ENDPOINT=/v1/forward-auth bench/http.sh   # with rules
 #
 # Needs: wrk and taskset (Debian: apt-get install wrk util-linux). Only talks to 127.0.0.1.
 set -euo pipefail
@@ -33,7 +34,9 @@ if [ "${BACKEND:-sqlite}" = postgres ]; then
 fi
 echo "backend: ${BACKEND:-sqlite}"
 echo "bench-password" | target/release/atna user create --email bench@example.com --password-stdin >/dev/null
-KEY=$(target/release/atna key create --user bench@example.com --name "bench-$(date +%d_%m_%Y-%H_%M)" --json |
+# KEY_FLAGS: rules for the key, e.g. KEY_FLAGS='--allow-ip 127.0.0.1 --rate-limit 1000000/1s' (a limit no run reaches).
+# shellcheck disable=SC2086
+KEY=$(target/release/atna key create --user bench@example.com --name "bench-$(date +%d_%m_%Y-%H_%M)" ${KEY_FLAGS:-} --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 
 wait_up() { # poll with a deadline, no fixed sleep
