@@ -253,6 +253,35 @@ sql_store!(PgStore, sqlx::Postgres, {
         tx.commit().await.map_err(db)
     }
 
+    async fn record_usage_counts(&self, batch: &[UsageCount]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (hourly, daily) = sql_store::usage_rows(batch);
+        // One statement per table (arrays, like `record_usage`), rows in one global order: nodes flushing at once
+        // add up without deadlocking.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (table, rows) in [("usage_hourly", &hourly), ("usage_daily", &daily)] {
+            let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            let starts: Vec<i64> = rows.iter().map(|r| r.1).collect();
+            let outcomes: Vec<&str> = rows.iter().map(|r| r.2).collect();
+            let counts: Vec<i64> = rows.iter().map(|r| r.3).collect();
+            sqlx::query(&format!(
+                "INSERT INTO {table} (key_id, start, outcome, count)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[])
+                 ON CONFLICT (key_id, start, outcome) DO UPDATE SET count = {table}.count + excluded.count"
+            ))
+            .bind(&ids)
+            .bind(&starts)
+            .bind(&outcomes)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn wait_for_change(&self, timeout: Duration) -> Wake {
         self.listener.wait(timeout).await
     }

@@ -76,6 +76,29 @@ sql_store!(SqliteStore, sqlx::Sqlite, {
         "sqlite"
     }
 
+    async fn record_usage_counts(&self, batch: &[UsageCount]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (hourly, daily) = sql_store::usage_rows(batch);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (table, rows) in [("usage_hourly", &hourly), ("usage_daily", &daily)] {
+            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                    "INSERT INTO {table} (key_id, start, outcome, count) "
+                ));
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
+                });
+                q.push(format!(
+                    " ON CONFLICT (key_id, start, outcome) DO UPDATE SET count = {table}.count + excluded.count"
+                ));
+                q.build().execute(&mut *tx).await.map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn record_usage(&self, batch: &[UsageUpdate]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
@@ -102,6 +125,9 @@ sql_store!(SqliteStore, sqlx::Sqlite, {
 });
 
 notify_store!(SqliteStore, sqlx::Sqlite, "", "id > $1");
+
+/// Usage bucket rows per multi-row `INSERT` (4 parameters each: well under SQLite's limit).
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
 
 /// Appends to the change feed inside `tx` (other processes poll it; SQLite has no notifications).
 async fn publish(

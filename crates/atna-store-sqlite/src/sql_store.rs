@@ -51,9 +51,6 @@ pub fn quota_take_sql() -> String {
     )
 }
 
-/// Usage rows per multi-row `INSERT` (4 parameters each: well under SQLite's and PostgreSQL's limits).
-pub(crate) const USAGE_ROWS_PER_STATEMENT: usize = 500;
-
 /// A usage bucket row to add: key, start, outcome, count.
 pub(crate) type UsageInsert = (atna_domain::CredentialId, i64, &'static str, i64);
 
@@ -349,30 +346,6 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(db)?;
                 let remote = rows.iter().map(rows::remote_uses_from_row).collect::<StoreResult<Vec<_>>>()?;
                 Ok(LimitSync { quotas, remote })
-            }
-
-            async fn record_usage_counts(&self, batch: &[UsageCount]) -> StoreResult<()> {
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                let (hourly, daily) = sql_store::usage_rows(batch);
-                // One transaction, rows in one global order: nodes flushing at once cannot deadlock.
-                let mut tx = self.pool.begin().await.map_err(db)?;
-                for (table, rows) in [("usage_hourly", &hourly), ("usage_daily", &daily)] {
-                    for chunk in rows.chunks(sql_store::USAGE_ROWS_PER_STATEMENT) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                            "INSERT INTO {table} (key_id, start, outcome, count) "
-                        ));
-                        q.push_values(chunk, |mut b, r| {
-                            b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
-                        });
-                        q.push(format!(
-                            " ON CONFLICT (key_id, start, outcome) DO UPDATE SET count = {table}.count + excluded.count"
-                        ));
-                        q.build().execute(&mut *tx).await.map_err(db)?;
-                    }
-                }
-                tx.commit().await.map_err(db)
             }
 
             async fn usage_buckets(
