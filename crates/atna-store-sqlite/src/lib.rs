@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod sql_store;
+pub mod backup;
 mod rows;
 
 /// The listing query (for plan checks in tests and benchmarks).
