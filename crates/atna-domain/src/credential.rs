@@ -284,6 +284,109 @@ impl<'a> ParsedKey<'a> {
 }
 
 #[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn base62<const N: usize>() -> impl Strategy<Value = [u8; N]> {
+        proptest::array::uniform(proptest::sample::select(BASE62.to_vec()))
+    }
+
+    /// A well-formed key (right shape and checksum) from any ID and secret: what generation makes, but covering the
+    /// whole space rather than what the CSPRNG happened to draw.
+    fn any_key() -> impl Strategy<Value = (CredentialId, [u8; SECRET_LEN], String)> {
+        (base62::<ID_LEN>(), base62::<SECRET_LEN>()).prop_map(|(id, secret)| {
+            let id = CredentialId(id);
+            let key = encode(&id, &secret);
+            (id, secret, key)
+        })
+    }
+
+    /// Positions a typo can hit without being a wrong character outright: every base62 character of the key.
+    fn base62_positions() -> impl Strategy<Value = usize> {
+        prop_oneof![ID_START..ID_END, SECRET_START..SECRET_END, CHECKSUM_START..KEY_LEN]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2_000)))]
+
+        /// Any text at all, and text shaped almost like a key: never a panic, and whatever parses is exactly a key of
+        /// the documented shape whose ID is the one embedded in it.
+        #[test]
+        fn any_text_is_judged_without_panicking(
+            s in prop_oneof![
+                any::<String>(),
+                "atna_[0-9A-Za-z_]{60,75}",
+                "atna_\\PC{0,70}",
+                "atna_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}",
+            ]
+        ) {
+            if let Ok(p) = ParsedKey::parse(&s) {
+                prop_assert_eq!(s.len(), KEY_LEN);
+                prop_assert!(s.starts_with(PREFIX));
+                prop_assert_eq!(p.id.as_str(), &s[ID_START..ID_END]);
+                let _ = p.hash();
+            }
+            let _ = CredentialId::parse(&s);
+            let _ = SecretHash::from_hex(&s);
+        }
+
+        /// Every well-formed key parses back to its ID and to the hash of its secret part.
+        #[test]
+        fn every_key_round_trips((id, secret, key) in any_key()) {
+            let p = ParsedKey::parse(&key).unwrap();
+            prop_assert_eq!(p.id, id);
+            prop_assert!(p.hash().matches(&SecretHash::of(std::str::from_utf8(&secret).unwrap())));
+            prop_assert_eq!(CredentialId::parse(id.as_str()), Ok(id));
+            prop_assert!(key.len() == KEY_LEN);
+        }
+
+        /// One mistyped character (another letter or digit, anywhere in the ID, the secret or the checksum) is
+        /// always caught by the checksum: CRC-32 detects every error confined to 32 consecutive bits.
+        #[test]
+        fn one_typo_is_always_caught((_, _, key) in any_key(), at in base62_positions(), shift in 1usize..BASE62.len()) {
+            let mut b = key.into_bytes();
+            // Another base62 character than the one there: `shift` steps further along the alphabet.
+            let was = BASE62.iter().position(|&c| c == b[at]).unwrap();
+            b[at] = BASE62[(was + shift) % BASE62.len()];
+            let typo = String::from_utf8(b).unwrap();
+            prop_assert_eq!(ParsedKey::parse(&typo).unwrap_err(), MalformedKey::BadChecksum);
+        }
+
+        /// Two neighbouring characters swapped (the commonest transcription error) are always caught too.
+        #[test]
+        fn swapped_neighbours_are_always_caught(
+            (_, _, key) in any_key(),
+            at in prop_oneof![ID_START..ID_END - 1, SECRET_START..SECRET_END - 1, CHECKSUM_START..KEY_LEN - 1]
+        ) {
+            let mut b = key.into_bytes();
+            if b[at] == b[at + 1] {
+                // Swapping equal characters changes nothing: there is no typo to catch.
+                return Ok(());
+            }
+            b.swap(at, at + 1);
+            let typo = String::from_utf8(b).unwrap();
+            prop_assert_eq!(ParsedKey::parse(&typo).unwrap_err(), MalformedKey::BadChecksum);
+        }
+
+        /// A key cut short or with anything added is refused for its length, whatever was cut or added.
+        #[test]
+        fn cut_or_padded_keys_are_refused((_, _, key) in any_key(), cut in 1usize..KEY_LEN - PREFIX.len(), extra in "\\PC{1,8}") {
+            prop_assert_eq!(ParsedKey::parse(&key[..KEY_LEN - cut]).unwrap_err(), MalformedKey::WrongLength);
+            let padded = format!("{key}{extra}");
+            prop_assert!(ParsedKey::parse(&padded).is_err());
+        }
+
+        /// The stored hash's text form reads back to itself.
+        #[test]
+        fn hashes_round_trip_through_hex(s in any::<String>()) {
+            let h = SecretHash::of(&s);
+            prop_assert_eq!(SecretHash::from_hex(&h.to_hex()), Some(h));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -26,8 +26,8 @@ pub use user::{Email, EmailError, Password, PasswordError, PasswordHash, UserId}
 pub type Millis = i64;
 
 /// How many cases a property test runs: `default` normally, `ATNA_PROPTEST_CASES` in the long mode (docs/development.md: "Long
-/// runs").
-#[cfg(test)]
-pub(crate) fn test_cases(default: u32) -> u32 {
+/// runs"). Public so every crate's property tests honour the same variable.
+#[doc(hidden)]
+pub fn test_cases(default: u32) -> u32 {
     std::env::var("ATNA_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

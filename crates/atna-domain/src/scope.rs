@@ -105,6 +105,50 @@ impl Scopes {
 }
 
 #[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2_000)))]
+
+        /// Any list of any text: never a panic; what parses is a sorted set of at most 32 valid scopes whose stored
+        /// form reads back to the same set, and an error never echoes more than 64 characters of the input.
+        #[test]
+        fn any_lists_are_judged_without_panicking(
+            items in proptest::collection::vec(prop_oneof![any::<String>(), "[a-z][a-z0-9:._*-]{0,70}"], 0..40)
+        ) {
+            match Scopes::parse(&items) {
+                Ok(s) => {
+                    prop_assert!(s.iter().count() <= MAX_SCOPES);
+                    prop_assert!(s.iter().all(|x| Scope::parse(x).is_ok()));
+                    prop_assert!(s.iter().zip(s.iter().skip(1)).all(|(a, b)| a < b), "sorted, no duplicates");
+                    prop_assert_eq!(Scopes::from_stored(&s.to_stored()).unwrap(), s.clone());
+                    prop_assert!(items.iter().all(|i| s.contains(i)));
+                }
+                Err(ScopeError::Invalid(shown)) => prop_assert!(shown.chars().count() <= MAX_SCOPE_LEN),
+                Err(ScopeError::TooMany) => prop_assert!(items.len() > MAX_SCOPES),
+            }
+        }
+
+        /// The stored form is read from any text (a hand-edited database) without a panic.
+        #[test]
+        fn any_stored_text_is_read_without_panicking(s in any::<String>()) {
+            if let Ok(scopes) = Scopes::from_stored(&s) {
+                prop_assert_eq!(Scopes::from_stored(&scopes.to_stored()).unwrap(), scopes);
+            }
+        }
+
+        /// A subset is a subset, and nothing is missing from a superset.
+        #[test]
+        fn subsets_agree_with_missing(a in proptest::collection::vec("[a-d]", 0..4), b in proptest::collection::vec("[a-d]", 0..4)) {
+            let (a, b) = (Scopes::parse(&a).unwrap(), Scopes::parse(&b).unwrap());
+            prop_assert_eq!(a.is_subset_of(&b), a.missing_from(&b).next().is_none());
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

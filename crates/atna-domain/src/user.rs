@@ -152,6 +152,51 @@ impl PasswordHash {
 }
 
 #[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2_000)))]
+
+        /// Any text: never a panic; what parses is normalised (parsing it again changes nothing), at most 254 bytes,
+        /// with exactly one `@` between non-empty parts and no white space or control characters.
+        #[test]
+        fn any_text_is_judged_without_panicking(s in prop_oneof![any::<String>(), "\\PC{0,20}@\\PC{0,20}", "[ A-Za-z.+]{0,8}@[A-Za-z.-]{0,8}"]) {
+            if let Ok(e) = Email::parse(&s) {
+                let text = e.as_str();
+                prop_assert_eq!(&Email::parse(text).unwrap(), &e);
+                prop_assert!(text.len() <= 254);
+                prop_assert_eq!(text.matches('@').count(), 1);
+                prop_assert!(!text.starts_with('@') && !text.ends_with('@'));
+                prop_assert!(!text.chars().any(|c| c.is_whitespace() || c.is_control()));
+            }
+        }
+
+        /// Ordinary addresses parse, and case and surrounding spaces do not make a different user.
+        #[test]
+        fn ordinary_addresses_parse_case_blind(local in "[A-Za-z0-9._%+-]{1,30}", domain in "[A-Za-z0-9-]{1,20}\\.[A-Za-z]{2,6}") {
+            let a = Email::parse(&format!("  {local}@{domain} ")).unwrap();
+            let b = Email::parse(&format!("{}@{}", local.to_uppercase(), domain.to_lowercase())).unwrap();
+            prop_assert_eq!(a, b);
+        }
+
+        /// A password of any length is checked against the rules without a panic, and `Debug` never shows it.
+        #[test]
+        fn passwords_are_judged_without_panicking(s in "\\PC{0,40}") {
+            let n = s.chars().count();
+            match Password::new(s.clone()) {
+                Ok(p) => {
+                    prop_assert!((MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n));
+                    prop_assert_eq!(format!("{:?}", p), "Password([redacted])");
+                }
+                Err(_) => prop_assert!(n < MIN_PASSWORD_CHARS),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

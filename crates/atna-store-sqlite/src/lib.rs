@@ -5,6 +5,7 @@
 mod sql_store;
 #[macro_use]
 mod notify_sql;
+pub mod backup;
 mod rows;
 
 /// The listing query (for plan checks in tests and benchmarks).

@@ -98,6 +98,28 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Back up a running SQLite installation (a consistent copy, taken while servers keep serving), check a copy,
+    /// or, after restoring one, delete again the keys deleted since it was taken. PostgreSQL: use pg_dump
+    /// (docs/backups.md).
+    Backup(Backup),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["output", "verify", "reapply_deletions_from"])))]
+pub struct Backup {
+    /// Write a copy of the database to FILE (a new file with mode 0600, renamed into place once complete).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite FILE if it already exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+    /// Check a copy (integrity, schema version, that every key is whole) and print what it holds. Opens only FILE.
+    #[arg(long, value_name = "FILE")]
+    pub verify: Option<PathBuf>,
+    /// After a restore: delete every key that is deleted in SOURCE (the old live SQLite database, or a newer
+    /// `atna export` file) but live in this database, and disable the users disabled there.
+    #[arg(long, value_name = "SOURCE")]
+    pub reapply_deletions_from: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

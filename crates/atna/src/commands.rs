@@ -20,10 +20,22 @@ use serde_json::json;
 
 use crate::cli::{Cli, Command, KeyCommand, UserCommand};
 use crate::output::{self, outln, write_stdout};
-use crate::{config, files};
+use crate::{backup, config, files};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Checking a backup opens that file only: no configuration, no database.
+    if let Command::Backup(b) = &cli.command {
+        if let Some(file) = &b.verify {
+            return backup::verify(file).await;
+        }
+    }
     let resolved = config::resolve(&cli.global)?;
+    if let Command::Backup(b) = &cli.command {
+        if let Some(output) = &b.output {
+            config::require_database(&resolved)?;
+            return backup::backup(&resolved.database_url, output, b.force).await;
+        }
+    }
     // Checked before the database is opened, so a bad file or a refused overwrite touches nothing.
     let snapshot = match &cli.command {
         Command::Import { file } => Some(read_snapshot(file)?),
@@ -65,6 +77,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { .. } => {
             let snap = snapshot.context("the export file was not read (a bug)")?;
             import(store.as_ref(), &snap).await
+        }
+        Command::Backup(b) => {
+            let source = b.reapply_deletions_from.context("no backup action (a bug)")?;
+            backup::reapply_deletions(store.as_ref(), &source).await
         }
     }
 }
@@ -462,7 +478,7 @@ async fn export(store: &dyn Store, output: Option<&Path>, force: bool) -> anyhow
 }
 
 /// Reads and checks an export file (`-`: standard input). Every error names the file and says what is wrong with it.
-fn read_snapshot(file: &Path) -> anyhow::Result<Snapshot> {
+pub(crate) fn read_snapshot(file: &Path) -> anyhow::Result<Snapshot> {
     let (name, text) = if file == Path::new("-") {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("reading the export from standard input")?;

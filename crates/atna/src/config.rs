@@ -170,18 +170,33 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
         anyhow::ensure!(n >= 1, "database_max_connections must be at least 1");
         db.max_connections = n;
     }
-    if let Some(ms) = file.database_timeout_ms {
-        anyhow::ensure!(ms >= 1, "database_timeout_ms must be at least 1");
+    if let Some(ms) = within("database_timeout_ms", file.database_timeout_ms, 1, MAX_SECS * 1000)? {
         db.acquire_timeout = Duration::from_millis(ms);
     }
+    within("database_start_wait_secs", file.database_start_wait_secs, 0, MAX_SECS)?;
     // Zero turns PostgreSQL's limit off, as in PostgreSQL itself.
-    if let Some(ms) = file.database_statement_timeout_ms {
+    if let Some(ms) = within("database_statement_timeout_ms", file.database_statement_timeout_ms, 0, PG_MAX_MS)? {
         db.statement_timeout = Duration::from_millis(ms);
     }
-    if let Some(ms) = file.database_lock_timeout_ms {
+    if let Some(ms) = within("database_lock_timeout_ms", file.database_lock_timeout_ms, 0, PG_MAX_MS)? {
         db.lock_timeout = Duration::from_millis(ms);
     }
     Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
+}
+
+/// Ten years: the longest duration a setting takes. Longer means "never" to a person, and time arithmetic on
+/// `u64::MAX` seconds overflows (an `Instant` plus such a duration panics).
+const MAX_SECS: u64 = 10 * 365 * 24 * 60 * 60;
+/// PostgreSQL's own limit for `statement_timeout` and `lock_timeout` (an int of milliseconds, about 24.8 days).
+const PG_MAX_MS: u64 = i32::MAX as u64;
+
+/// `v` if it is within `min..=max`; otherwise an error naming the setting.
+fn within(name: &str, v: Option<u64>, min: u64, max: u64) -> anyhow::Result<Option<u64>> {
+    if let Some(x) = v {
+        anyhow::ensure!(x >= min, "{name} must be at least {min}");
+        anyhow::ensure!(x <= max, "{name} must be at most {max}");
+    }
+    Ok(v)
 }
 
 /// Server settings from the file and flags (flags include their `ATNA_*` variables).
@@ -192,10 +207,9 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
     let days = |v: Option<u64>, default: Duration| {
         v.map(|d| Duration::from_secs(d.saturating_mul(24 * 60 * 60))).unwrap_or(default)
     };
-    let at_least_1 = |name: &str, v: Option<u64>| -> anyhow::Result<Option<u64>> {
-        anyhow::ensure!(v != Some(0), "{name} must be at least 1");
-        Ok(v)
-    };
+    let millis = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+    let at_least_1 = |name: &str, v: Option<u64>| within(name, v, 1, MAX_SECS);
+    let any_secs = |name: &str, v: Option<u64>| within(name, v, 0, MAX_SECS);
     let trusted_proxies = match (&s.trusted_proxies, &f.trusted_proxies) {
         (Some(flag), _) => flag.clone(),
         (None, Some(list)) => list
@@ -238,10 +252,19 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
         ),
         max_connections,
         max_connections_per_peer,
-        cache_ttl: secs(f.cache_ttl_secs, d.cache_ttl),
-        negative_cache_ttl: secs(f.negative_cache_ttl_secs, d.negative_cache_ttl),
+        cache_ttl: secs(any_secs("cache_ttl_secs", f.cache_ttl_secs)?, d.cache_ttl),
+        negative_cache_ttl: secs(any_secs("negative_cache_ttl_secs", f.negative_cache_ttl_secs)?, d.negative_cache_ttl),
         cache_capacity: f.cache_capacity.unwrap_or(d.cache_capacity),
-        usage_flush_interval: secs(f.usage_flush_secs, d.usage_flush_interval),
+        // Zero would be an interval of nothing: the flusher (or the poller) would stop or spin.
+        usage_flush_interval: secs(at_least_1("usage_flush_secs", f.usage_flush_secs)?, d.usage_flush_interval),
+        change_poll_interval: millis(
+            within("change_poll_ms", f.change_poll_ms, 1, MAX_SECS * 1000)?,
+            d.change_poll_interval,
+        ),
+        change_feed_max_lag: millis(
+            within("change_feed_max_lag_ms", f.change_feed_max_lag_ms, 0, MAX_SECS * 1000)?,
+            d.change_feed_max_lag,
+        ),
         usage_hourly_retention: days(
             at_least_1("usage_hourly_retention_days", f.usage_hourly_retention_days)?,
             d.usage_hourly_retention,
@@ -250,16 +273,20 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
             at_least_1("usage_daily_retention_days", f.usage_daily_retention_days)?,
             d.usage_daily_retention,
         ),
-        change_poll_interval: f.change_poll_ms.map(Duration::from_millis).unwrap_or(d.change_poll_interval),
         // At least 10 ms: a tighter loop would only load the database.
         limits_sync_interval: f
             .limits_sync_ms
             .map(|ms| Duration::from_millis(ms.max(10)))
             .unwrap_or(d.limits_sync_interval),
-        change_feed_max_lag: f.change_feed_max_lag_ms.map(Duration::from_millis).unwrap_or(d.change_feed_max_lag),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
-        session_idle_timeout: secs(f.session_idle_timeout_secs, d.session_idle_timeout),
-        session_absolute_timeout: secs(f.session_absolute_timeout_secs, d.session_absolute_timeout),
+        session_idle_timeout: secs(
+            at_least_1("session_idle_timeout_secs", f.session_idle_timeout_secs)?,
+            d.session_idle_timeout,
+        ),
+        session_absolute_timeout: secs(
+            at_least_1("session_absolute_timeout_secs", f.session_absolute_timeout_secs)?,
+            d.session_absolute_timeout,
+        ),
         api_key_headers: api_key_headers(f.api_key_headers.as_deref())?.unwrap_or(d.api_key_headers),
         policy: policy(f)?,
         notify: notify(f)?,
@@ -557,6 +584,8 @@ mod tests {
         for (text, want) in [
             ("session_idle_timeout = 600\n", "unknown field `session_idle_timeout`"),
             ("database_max_connections = 0\n", "at least 1"),
+            ("database_statement_timeout_ms = 2147483648\n", "at most 2147483647"),
+            ("database_start_wait_secs = 9223372036854775807\n", "at most 315360000"),
         ] {
             let path = dir.path().join("atna.toml");
             std::fs::write(&path, text).unwrap();
@@ -591,6 +620,12 @@ mod tests {
             ("trusted_proxies = [\"proxy.local\"]\n", "not an IP address"),
             ("max_connections_per_peer = 0\n", "at least 1"),
             ("header_read_timeout_secs = 0\n", "at least 1"),
+            // Found by the property test below: zero stopped the usage flusher (a panic in its task, usage never
+            // written), and huge values overflow time arithmetic.
+            ("usage_flush_secs = 0\n", "usage_flush_secs must be at least 1"),
+            ("change_poll_ms = 0\n", "change_poll_ms must be at least 1"),
+            ("cache_ttl_secs = 9223372036854775807\n", "cache_ttl_secs must be at most 315360000"),
+            ("session_idle_timeout_secs = 0\n", "at least 1"),
         ] {
             std::fs::write(dir.path().join("bad.toml"), text).unwrap();
             let r = resolve(&global(Some(dir.path().join("bad.toml")))).unwrap();
@@ -688,5 +723,125 @@ mod tests {
         assert!(names(&[]).unwrap().unwrap().is_empty(), "Bearer only");
         assert!(names(&["bad header"]).unwrap_err().to_string().contains("`bad header` is not a header name"));
         assert!(names(&["Authorization"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A number as TOML would give it: small, at the edges that matter, or anything an i64 holds.
+    fn number() -> impl Strategy<Value = i64> {
+        prop_oneof![0i64..5, Just(i64::MAX), Just(i64::MIN), Just(u32::MAX as i64 + 1), any::<i64>()]
+    }
+
+    fn quoted(s: &str) -> String {
+        toml::Value::String(s.to_owned()).to_string()
+    }
+
+    /// Lines of a configuration file: every setting the file knows, each present or not, with numbers, addresses
+    /// and names drawn from the edges and from anywhere. Listen addresses never need a DNS lookup.
+    fn config_text() -> impl Strategy<Value = String> {
+        const NUMERIC: &[&str] = &[
+            "database_max_connections",
+            "database_timeout_ms",
+            "database_start_wait_secs",
+            "database_statement_timeout_ms",
+            "database_lock_timeout_ms",
+            "header_read_timeout_secs",
+            "idle_timeout_secs",
+            "request_timeout_secs",
+            "max_connections",
+            "max_connections_per_peer",
+            "cache_ttl_secs",
+            "negative_cache_ttl_secs",
+            "cache_capacity",
+            "usage_flush_secs",
+            "change_poll_ms",
+            "change_feed_max_lag_ms",
+            "max_body_bytes",
+            "session_idle_timeout_secs",
+            "session_absolute_timeout_secs",
+        ];
+        let address = prop_oneof!["(127\\.0\\.0\\.1|\\[::1\\]):[0-9]{1,6}", "[a-z0-9.]{0,12}", "\\PC{0,12}"];
+        let numbers = proptest::collection::vec(proptest::option::of(number()), NUMERIC.len());
+        let texts = (
+            proptest::option::of(address.clone()),
+            proptest::option::of(address),
+            proptest::option::of(proptest::collection::vec("[0-9a-f:./]{0,20}", 0..4)),
+            proptest::option::of(proptest::collection::vec("\\PC{0,12}", 0..4)),
+            proptest::option::of(any::<bool>()),
+        );
+        (numbers, texts).prop_map(|(numbers, (listen, metrics, proxies, headers, forwarded))| {
+            let mut text = String::new();
+            for (name, v) in NUMERIC.iter().zip(numbers) {
+                if let Some(v) = v {
+                    text += &format!("{name} = {v}\n");
+                }
+            }
+            let list = |v: &[String]| format!("[{}]", v.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", "));
+            for (name, v) in [("listen", listen), ("metrics_listen", metrics)] {
+                if let Some(v) = v {
+                    text += &format!("{name} = {}\n", quoted(&v));
+                }
+            }
+            if let Some(v) = proxies {
+                text += &format!("trusted_proxies = {}\n", list(&v));
+            }
+            if let Some(v) = headers {
+                text += &format!("api_key_headers = {}\n", list(&v));
+            }
+            if let Some(v) = forwarded {
+                text += &format!("trust_forwarded_for = {v}\n");
+            }
+            text
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(atna_domain::test_cases(500)))]
+
+        /// Any text as a configuration file: an error or settings, never a panic.
+        #[test]
+        fn any_text_is_read_without_panicking(text in prop_oneof![any::<String>(), "([a-z_]{1,30} = [0-9\"a-z\\[\\],.:-]{0,20}\n){0,4}"]) {
+            let _ = toml::from_str::<FileConfig>(&text);
+        }
+
+        /// Any value of every setting: an error naming the setting, or settings the server can run with (every
+        /// duration at most ten years, every interval above zero), never a panic.
+        #[test]
+        fn any_settings_resolve_or_are_refused(text in config_text()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("atna.toml");
+            std::fs::write(&path, &text).unwrap();
+            let Ok(r) = resolve(&Global { config: Some(path), data_dir: None, database_url: None, database_max_connections: None }) else {
+                return Ok(());
+            };
+            prop_assert!(r.db.max_connections >= 1 && r.db.acquire_timeout >= Duration::from_millis(1));
+            let serve = Serve {
+                listen: None,
+                trust_forwarded_for: None,
+                trusted_proxies: None,
+                header_read_timeout_secs: None,
+                idle_timeout_secs: None,
+                request_timeout_secs: None,
+                max_connections: None,
+                max_connections_per_peer: None,
+            };
+            if let Ok(s) = settings(&r, &serve) {
+                let ten_years = Duration::from_secs(MAX_SECS);
+                for d in [s.header_read_timeout, s.idle_timeout, s.request_timeout, s.cache_ttl, s.negative_cache_ttl,
+                          s.usage_flush_interval, s.change_poll_interval, s.change_feed_max_lag,
+                          s.session_idle_timeout, s.session_absolute_timeout] {
+                    prop_assert!(d <= ten_years, "{text}");
+                }
+                for d in [s.header_read_timeout, s.idle_timeout, s.request_timeout, s.usage_flush_interval,
+                          s.change_poll_interval, s.session_idle_timeout, s.session_absolute_timeout] {
+                    prop_assert!(!d.is_zero(), "{text}");
+                }
+                prop_assert!(s.max_connections != Some(0) && s.max_connections_per_peer >= 1);
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `atna` binary: `atna serve`, `atna migrate`, `atna user …`, `atna key …`.
 
+mod backup;
 mod cli;
 mod commands;
 mod config;

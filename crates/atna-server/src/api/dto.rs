@@ -66,7 +66,7 @@ pub struct Key {
     /// for keys made in the dashboard or by the operator.
     pub created_by_key: Option<String>,
     /// Where the key may be used from (CIDR ranges, canonical form); `null`: anywhere.
-    #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]), max_items = 64)]
     pub ip_allowlist: Option<Vec<String>>,
     /// At most `limit` requests per `period_seconds`; `null`: no limit.
     pub rate_limit: Option<RateLimitRule>,
@@ -182,9 +182,11 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// 1–100 characters, unique among your keys. Recommended: `<service_name>-<dd_mm_yyyy>-<hh_mm>`.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Scopes for the new key; only scopes the calling key has. Default: none.
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub scopes: Vec<String>,
     /// When the key stops working (RFC 3339). Default: never.
     pub expires_at: Option<DateTime<Utc>>,
@@ -207,8 +209,10 @@ pub struct CreateKey {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// From a previous page's `next_cursor`.
+    #[param(pattern = r"^-?[0-9]{1,18}\.[0-9A-Za-z]{16}$")]
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Only keys whose name contains this text.
     pub search: Option<String>,
@@ -222,11 +226,27 @@ pub struct VerifyRequest {
     pub key: String,
     /// The address the key is being used from (for a service checking its own clients' keys). Default: the address
     /// of whoever calls this endpoint. A key with an IP allowlist is `IP_NOT_ALLOWED` from elsewhere.
-    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    #[schema(schema_with = ip_address, example = "203.0.113.7")]
     pub ip: Option<std::net::IpAddr>,
     /// Scopes the key must all hold; otherwise `INSUFFICIENT_SCOPE`. At most 32, each at most 128 bytes.
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+/// An IPv4 or IPv6 address, or `null`: what `std::net::IpAddr` reads.
+fn ip_address() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let address = |f| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(f)));
+    AnyOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "The address the key is being used from (for a service checking its own clients' keys). Default: the \
+             address of whoever calls this endpoint. A key with an IP allowlist is `IP_NOT_ALLOWED` from elsewhere.",
+        ))
+        .build()
+        .into()
 }
 
 /// The verdict on a key. `key_id`, `name`, `owner`, `scopes` and `expires_at` are present when the key's secret

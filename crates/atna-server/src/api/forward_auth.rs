@@ -26,7 +26,7 @@ use crate::AppState;
 pub use gate::STATUS_HEADER;
 
 /// Ask whether a request may pass (for gateways).
-#[utoipa::path(get, path = "/v1/forward-auth", tag = "gateway", security(("bearer" = [])),
+#[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/forward-auth", tag = "gateway", security(("bearer" = [])),
     params(
         ("scope" = Option<Vec<String>>, Query, description = "A scope the key must hold (repeatable; all must be held). Set by the gateway's configuration."),
         ("X-Atna-Require-Scope" = Option<String>, Header, description = "Scopes the key must hold, space- or comma-separated (for gateways that add headers instead of a query string)."),

@@ -126,7 +126,7 @@ fn parse_cursor(c: &str) -> ApiResult<(i64, CredentialId)> {
 }
 
 /// One key of the owner.
-#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID")),
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID", pattern = "^[0-9A-Za-z]{16}$")),
     security(("bearer" = ["keys:manage"])),
     responses(
         (status = 200, body = Key),
@@ -144,7 +144,7 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
 }
 
 /// Delete a key: permanent, and it stops working at once, everywhere.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID")),
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Credential ID", pattern = "^[0-9A-Za-z]{16}$")),
     security(("bearer" = ["keys:manage"])),
     responses(
         (status = 204, description = "Deleted; the key is revoked"),
