@@ -9,7 +9,7 @@
 //!    the oldest such commit is the one reported, with its author. Commits are decoded for authors only then.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -29,9 +29,38 @@ struct Node {
     parents: Vec<ObjectId>,
 }
 
+/// Scans the history of each repository that holds one of `paths`, once per repository.
+pub fn scan_all(paths: &[PathBuf], opts: &Options) -> Result<Report, ScanError> {
+    let mut seen = HashSet::new();
+    let mut report = Report::default();
+    for p in paths {
+        let repo = open(p)?;
+        let dir = repo.git_dir().canonicalize().unwrap_or_else(|_| repo.git_dir().to_owned());
+        if seen.insert(dir) {
+            report.merge(scan_repo(&repo, opts)?);
+        }
+    }
+    Ok(report)
+}
+
 /// Scans the history of the repository that holds `path`.
 pub fn scan(path: &Path, opts: &Options) -> Result<Report, ScanError> {
-    let repo = gix::discover(path).map_err(|e| ScanError::Path { path: path.to_owned(), message: e.to_string() })?;
+    scan_repo(&open(path)?, opts)
+}
+
+/// The repository that holds `path` (a file or a directory).
+fn open(path: &Path) -> Result<gix::Repository, ScanError> {
+    let dir = if path.is_file() {
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    gix::discover(dir)
+        .map_err(|e| ScanError::Path { path: path.to_owned(), message: format!("not in a git repository ({e})") })
+}
+
+fn scan_repo(repo: &gix::Repository, opts: &Options) -> Result<Report, ScanError> {
+    let repo = repo.clone();
     let mut report = Report::default();
 
     // Every ref, peeled; a ref may point straight at a tree or a blob too.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod metrics;
+pub mod per_address;
 pub mod serve;
 pub mod service;
 pub mod settings;

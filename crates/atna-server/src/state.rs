@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use atna_store::Store;
 
+use crate::per_address::PerAddress;
 use crate::verify::Verifier;
 use crate::Settings;
 
@@ -16,12 +17,14 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
     pub settings: Settings,
+    /// The per-address limit of the key holders' endpoints (`/v1/credentials/…`).
+    pub holder_limit: PerAddress,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings) -> Self {
-        Self(Arc::new(Inner { store, verifier, settings }))
+        Self(Arc::new(Inner { store, verifier, settings, holder_limit: PerAddress::default() }))
     }
 }
 

@@ -67,6 +67,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_LOG_FORMAT",
     "ATNA_API_KEY_HEADERS",
     "ATNA_METRICS_LISTEN",
+    "ATNA_SCAN_SERVER",
 ];
 
 /// Reads the file and resolves where the data lives.
