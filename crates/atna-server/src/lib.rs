@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod per_address;
 pub mod serve;
 pub mod service;
 pub mod settings;

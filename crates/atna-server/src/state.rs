@@ -5,6 +5,7 @@ use std::sync::Arc;
 use atna_store::Store;
 
 use crate::notify::Notifier;
+use crate::per_address::PerAddress;
 use crate::verify::Verifier;
 use crate::Settings;
 
@@ -19,13 +20,15 @@ pub struct Inner {
     pub settings: Settings,
     /// Records reminders (key deleted, rolled, …) and wakes this node's delivery worker.
     pub notifier: Notifier,
+    /// The per-address limit of the key holders' endpoints (`/v1/credentials/…`).
+    pub holder_limit: PerAddress,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings) -> Self {
         let notifier = Notifier::new(store.clone(), settings.notify.clone());
-        Self(Arc::new(Inner { store, verifier, settings, notifier }))
+        Self(Arc::new(Inner { store, verifier, settings, notifier, holder_limit: PerAddress::default() }))
     }
 }
 

@@ -91,6 +91,9 @@ pub enum Command {
         #[arg(long, requires = "output")]
         force: bool,
     },
+    /// Find atna API keys (any key prefix, checksum verified) in files and, with --git, in a repository's history.
+    /// Exit status: 0 none found, 1 found, 2 error. Prints where and the Credential ID, never the key.
+    Scan(Scan),
     /// Load what `atna export` wrote into this database, which must be new and empty (no users, keys or audit events).
     /// All or nothing; user IDs and Credential IDs are kept, so every key keeps working.
     Import {
@@ -171,6 +174,39 @@ pub struct Serve {
 
 /// The help heading of the reverse-proxy options.
 const PROXY: &str = "Reverse-proxy mode";
+
+#[derive(Args, Debug)]
+pub struct Scan {
+    /// Files and directories to scan (directories recursively, respecting .gitignore). Default: .
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Also scan the history of the git repository holding each PATH: every blob reachable from every ref, with
+    /// the commit and author that added each key.
+    #[arg(long)]
+    pub git: bool,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "sarif")]
+    pub json: bool,
+    /// Print SARIF 2.1.0 (GitHub code scanning and other CI tools).
+    #[arg(long)]
+    pub sarif: bool,
+    /// Skip files and git blobs larger than this many MiB. Default: 64
+    #[arg(long = "max-size", value_name = "MIB", default_value_t = 64)]
+    pub max_size_mib: u64,
+    /// Worker threads. Default: one per CPU
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+    /// Ask whether each key found is live, deleted or unknown: the database (--database / --data-dir / --config, as
+    /// other commands), or a running atna with --server. Counts no use of the keys.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: ask the atna at this URL (POST /v1/credentials/status) instead of the database.
+    #[arg(long, value_name = "URL", env = "ATNA_SCAN_SERVER", requires = "check")]
+    pub server: Option<String>,
+    /// With --check: revoke (delete) every live key found; recorded in the owner's audit trail.
+    #[arg(long, requires = "check")]
+    pub revoke: bool,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {

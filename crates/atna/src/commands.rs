@@ -74,6 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => user(store.as_ref(), c).await,
         Command::Key(c) => key(store, c, &resolved.file).await,
         Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
+        // main runs it: it has exit statuses of its own.
+        Command::Scan(_) => bail!("`atna scan` is not run here (a bug)"),
         Command::Import { .. } => {
             let snap = snapshot.context("the export file was not read (a bug)")?;
             import(store.as_ref(), &snap).await

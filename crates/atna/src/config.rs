@@ -145,6 +145,7 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_PROXY_FORWARD_AUTHORIZATION",
     "ATNA_PROXY_UPSTREAM_TIMEOUT_SECS",
     "ATNA_SMTP_PASSWORD",
+    "ATNA_SCAN_SERVER",
 ];
 
 /// Reads the file and resolves where the data lives.

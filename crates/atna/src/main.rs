@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod files;
 mod output;
+mod scan;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -20,6 +21,10 @@ async fn main() -> std::process::ExitCode {
     if let Err(e) = config::init_logging() {
         eprintln!("error: {}", output::describe(&e));
         return std::process::ExitCode::FAILURE;
+    }
+    if let cli::Command::Scan(args) = cli.command {
+        // Its own exit statuses: 1 means "a key was found", so errors are 2.
+        return scan::run(&cli.global, args).await;
     }
     match commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

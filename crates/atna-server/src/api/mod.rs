@@ -1,6 +1,7 @@
 //! The REST API (`/v1`), health probes and `/openapi.json`.
 
 pub mod auth;
+pub mod credentials;
 pub mod dto;
 pub mod forward_auth;
 pub mod health;
@@ -30,6 +31,8 @@ pub fn metrics_only() -> Router<AppState> {
 pub fn router(state: &AppState) -> Router<AppState> {
     // The body limit sits only on routes that read a body, so the Bearer-only routes (the hot path) skip it.
     let limit = DefaultBodyLimit::max(state.settings.max_body_bytes);
+    // 1,000 whole keys are over the API's usual limit.
+    let holders = DefaultBodyLimit::max(credentials::BODY_LIMIT);
     let routes = if state.settings.metrics_listen.is_none() { metrics_router() } else { Router::new() };
     routes
         .route("/healthz", get(health::live))
@@ -40,6 +43,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
         .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
         .route("/v1/keys/{id}/usage", get(keys::usage))
+        .route("/v1/credentials/status", post(credentials::status).layer(holders))
+        .route("/v1/credentials/revoke", post(credentials::revoke).layer(holders))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
         .fallback(not_found)

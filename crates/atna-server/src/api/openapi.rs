@@ -4,23 +4,25 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, dto, forward_auth, health, keys};
+use super::{auth, credentials, dto, forward_auth, health, keys};
 use crate::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
     paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, keys::usage, forward_auth::forward_auth,
-        health::live, health::ready, health::metrics),
+        credentials::status, credentials::revoke, health::live, health::ready, health::metrics),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
         dto::VerifyResponse, dto::Health, dto::RateLimitRule, dto::QuotaRule, dto::QuotaRefill, dto::RateLimitStatus,
-        dto::QuotaStatus, dto::UsageSeries, dto::UsageBucket, Problem
+        dto::QuotaStatus, dto::UsageSeries, dto::UsageBucket, credentials::CredentialsRequest,
+        credentials::CredentialStatus, credentials::CredentialStatuses, Problem
     )),
     modifiers(&BearerAuth),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
          (name = "auth", description = "Check API keys"),
          (name = "gateway", description = "Forward-auth for nginx, Caddy, Traefik and Envoy (every method is accepted; `/v1/forward-auth/{rest}` too)"),
+         (name = "leaks", description = "For whoever holds a key (found in a repository, a log, a paste): is it live, and revoke it. No `Authorization`: the whole keys are in the body"),
          (name = "health", description = "Probes")),
 )]
 pub struct ApiDoc;
