@@ -6,11 +6,15 @@ pub mod cidr;
 pub mod credential;
 pub mod lifecycle;
 pub mod name;
+pub mod scanner_rules;
 pub mod scope;
 pub mod user;
 
 pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
-pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
+pub use credential::{
+    looks_like_key, ApiKeySecret, CredentialId, GeneratedKey, InvalidKeyPrefix, KeyFormat, KeyPrefix, MalformedKey,
+    ParsedKey, SecretHash,
+};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use name::{KeyName, KeyNameError};
 pub use scope::{Scope, ScopeError, Scopes};
