@@ -120,7 +120,9 @@ pub async fn create_key_presented<R>(
         }
         ip_allowlist = ip_allowlist_within(ip_allowlist, &parent.rules.ip_allowlist)?;
     }
-    let g = GeneratedKey::generate();
+    // The installation's prefix as recorded now, so every node and the CLI issue the same one.
+    let prefix = store.key_prefixes().await.map_err(CreateKeyError::Store)?.current.unwrap_or_default();
+    let g = GeneratedKey::generate_with(&prefix);
     let new = NewKey {
         form_nonce: spec.once.map(str::to_owned),
         id: g.id,

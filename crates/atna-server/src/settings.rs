@@ -53,6 +53,11 @@ pub struct Settings {
     pub api_key_headers: Vec<axum::http::HeaderName>,
     /// Where `/metrics` is served instead of the main listener (`None`: on the main listener).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The prefix new keys get, recorded in the database at the first start (`key_prefix`). A node configured with
+    /// another prefix than the recorded one says so at start and issues the recorded one.
+    pub key_prefix: atna_domain::KeyPrefix,
+    /// Reports from secret scanners (`/v1/leaks/…`, `/v1/revoke_tokens`).
+    pub leaks: crate::leaks::LeakSettings,
 }
 
 impl Default for Settings {
@@ -77,6 +82,8 @@ impl Default for Settings {
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],
             metrics_listen: None,
+            key_prefix: atna_domain::KeyPrefix::default(),
+            leaks: crate::leaks::LeakSettings::default(),
         }
     }
 }

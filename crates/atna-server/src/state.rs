@@ -16,12 +16,14 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
     pub settings: Settings,
+    /// Secret scanners' public keys and the revocation endpoints' limits.
+    pub leaks: crate::leaks::Leaks,
 }
 
 impl AppState {
     /// Bundles the parts.
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings) -> Self {
-        Self(Arc::new(Inner { store, verifier, settings }))
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings, leaks: crate::leaks::Leaks) -> Self {
+        Self(Arc::new(Inner { store, verifier, settings, leaks }))
     }
 }
 

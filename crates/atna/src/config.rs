@@ -39,6 +39,11 @@ pub struct FileConfig {
     pub session_absolute_timeout_secs: Option<u64>,
     pub api_key_headers: Option<Vec<String>>,
     pub metrics_listen: Option<String>,
+    pub key_prefix: Option<String>,
+    pub github_public_keys: Option<String>,
+    pub gitlab_public_keys: Option<String>,
+    pub gitlab_revocation_token: Option<String>,
+    pub leak_action: Option<String>,
 }
 
 /// Everything resolved.
@@ -48,6 +53,8 @@ pub struct Resolved {
     pub uses_default_database: bool,
     pub db: atna_server::store_url::DbOptions,
     pub file: FileConfig,
+    /// The configured key prefix (`key_prefix`, `ATNA_KEY_PREFIX`; default `atna`).
+    pub key_prefix: atna_domain::KeyPrefix,
 }
 
 const KNOWN_ENV: &[&str] = &[
@@ -67,7 +74,17 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_LOG_FORMAT",
     "ATNA_API_KEY_HEADERS",
     "ATNA_METRICS_LISTEN",
+    "ATNA_KEY_PREFIX",
+    "ATNA_GITHUB_PUBLIC_KEYS",
+    "ATNA_GITLAB_PUBLIC_KEYS",
+    "ATNA_GITLAB_REVOCATION_TOKEN",
+    "ATNA_LEAK_ACTION",
 ];
+
+/// A setting from its `ATNA_*` variable, else the file.
+fn env_or(var: &str, file: &Option<String>) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).or_else(|| file.clone())
+}
 
 /// Reads the file and resolves where the data lives.
 pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
@@ -103,7 +120,11 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
     if let Some(ms) = file.database_lock_timeout_ms {
         db.lock_timeout = Duration::from_millis(ms);
     }
-    Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
+    let key_prefix = match env_or("ATNA_KEY_PREFIX", &file.key_prefix) {
+        Some(p) => atna_domain::KeyPrefix::parse(&p).with_context(|| format!("key_prefix {p:?}"))?,
+        None => atna_domain::KeyPrefix::default(),
+    };
+    Ok(Resolved { data_dir, database_url, uses_default_database, db, file, key_prefix })
 }
 
 /// Server settings from the file and flags (flags include their `ATNA_*` variables).
@@ -171,6 +192,33 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
             Some(text) => Some(listen_address(&text).context("metrics_listen")?),
             None => None,
         },
+        key_prefix: r.key_prefix.clone(),
+        leaks: leak_settings(f)?,
+    })
+}
+
+/// The leak endpoints' settings (`github_public_keys`, `gitlab_public_keys`, `gitlab_revocation_token`,
+/// `leak_action`), each from its `ATNA_*` variable over the file.
+fn leak_settings(f: &FileConfig) -> anyhow::Result<atna_server::leaks::LeakSettings> {
+    use atna_server::leaks::KeySource;
+    let source = |var: &str, file: &Option<String>, name: &str| -> anyhow::Result<Option<KeySource>> {
+        env_or(var, file).map(|v| KeySource::parse(&v).map_err(|e| anyhow::anyhow!("{name}: {e}"))).transpose()
+    };
+    let token = env_or("ATNA_GITLAB_REVOCATION_TOKEN", &f.gitlab_revocation_token);
+    if let Some(t) = &token {
+        // GitLab sends it on every call: a short one could be guessed.
+        anyhow::ensure!(t.trim().len() >= 16, "gitlab_revocation_token must be at least 16 characters");
+    }
+    let action = match env_or("ATNA_LEAK_ACTION", &f.leak_action) {
+        Some(a) => atna_store::LeakAction::parse(&a)
+            .with_context(|| format!("leak_action {a:?}: use revoke, disable or notify"))?,
+        None => atna_store::LeakAction::default(),
+    };
+    Ok(atna_server::leaks::LeakSettings {
+        github_public_keys: source("ATNA_GITHUB_PUBLIC_KEYS", &f.github_public_keys, "github_public_keys")?,
+        gitlab_public_keys: source("ATNA_GITLAB_PUBLIC_KEYS", &f.gitlab_public_keys, "gitlab_public_keys")?,
+        gitlab_revocation_token: token.map(|t| t.trim().to_owned()),
+        action,
     })
 }
 

@@ -6,21 +6,25 @@ use utoipa::{Modify, OpenApi};
 
 use super::{auth, dto, forward_auth, health, keys};
 use crate::error::Problem;
+use crate::leaks;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
     paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, forward_auth::forward_auth,
-        health::live, health::ready, health::metrics),
+        health::live, health::ready, health::metrics, leaks::github, leaks::gitlab, leaks::revocable_token_types,
+        leaks::revoke_tokens),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
-        dto::VerifyResponse, dto::Health, Problem
+        dto::VerifyResponse, dto::Health, Problem, leaks::GithubToken, leaks::GitlabToken, leaks::RevokeToken,
+        leaks::Feedback, leaks::RevocableTokenTypes
     )),
     modifiers(&BearerAuth),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
          (name = "auth", description = "Check API keys"),
          (name = "gateway", description = "Forward-auth for nginx, Caddy, Traefik and Envoy (every method is accepted; `/v1/forward-auth/{rest}` too)"),
-         (name = "health", description = "Probes")),
+         (name = "health", description = "Probes"),
+         (name = "leaks", description = "Reports from secret scanners (GitHub, GitLab) that found keys in public")),
 )]
 pub struct ApiDoc;
 
