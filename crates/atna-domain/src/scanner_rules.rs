@@ -19,7 +19,7 @@ pub fn gitleaks(format: &KeyFormat) -> String {
     let id = format.current();
     let keywords: Vec<String> = keywords(format).iter().map(|k| format!("\"{k}\"")).collect();
     format!(
-        "[[rules]]\nid = \"{id}-api-key\"\ndescription = \"{id} API key (atna)\"\nregex = '''{}'''\nkeywords = [{}]\n",
+        "[[rules]]\nid = \"{id}-api-key\"\ndescription = \"{id} API key\"\nregex = '''{}'''\nkeywords = [{}]\n",
         format.regex(),
         keywords.join(", ")
     )
