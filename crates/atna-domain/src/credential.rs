@@ -1,8 +1,10 @@
 //! The API key ("Credential Secret") format and its public half, the Credential ID.
 //!
-//! A key looks like `atna_<id>_<secret>_<checksum>`:
+//! A key looks like `<prefix>_<id>_<secret>_<checksum>`:
 //!
-//! * `atna_` identifies the issuer, so secret scanners can match it with one regular expression;
+//! * `<prefix>` identifies the issuer, so secret scanners can match it with one regular expression: `atna` unless
+//!   the installation chose its own ([`KeyPrefix`]: 2–16 lowercase letters and digits, e.g. `acme`). An installation
+//!   accepts every prefix it ever issued ([`KeyFormat`]); [`looks_like_key`] accepts any valid prefix (for scanners);
 //! * `<id>` is the Credential ID: 16 base62 characters (≈ 95 bits) from the OS CSPRNG, public and safe to log;
 //! * `<secret>` is 43 base62 characters (≈ 256 bits) from the OS CSPRNG;
 //! * `<checksum>` is the CRC32 of everything before its `_`, as 6 base62 digits, so a mistyped or truncated key is
@@ -20,25 +22,154 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Every atna key starts with this.
+/// Keys of an installation that chose no prefix of its own start with this.
 pub const PREFIX: &str = "atna_";
+/// The prefix of an installation that chose none ([`PREFIX`] without its `_`).
+pub const DEFAULT_PREFIX: &str = "atna";
+/// Fewest characters in a [`KeyPrefix`].
+pub const PREFIX_MIN: usize = 2;
+/// Most characters in a [`KeyPrefix`].
+pub const PREFIX_MAX: usize = 16;
 /// Characters in a Credential ID.
 pub const ID_LEN: usize = 16;
 /// Characters in the random secret part.
 pub const SECRET_LEN: usize = 43;
 /// Characters of the base62-encoded CRC32 checksum.
 pub const CHECKSUM_LEN: usize = 6;
-/// Length of a whole key: `atna_` + id + `_` + secret + `_` + checksum.
-pub const KEY_LEN: usize = PREFIX.len() + ID_LEN + 1 + SECRET_LEN + 1 + CHECKSUM_LEN;
-/// The regular expression a secret scanner can use to find atna keys.
+/// Length of a key after its prefix: `_` + id + `_` + secret + `_` + checksum.
+pub const BODY_LEN: usize = 1 + ID_LEN + 1 + SECRET_LEN + 1 + CHECKSUM_LEN;
+/// Length of a whole key with the default prefix: `atna_` + id + `_` + secret + `_` + checksum.
+pub const KEY_LEN: usize = DEFAULT_PREFIX.len() + BODY_LEN;
+/// The regular expression a secret scanner can use to find keys with the default prefix
+/// ([`KeyFormat::regex`] for others).
 pub const KEY_REGEX: &str = r"\batna_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}\b";
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const ID_START: usize = PREFIX.len();
+// Offsets after the prefix (`p` = the prefix's length): the `_` after the prefix is at `p`.
+const ID_START: usize = 1;
 const ID_END: usize = ID_START + ID_LEN;
 const SECRET_START: usize = ID_END + 1;
 const SECRET_END: usize = SECRET_START + SECRET_LEN;
 const CHECKSUM_START: usize = SECRET_END + 1;
+
+/// An installation's key prefix: 2–16 lowercase ASCII letters and digits (`acme` gives `acme_<id>_<secret>_<crc>`).
+/// One word, no `_`, so a key splits unambiguously and a double-click still selects all of it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyPrefix(String);
+
+impl KeyPrefix {
+    /// Parses a prefix as configured (`acme`; a trailing `_` is not part of it).
+    pub fn parse(s: &str) -> Result<Self, InvalidKeyPrefix> {
+        if Self::valid(s.as_bytes()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidKeyPrefix)
+        }
+    }
+
+    fn valid(b: &[u8]) -> bool {
+        (PREFIX_MIN..=PREFIX_MAX).contains(&b.len()) && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    }
+
+    /// The prefix as text, without its `_`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for KeyPrefix {
+    fn default() -> Self {
+        Self(DEFAULT_PREFIX.to_owned())
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPrefix({})", self.0)
+    }
+}
+
+impl std::str::FromStr for KeyPrefix {
+    type Err = InvalidKeyPrefix;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// The text is not a key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key prefix is 2 to 16 lowercase letters and digits (e.g. `acme`)")]
+pub struct InvalidKeyPrefix;
+
+/// The prefixes an installation accepts: every one it ever issued keys with (the current one first). Parsing with it
+/// still rejects malformed keys, and keys with any other prefix, without a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFormat {
+    prefixes: Vec<KeyPrefix>,
+}
+
+impl Default for KeyFormat {
+    fn default() -> Self {
+        Self::new(KeyPrefix::default(), [])
+    }
+}
+
+impl KeyFormat {
+    /// The format of an installation that issues keys with `current` and issued keys with `older` before.
+    pub fn new(current: KeyPrefix, older: impl IntoIterator<Item = KeyPrefix>) -> Self {
+        let mut prefixes = vec![current];
+        for p in older {
+            if !prefixes.contains(&p) {
+                prefixes.push(p);
+            }
+        }
+        Self { prefixes }
+    }
+
+    /// The prefix new keys get.
+    pub fn current(&self) -> &KeyPrefix {
+        &self.prefixes[0]
+    }
+
+    /// Every accepted prefix, the current one first.
+    pub fn prefixes(&self) -> &[KeyPrefix] {
+        &self.prefixes
+    }
+
+    /// Checks the format and checksum of a presented key, and that its prefix is one of these.
+    pub fn parse<'a>(&self, key: &'a str) -> Result<ParsedKey<'a>, MalformedKey> {
+        let parsed = ParsedKey::parse_any(key)?;
+        if self.prefixes.iter().any(|p| p.as_str() == parsed.prefix()) {
+            Ok(parsed)
+        } else {
+            Err(MalformedKey::WrongPrefix)
+        }
+    }
+
+    /// The regular expression that finds keys with any of these prefixes (one alternative per prefix).
+    pub fn regex(&self) -> String {
+        let body = r"_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}";
+        match self.prefixes.as_slice() {
+            [one] => format!(r"\b{one}{body}\b"),
+            many => {
+                let alts: Vec<&str> = many.iter().map(KeyPrefix::as_str).collect();
+                format!(r"\b(?:{}){body}\b", alts.join("|"))
+            }
+        }
+    }
+}
+
+/// Whether `text` is a whole key of any installation: a valid prefix, the right shape and a matching checksum. For
+/// scanners, which must find keys of every prefix an installation ever issued without asking it.
+pub fn looks_like_key(text: &str) -> bool {
+    ParsedKey::parse_any(text).is_ok()
+}
 
 fn random_base62<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
@@ -194,11 +325,18 @@ impl fmt::Debug for ApiKeySecret {
     }
 }
 
-/// Builds the key text for an ID and a secret part, with its checksum. Only [`GeneratedKey::generate`] makes real
-/// keys; this is public so tests and tools can build keys that are well-formed but wrong.
+/// Builds the key text for an ID and a secret part, with the default prefix and its checksum. Only
+/// [`GeneratedKey::generate`] makes real keys; this is public so tests and tools can build keys that are well-formed
+/// but wrong.
 pub fn encode(id: &CredentialId, secret: &[u8; SECRET_LEN]) -> String {
-    let mut key = Vec::with_capacity(KEY_LEN);
-    key.extend_from_slice(PREFIX.as_bytes());
+    encode_with(&KeyPrefix::default(), id, secret)
+}
+
+/// [`encode`] with a given prefix.
+pub fn encode_with(prefix: &KeyPrefix, id: &CredentialId, secret: &[u8; SECRET_LEN]) -> String {
+    let mut key = Vec::with_capacity(prefix.0.len() + BODY_LEN);
+    key.extend_from_slice(prefix.0.as_bytes());
+    key.push(b'_');
     key.extend_from_slice(&id.0);
     key.push(b'_');
     key.extend_from_slice(secret);
@@ -217,11 +355,17 @@ pub struct GeneratedKey {
 }
 
 impl GeneratedKey {
-    /// Generates a key from the OS CSPRNG.
+    /// Generates a key with the default prefix from the OS CSPRNG.
     pub fn generate() -> Self {
+        Self::generate_with(&KeyPrefix::default())
+    }
+
+    /// Generates a key with `prefix` from the OS CSPRNG.
+    pub fn generate_with(prefix: &KeyPrefix) -> Self {
         let id = CredentialId::generate();
-        let key = encode(&id, &random_base62());
-        let hash = SecretHash::of(&key[SECRET_START..SECRET_END]);
+        let key = encode_with(prefix, &id, &random_base62());
+        let p = prefix.0.len();
+        let hash = SecretHash::of(&key[p + SECRET_START..p + SECRET_END]);
         Self { id, secret: ApiKeySecret(key), hash }
     }
 }
@@ -231,9 +375,11 @@ impl GeneratedKey {
 pub enum MalformedKey {
     #[error("The key is empty.")]
     Empty,
-    #[error("The key does not start with `atna_`: it is not an atna API key.")]
+    #[error(
+        "The key does not start with this installation's prefix (such as `atna_`): it is not one of its API keys."
+    )]
     WrongPrefix,
-    #[error("The key has the wrong length (an atna key is {KEY_LEN} characters): was it cut off when copied?")]
+    #[error("The key has the wrong length (a key is its prefix and {BODY_LEN} more characters): was it cut off when copied?")]
     WrongLength,
     #[error("The key contains characters an atna key never has.")]
     BadCharacter,
@@ -246,40 +392,64 @@ pub enum MalformedKey {
 pub struct ParsedKey<'a> {
     pub id: CredentialId,
     key: &'a str,
+    /// Bytes before the first `_`.
+    prefix_len: usize,
 }
 
 impl<'a> ParsedKey<'a> {
-    /// Checks the format and checksum of a presented key.
+    /// Checks the format and checksum of a presented key with the default prefix (`atna_`); [`KeyFormat::parse`]
+    /// accepts an installation's own prefixes.
     pub fn parse(key: &'a str) -> Result<Self, MalformedKey> {
+        if key.is_empty() {
+            return Err(MalformedKey::Empty);
+        }
+        if !key.as_bytes().starts_with(PREFIX.as_bytes()) {
+            return Err(MalformedKey::WrongPrefix);
+        }
+        Self::parse_any(key)
+    }
+
+    /// Checks the format and checksum of a presented key with any valid prefix (2–16 lowercase letters and digits).
+    /// The checksum covers everything before the last `_`, prefix included.
+    pub fn parse_any(key: &'a str) -> Result<Self, MalformedKey> {
         let b = key.as_bytes();
         if b.is_empty() {
             return Err(MalformedKey::Empty);
         }
-        if !b.starts_with(PREFIX.as_bytes()) {
-            return Err(MalformedKey::WrongPrefix);
-        }
-        if b.len() != KEY_LEN {
+        let p = match b.iter().take(PREFIX_MAX + 1).position(|&c| c == b'_') {
+            Some(p) if KeyPrefix::valid(&b[..p]) => p,
+            _ => return Err(MalformedKey::WrongPrefix),
+        };
+        if b.len() != p + BODY_LEN {
             return Err(MalformedKey::WrongLength);
         }
-        if b[ID_END] != b'_' || b[SECRET_END] != b'_' {
+        let rest = &b[p..];
+        if rest[ID_END] != b'_' || rest[SECRET_END] != b'_' {
             return Err(MalformedKey::BadCharacter);
         }
-        let parts = [&b[ID_START..ID_END], &b[SECRET_START..SECRET_END], &b[CHECKSUM_START..]];
+        let parts = [&rest[ID_START..ID_END], &rest[SECRET_START..SECRET_END], &rest[CHECKSUM_START..]];
         if !parts.iter().all(|p| p.iter().copied().all(is_base62)) {
             return Err(MalformedKey::BadCharacter);
         }
-        if checksum_chars(&b[..SECRET_END]) != b[CHECKSUM_START..] {
+        if checksum_chars(&b[..p + SECRET_END]) != rest[CHECKSUM_START..] {
             return Err(MalformedKey::BadChecksum);
         }
         let mut id = [0u8; ID_LEN];
-        id.copy_from_slice(&b[ID_START..ID_END]);
-        Ok(Self { id: CredentialId(id), key })
+        id.copy_from_slice(&rest[ID_START..ID_END]);
+        Ok(Self { id: CredentialId(id), key, prefix_len: p })
+    }
+
+    /// The key's prefix, without its `_`.
+    pub fn prefix(&self) -> &'a str {
+        // `parse_any` checked that every byte is ASCII.
+        &self.key[..self.prefix_len]
     }
 
     /// The hash to compare with the stored one.
     pub fn hash(&self) -> SecretHash {
-        // `parse` checked the length and that every byte is ASCII, so this slice is on character boundaries.
-        SecretHash::of(&self.key[SECRET_START..SECRET_END])
+        // `parse_any` checked the length and that every byte is ASCII, so this slice is on character boundaries.
+        let p = self.prefix_len;
+        SecretHash::of(&self.key[p + SECRET_START..p + SECRET_END])
     }
 }
 
@@ -457,6 +627,70 @@ mod tests {
         let dbg = format!("{k:?}");
         assert!(!dbg.contains(k.secret.expose()));
         assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn prefixes_parse() {
+        assert_eq!(KeyPrefix::parse("acme").unwrap().as_str(), "acme");
+        assert_eq!(KeyPrefix::parse("a1").unwrap().as_str(), "a1");
+        assert!(KeyPrefix::parse("abcdefghijklmnop").is_ok(), "16 characters");
+        for bad in ["", "a", "abcdefghijklmnopq", "Acme", "ac_me", "acme_", "ac-me", "äcme"] {
+            assert!(KeyPrefix::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(KeyPrefix::default().as_str(), "atna");
+    }
+
+    #[test]
+    fn keys_with_an_own_prefix_parse_and_hash_to_what_is_stored() {
+        for prefix in ["acme", "ab", "abcdefghijklmnop", "x9"] {
+            let prefix = KeyPrefix::parse(prefix).unwrap();
+            let k = GeneratedKey::generate_with(&prefix);
+            let s = k.secret.expose();
+            assert_eq!(s.len(), prefix.as_str().len() + BODY_LEN);
+            assert!(s.starts_with(&format!("{prefix}_")));
+            let p = ParsedKey::parse_any(s).unwrap();
+            assert_eq!((p.id, p.prefix()), (k.id, prefix.as_str()));
+            assert!(p.hash().matches(&k.hash));
+            assert!(looks_like_key(s));
+            // The default parser wants `atna_`; a format with this prefix accepts it.
+            assert_eq!(ParsedKey::parse(s).unwrap_err(), MalformedKey::WrongPrefix);
+            assert!(KeyFormat::new(prefix.clone(), []).parse(s).is_ok());
+            assert_eq!(KeyFormat::default().parse(s).unwrap_err(), MalformedKey::WrongPrefix);
+        }
+    }
+
+    #[test]
+    fn a_format_accepts_every_issued_prefix_and_nothing_else() {
+        let acme = KeyPrefix::parse("acme").unwrap();
+        let format = KeyFormat::new(acme.clone(), [KeyPrefix::default(), acme.clone()]);
+        assert_eq!(format.prefixes().len(), 2, "no duplicates");
+        assert_eq!(format.current(), &acme);
+        let old = GeneratedKey::generate();
+        let new = GeneratedKey::generate_with(&acme);
+        let other = GeneratedKey::generate_with(&KeyPrefix::parse("othr").unwrap());
+        assert_eq!(format.parse(old.secret.expose()).unwrap().id, old.id);
+        assert_eq!(format.parse(new.secret.expose()).unwrap().id, new.id);
+        assert_eq!(format.parse(other.secret.expose()).unwrap_err(), MalformedKey::WrongPrefix);
+        assert!(looks_like_key(other.secret.expose()), "a scanner finds any installation's keys");
+        assert_eq!(format.regex(), r"\b(?:acme|atna)_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}\b");
+        assert_eq!(KeyFormat::default().regex(), KEY_REGEX);
+    }
+
+    #[test]
+    fn the_checksum_covers_the_prefix() {
+        // The same ID and secret under another prefix of the same length: the checksum no longer matches.
+        let k = GeneratedKey::generate_with(&KeyPrefix::parse("acme").unwrap());
+        let moved = format!("acmf{}", &k.secret.expose()[4..]);
+        assert_eq!(ParsedKey::parse_any(&moved).unwrap_err(), MalformedKey::BadChecksum);
+        assert!(!looks_like_key(&moved));
+        // Look-alikes: wrong prefixes and shapes.
+        let body = &k.secret.expose()[4..];
+        for bad in [format!("A{body}"), format!("Acme{body}"), format!("a{body}"), format!("abcdefghijklmnopq{body}")] {
+            assert_eq!(ParsedKey::parse_any(&bad).unwrap_err(), MalformedKey::WrongPrefix, "{bad}");
+        }
+        assert_eq!(ParsedKey::parse_any(&format!("acme{body}x")).unwrap_err(), MalformedKey::WrongLength);
+        assert_eq!(ParsedKey::parse_any("acme").unwrap_err(), MalformedKey::WrongPrefix);
+        assert_eq!(ParsedKey::parse_any("acme_").unwrap_err(), MalformedKey::WrongLength);
     }
 
     #[test]

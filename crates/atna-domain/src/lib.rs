@@ -9,11 +9,15 @@ pub mod limits;
 pub mod name;
 pub mod policy;
 pub mod reminder;
+pub mod scanner_rules;
 pub mod scope;
 pub mod user;
 
 pub use cidr::{AllowlistError, Cidr, CidrError, IpAllowlist};
-pub use credential::{ApiKeySecret, CredentialId, GeneratedKey, MalformedKey, ParsedKey, SecretHash};
+pub use credential::{
+    looks_like_key, ApiKeySecret, CredentialId, GeneratedKey, InvalidKeyPrefix, KeyFormat, KeyPrefix, MalformedKey,
+    ParsedKey, SecretHash,
+};
 pub use lifecycle::{KeyHealth, KeyStatus, VerifyCode};
 pub use limits::{LimitError, Quota, RateDecision, RateLimit, Refill, RefillInterval};
 pub use name::{KeyName, KeyNameError};

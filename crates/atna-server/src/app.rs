@@ -79,8 +79,14 @@ impl App {
                 None
             }
         };
+        if let Err(e) = crate::prefixes::record_at_start(store.as_ref(), &verifier, &settings.key_prefix).await {
+            // The follower reads them once the database answers; until then only the configured prefix works.
+            tracing::warn!(error = %e, "could not read or record the key prefix yet");
+            verifier.set_format(atna_domain::KeyFormat::new(settings.key_prefix.clone(), []));
+        }
+        let leaks = crate::leaks::Leaks::new(&settings.leaks).await;
         let proxy_settings = settings.proxy.clone();
-        let state = AppState::new(store, verifier, settings);
+        let state = AppState::new(store, verifier, settings, leaks);
         let proxy = proxy_listener.zip(proxy_settings).map(|(l, p)| (l, Arc::new(Proxy::new(state.clone(), p))));
         let router = api::router(&state).with_state(state.clone()).merge(dashboard::router(state.clone()));
         Ok(Self { listener, metrics_listener, proxy, state, router, setup_token })
@@ -119,6 +125,7 @@ impl App {
             watcher::follow_changes(
                 s.store.clone(),
                 s.verifier.clone(),
+                s.settings.key_prefix.clone(),
                 s.settings.change_poll_interval,
                 stop_rx.clone(),
             ),

@@ -172,7 +172,9 @@ pub async fn create_key_under<R>(
     }
     let rate_limit = spec.rate_limit.map(rate_limit_of).transpose().map_err(CreateKeyError::RateLimit)?;
     let quota = spec.quota.map(|q| quota_of(q, now)).transpose().map_err(CreateKeyError::Quota)?;
-    let g = GeneratedKey::generate();
+    // The installation's prefix as recorded now, so every node and the CLI issue the same one.
+    let prefix = store.key_prefixes().await.map_err(CreateKeyError::Store)?.current.unwrap_or_default();
+    let g = GeneratedKey::generate_with(&prefix);
     let new = NewKey {
         form_nonce: spec.once.map(str::to_owned),
         id: g.id,

@@ -66,6 +66,11 @@ pub struct Settings {
     pub policy: atna_domain::Policy,
     /// Reminders: SMTP, webhooks, and how often the background jobs run.
     pub notify: crate::notify::NotifySettings,
+    /// The prefix new keys get, recorded in the database at the first start (`key_prefix`). A node configured with
+    /// another prefix than the recorded one says so at start and issues the recorded one.
+    pub key_prefix: atna_domain::KeyPrefix,
+    /// Reports from secret scanners (`/v1/leaks/…`, `/v1/revoke_tokens`).
+    pub leaks: crate::leaks::LeakSettings,
 }
 
 impl Default for Settings {
@@ -96,6 +101,8 @@ impl Default for Settings {
             proxy: None,
             policy: atna_domain::Policy::default(),
             notify: crate::notify::NotifySettings::default(),
+            key_prefix: atna_domain::KeyPrefix::default(),
+            leaks: crate::leaks::LeakSettings::default(),
         }
     }
 }

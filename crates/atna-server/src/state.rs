@@ -22,13 +22,15 @@ pub struct Inner {
     pub notifier: Notifier,
     /// The per-address limit of the key holders' endpoints (`/v1/credentials/…`).
     pub holder_limit: PerAddress,
+    /// Secret scanners' public keys and the revocation endpoints' limits.
+    pub leaks: crate::leaks::Leaks,
 }
 
 impl AppState {
     /// Bundles the parts.
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings) -> Self {
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, settings: Settings, leaks: crate::leaks::Leaks) -> Self {
         let notifier = Notifier::new(store.clone(), settings.notify.clone());
-        Self(Arc::new(Inner { store, verifier, settings, notifier, holder_limit: PerAddress::default() }))
+        Self(Arc::new(Inner { store, verifier, settings, notifier, holder_limit: PerAddress::default(), leaks }))
     }
 }
 

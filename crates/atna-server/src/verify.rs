@@ -5,12 +5,11 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use atna_domain::credential::ParsedKey;
 use atna_domain::lifecycle::decide;
-use atna_domain::{CredentialId, Email, MalformedKey, Millis, SecretHash, VerifyCode};
+use atna_domain::{CredentialId, Email, KeyFormat, MalformedKey, Millis, SecretHash, VerifyCode};
 use atna_store::{AuthRecord, KeyRecord, Store, StoreError};
 use quick_cache::sync::Cache;
 
@@ -117,6 +116,9 @@ pub struct Verifier {
     feed_read_at: AtomicI64,
     /// How old that read may be before cached records stop being trusted; `None`: no follower, trust the TTL.
     max_feed_lag: Option<Millis>,
+    /// The key prefixes this installation issued: a key with any other prefix is malformed, decided without a
+    /// lookup. Replaced (rarely: `atna key-prefix set`) when the change feed says the installation changed.
+    format: RwLock<Arc<KeyFormat>>,
 }
 
 impl Verifier {
@@ -134,6 +136,21 @@ impl Verifier {
             metrics: Metrics::default(),
             feed_read_at: AtomicI64::new(0),
             max_feed_lag: None,
+            format: RwLock::new(Arc::new(KeyFormat::default())),
+        }
+    }
+
+    /// The key format (accepted prefixes, the current one first).
+    pub fn format(&self) -> Arc<KeyFormat> {
+        self.format.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the key format (the recorded prefixes were read again).
+    pub fn set_format(&self, format: KeyFormat) {
+        let mut f = self.format.write().unwrap_or_else(|e| e.into_inner());
+        if **f != format {
+            tracing::info!(prefixes = ?format.prefixes(), current = %format.current(), "key prefixes");
+            *f = Arc::new(format);
         }
     }
 
@@ -200,7 +217,7 @@ impl Verifier {
 
     /// The verdict on a presented key, and the time it was judged at.
     async fn judge(&self, key: &str) -> Result<(Verdict, Millis), StoreError> {
-        let parsed = match ParsedKey::parse(key) {
+        let parsed = match self.format.read().unwrap_or_else(|e| e.into_inner()).parse(key) {
             Ok(p) => p,
             Err(m) => {
                 return Ok((Verdict::Invalid { code: VerifyCode::Malformed, malformed: Some(m), entry: None }, 0))

@@ -12,10 +12,12 @@ use crate::verify::Verifier;
 
 const BATCH: i64 = 1000;
 
-/// Follows the change feed until `stop` turns true.
+/// Follows the change feed until `stop` turns true. An installation change (a new key prefix) rereads the recorded
+/// prefixes (`configured` stands in while none is recorded); so does a catch-up after lost notifications.
 pub fn follow_changes(
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
+    configured: atna_domain::KeyPrefix,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -48,6 +50,7 @@ pub fn follow_changes(
                 tracing::warn!("change notifications were interrupted; catching up from the change feed");
             }
             let started = crate::clock::now();
+            let mut reread_prefixes = unsure;
             loop {
                 match store.changes_since(last, BATCH).await {
                     Ok(changes) => {
@@ -55,10 +58,18 @@ pub fn follow_changes(
                             match &c.what {
                                 ChangeKind::Key(id) => verifier.evict(id),
                                 ChangeKind::User(_) => verifier.evict_all(),
+                                ChangeKind::Installation => reread_prefixes = true,
                             }
                             last = c.seq;
                         }
                         if (changes.len() as i64) < BATCH {
+                            if reread_prefixes {
+                                if let Err(e) = crate::prefixes::reload(store.as_ref(), &verifier, &configured).await {
+                                    // Nothing was lost: the keys of the prefixes known so far keep working, and the
+                                    // next installation change or lost notification reads them again.
+                                    tracing::warn!(error = %e, "cannot read the key prefixes; keeping the known ones");
+                                }
+                            }
                             verifier.feed_read(started);
                             break;
                         }

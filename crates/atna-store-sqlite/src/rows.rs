@@ -117,6 +117,7 @@ pub fn change_from_row(r: &DbRow) -> StoreResult<Change> {
     let user: Option<i64> = r.try_get("user_id").map_err(db)?;
     let what = match (key, user) {
         (Some(k), _) => ChangeKind::Key(CredentialId::parse(k).map_err(|_| corrupt("change key id"))?),
+        (None, Some(INSTALLATION_CHANGE_USER)) => ChangeKind::Installation,
         (None, Some(u)) => ChangeKind::User(UserId(u)),
         (None, None) => return Err(corrupt("empty change")),
     };
@@ -133,6 +134,7 @@ pub fn audit_from_row(r: &DbRow) -> StoreResult<AuditEvent> {
         action: r.try_get("action").map_err(db)?,
         key_id: key.map(CredentialId::parse).transpose().map_err(|_| corrupt("audit key id"))?,
         key_name: r.try_get("key_name").map_err(db)?,
+        detail: r.try_get("detail").map_err(db)?,
     })
 }
 
@@ -193,7 +195,35 @@ pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
         key_id: r.try_get("key_id").map_err(db)?,
         key_name: r.try_get("key_name").map_err(db)?,
         actor_key_id: r.try_get("actor_key_id").map_err(db)?,
+        detail: r.try_get("detail").map_err(db)?,
     })
+}
+
+/// The recorded key prefixes from `prefix, is_current` rows, oldest first.
+pub fn key_prefixes_from_rows(rows: &[DbRow]) -> StoreResult<KeyPrefixes> {
+    let mut out = KeyPrefixes::default();
+    for r in rows {
+        let p = atna_domain::KeyPrefix::parse(r.try_get("prefix").map_err(db)?).map_err(|_| corrupt("key prefix"))?;
+        if r.try_get::<bool, _>("is_current").map_err(db)? {
+            out.current = Some(p.clone());
+        }
+        out.issued.push(p);
+    }
+    Ok(out)
+}
+
+pub fn leak_from_row(r: &DbRow) -> StoreResult<LeakRecord> {
+    let id: &str = r.try_get("key_id").map_err(db)?;
+    let status: Option<&str> = r.try_get("status").map_err(db)?;
+    Ok(LeakRecord::from_stored(
+        CredentialId::parse(id).map_err(|_| corrupt("leak key id"))?,
+        r.try_get("key_name").map_err(db)?,
+        r.try_get("source").map_err(db)?,
+        r.try_get("url").map_err(db)?,
+        r.try_get("reported_at").map_err(db)?,
+        r.try_get("outcome").map_err(db)?,
+        status.and_then(KeyStatus::parse),
+    ))
 }
 
 /// A `LIKE` pattern (with a backslash as its `ESCAPE` character) matching names that contain `text` literally: `%`,

@@ -407,6 +407,195 @@ macro_rules! sql_store {
                 Ok(n)
             }
 
+            async fn auth_records(&self, ids: &[CredentialId]) -> StoreResult<Vec<AuthRecord>> {
+                let mut out = Vec::with_capacity(ids.len());
+                // Few enough parameters per statement for every backend (SQLite allows 32,766, PostgreSQL 65,535).
+                for chunk in ids.chunks(500) {
+                    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT k.*, u.email AS owner_email, u.disabled AS owner_disabled
+                         FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.id IN ({})",
+                        marks.join(", ")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for id in chunk {
+                        q = q.bind(id.as_str());
+                    }
+                    for row in q.fetch_all(&self.pool).await.map_err(db)? {
+                        out.push(rows::auth_from_row(&row)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn key_prefixes(&self) -> StoreResult<KeyPrefixes> {
+                let rows = sqlx::query("SELECT prefix, is_current FROM key_prefixes ORDER BY recorded_at, prefix")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                rows::key_prefixes_from_rows(&rows)
+            }
+
+            async fn init_key_prefix(&self, prefix: &atna_domain::KeyPrefix, at: Millis) -> StoreResult<KeyPrefixes> {
+                let now = self.key_prefixes().await?;
+                if now.current.is_some() {
+                    return Ok(now);
+                }
+                // Another process starting at the same time may record its own first: the partial unique index lets
+                // one current prefix exist, and the loser reads the winner's.
+                let r = sqlx::query(
+                    "INSERT INTO key_prefixes (prefix, recorded_at, is_current) VALUES ($1, $2, TRUE)
+                     ON CONFLICT (prefix) DO UPDATE SET is_current = TRUE",
+                )
+                .bind(prefix.as_str())
+                .bind(at)
+                .execute(&self.pool)
+                .await;
+                match r {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {}
+                    Err(e) => return Err(db(e)),
+                }
+                self.key_prefixes().await
+            }
+
+            async fn set_key_prefix(&self, prefix: &atna_domain::KeyPrefix, at: Millis) -> StoreResult<KeyPrefixChange> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                // A write first, so SQLite takes its write lock before reading what it changes.
+                let previous: Option<String> =
+                    sqlx::query_scalar("UPDATE key_prefixes SET is_current = FALSE WHERE is_current RETURNING prefix")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                let previous = previous
+                    .map(|p| atna_domain::KeyPrefix::parse(&p))
+                    .transpose()
+                    .map_err(|_| StoreError::Corrupt("key prefix".into()))?;
+                if previous.as_ref() == Some(prefix) {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(KeyPrefixChange { previous, unchanged: true });
+                }
+                sqlx::query(
+                    "INSERT INTO key_prefixes (prefix, recorded_at, is_current) VALUES ($1, $2, TRUE)
+                     ON CONFLICT (prefix) DO UPDATE SET is_current = TRUE",
+                )
+                .bind(prefix.as_str())
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                let detail = format!("{} -> {prefix}", previous.as_ref().map_or("(none)", |p| p.as_str()));
+                sqlx::query(
+                    "INSERT INTO audit_events (at, owner_id, actor_id, action, detail)
+                     VALUES ($1, $2, NULL, 'installation.key_prefix_changed', $3)",
+                )
+                .bind(at)
+                .bind(INSTALLATION_OWNER.0)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                publish(&mut tx, None, Some(INSTALLATION_CHANGE_USER), at).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(KeyPrefixChange { previous, unchanged: false })
+            }
+
+            async fn record_leaks(
+                &self,
+                reports: &[NewLeakReport],
+                action: LeakAction,
+                at: Millis,
+            ) -> StoreResult<Vec<(KeyRecord, LeakOutcome)>> {
+                let mut out = Vec::with_capacity(reports.len());
+                if reports.is_empty() {
+                    return Ok(out);
+                }
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                for r in reports {
+                    let id = r.key.as_str();
+                    // The report row first: a replay (same key, same place) conflicts and changes nothing.
+                    let report: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO leak_reports (key_id, owner_id, source, url, reported_at)
+                         SELECT id, owner_id, $2, $3, $4 FROM api_keys WHERE id = $1
+                         ON CONFLICT (key_id, url) DO NOTHING RETURNING id",
+                    )
+                    .bind(id)
+                    .bind(r.source)
+                    .bind(&r.url)
+                    .bind(at)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    let changed = match (report, action) {
+                        (None, _) | (Some(_), LeakAction::Notify) => None,
+                        (Some(_), LeakAction::Revoke) => sqlx::query_scalar::<_, String>(
+                            "UPDATE api_keys SET status = 'revoked', revoked_at = $1
+                             WHERE id = $2 AND status <> 'revoked' RETURNING id",
+                        )
+                        .bind(at)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .map(|_| (LeakOutcome::Revoked, "key.deleted")),
+                        (Some(_), LeakAction::Disable) => sqlx::query_scalar::<_, String>(
+                            "UPDATE api_keys SET status = 'disabled' WHERE id = $1 AND status = 'active' RETURNING id",
+                        )
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .map(|_| (LeakOutcome::Disabled, "key.disabled")),
+                    };
+                    let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    let Some(row) = row else {
+                        return Err(StoreError::Corrupt(format!("leak report for a key that does not exist: {id}")));
+                    };
+                    let rec = key_from_row(&row)?;
+                    let Some(report) = report else {
+                        out.push((rec, LeakOutcome::Replayed));
+                        continue;
+                    };
+                    let detail = if r.url.is_empty() { r.source.to_owned() } else { format!("{} {}", r.source, r.url) };
+                    audit_detail(&mut tx, at, rec.owner, "key.leaked", &rec.id, rec.name.as_str(), &detail).await?;
+                    let outcome = match changed {
+                        Some((outcome, event)) => {
+                            publish(&mut tx, Some(id), None, at).await?;
+                            audit_detail(&mut tx, at, rec.owner, event, &rec.id, rec.name.as_str(), "leak report").await?;
+                            outcome
+                        }
+                        None => LeakOutcome::Unchanged,
+                    };
+                    sqlx::query("UPDATE leak_reports SET outcome = $1 WHERE id = $2")
+                        .bind(outcome.as_str())
+                        .bind(report)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    out.push((rec, outcome));
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(out)
+            }
+
+            async fn leak_reports(&self, owner: UserId, limit: i64) -> StoreResult<Vec<LeakRecord>> {
+                let rows = sqlx::query(
+                    "SELECT l.key_id, k.name AS key_name, k.status, l.source, l.url, l.reported_at, l.outcome
+                     FROM leak_reports l LEFT JOIN api_keys k ON k.id = l.key_id
+                     WHERE l.owner_id = $1 ORDER BY l.reported_at DESC, l.id DESC LIMIT $2",
+                )
+                .bind(owner.0)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.iter().map(rows::leak_from_row).collect()
+            }
+
             async fn latest_change(&self) -> StoreResult<i64> {
                 sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes").fetch_one(self.feed_pool()).await.map_err(db)
             }
@@ -593,7 +782,7 @@ macro_rules! sql_store {
 
             async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
-                    "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events
+                    "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name, detail FROM audit_events
                      WHERE owner_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
                 )
                 .bind(owner.0)
@@ -686,7 +875,7 @@ macro_rules! sql_store {
                 .collect::<StoreResult<Vec<_>>>()?;
                 let audit_events =
                     sqlx::query(
-                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name FROM audit_events ORDER BY id",
+                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name, detail FROM audit_events ORDER BY id",
                     )
                         .fetch_all(&mut *tx)
                         .await
@@ -694,12 +883,26 @@ macro_rules! sql_store {
                         .iter()
                         .map(rows::exported_audit_from_row)
                         .collect::<StoreResult<Vec<_>>>()?;
+                let key_prefixes = sqlx::query("SELECT prefix, recorded_at, is_current FROM key_prefixes ORDER BY prefix")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(|r| {
+                        use sqlx::Row;
+                        Ok(ExportedKeyPrefix {
+                            prefix: r.try_get("prefix").map_err(db)?,
+                            recorded_at: r.try_get("recorded_at").map_err(db)?,
+                            current: r.try_get("is_current").map_err(db)?,
+                        })
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
                 tx.commit().await.map_err(db)?;
                 let exported_at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as Millis)
                     .unwrap_or_default();
-                Ok(Snapshot { format: SNAPSHOT_FORMAT.to_owned(), exported_at, users, keys, audit_events })
+                Ok(Snapshot { format: SNAPSHOT_FORMAT.to_owned(), exported_at, users, keys, audit_events, key_prefixes })
             }
 
             async fn import_all(&self, snap: &Snapshot) -> StoreResult<ImportSummary> {
@@ -767,8 +970,8 @@ macro_rules! sql_store {
                 }
                 for e in &snap.audit_events {
                     sqlx::query(
-                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id, detail)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(e.at)
                     .bind(e.owner_id)
@@ -777,9 +980,28 @@ macro_rules! sql_store {
                     .bind(e.key_id.as_deref())
                     .bind(e.key_name.as_deref())
                     .bind(e.actor_key_id.as_deref())
+                    .bind(e.detail.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
+                }
+                // The prefixes the snapshot's keys were issued with replace whatever a start of this (empty) database
+                // recorded; a snapshot from before prefixes existed holds only `atna_` keys.
+                let mut prefixes = snap.key_prefixes.clone();
+                if prefixes.is_empty() && !snap.keys.is_empty() {
+                    prefixes.push(ExportedKeyPrefix { prefix: "atna".into(), recorded_at: snap.exported_at, current: false });
+                }
+                if !prefixes.is_empty() {
+                    sqlx::query("DELETE FROM key_prefixes").execute(&mut *tx).await.map_err(db)?;
+                }
+                for p in &prefixes {
+                    sqlx::query("INSERT INTO key_prefixes (prefix, recorded_at, is_current) VALUES ($1, $2, $3)")
+                        .bind(&p.prefix)
+                        .bind(p.recorded_at)
+                        .bind(p.current)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 }
                 after_import(&mut tx).await?;
                 tx.commit().await.map_err(db)?;
@@ -809,6 +1031,32 @@ macro_rules! sql_store {
             .bind(key.as_str())
             .bind(key_name)
             .bind(actor.key().as_ref().map(CredentialId::as_str))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            Ok(())
+        }
+
+        /// An audit event by the installation itself (a leak report), with a detail.
+        async fn audit_detail(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            at: Millis,
+            owner: UserId,
+            action: &str,
+            key: &CredentialId,
+            key_name: &str,
+            detail: &str,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, detail)
+                 VALUES ($1, $2, NULL, $3, $4, $5, $6)",
+            )
+            .bind(at)
+            .bind(owner.0)
+            .bind(action)
+            .bind(key.as_str())
+            .bind(key_name)
+            .bind(detail)
             .execute(&mut **tx)
             .await
             .map_err(db)?;

@@ -3,7 +3,9 @@
 //! A backend runs it with [`conformance_tests!`](crate::conformance_tests), giving an async closure that returns a
 //! fresh, empty, migrated store (or `None` to skip, e.g. when no PostgreSQL server is configured).
 
-use atna_domain::{CredentialId, Email, GeneratedKey, KeyName, KeyStatus, Password, PasswordHash, Scopes, UserId};
+use atna_domain::{
+    CredentialId, Email, GeneratedKey, KeyName, KeyPrefix, KeyStatus, Password, PasswordHash, Scopes, UserId,
+};
 
 use crate::*;
 
@@ -27,7 +29,9 @@ macro_rules! conformance_tests {
             quotas_are_taken_atomically_and_refilled, rate_limit_uses_are_shared_between_nodes,
             reminders_are_recorded_once_and_digested_once,
             urgent_reminders_go_to_the_outbox_at_once, outbox_claims_are_exclusive_and_leases_pass_on,
-            webhooks_are_per_user_and_per_installation, the_scan_pages_through_live_keys_of_enabled_users);
+            webhooks_are_per_user_and_per_installation, the_scan_pages_through_live_keys_of_enabled_users,
+            key_prefixes_are_recorded_once_and_changed_audited,
+            leak_reports_act_once_and_replays_change_nothing, auth_records_are_read_in_batches);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -433,6 +437,10 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     from.record_usage(&[usage]).await.unwrap();
     assert!(from.set_user_disabled(bob.id, true, T0 + 7).await.unwrap());
     from.create_session(session(admin.id, [3; 32], T0)).await.unwrap();
+    from.init_key_prefix(&KeyPrefix::default(), T0).await.unwrap();
+    from.set_key_prefix(&KeyPrefix::parse("acme").unwrap(), T0 + 8).await.unwrap();
+    // The target's own first start recorded another prefix: the import replaces it with the installation's.
+    to.init_key_prefix(&KeyPrefix::parse("other").unwrap(), T0).await.unwrap();
 
     let snap = from.export_all().await.unwrap();
     assert_eq!(snap.format, SNAPSHOT_FORMAT);
@@ -454,7 +462,11 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!(exported_gone.limits().unwrap(), (None, None));
     let made_by_key = snap.audit_events.iter().find(|e| e.key_id.as_deref() == Some(reused.id.as_str())).unwrap();
     assert_eq!(made_by_key.actor_key_id.as_deref(), Some(live.id.as_str()));
-    let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 5 };
+    let prefixes: Vec<_> = snap.key_prefixes.iter().map(|p| (p.prefix.as_str(), p.current)).collect();
+    assert_eq!(prefixes, [("acme", true), ("atna", false)]);
+    let changed = snap.audit_events.iter().find(|e| e.action == "installation.key_prefix_changed").unwrap();
+    assert_eq!(changed.detail.as_deref(), Some("atna -> acme"));
+    let expected = ImportSummary { users: 3, keys: 4, revoked_keys: 1, audit_events: 6 };
     assert_eq!(snap.summary(), expected);
 
     // Refused whole, leaving the target empty: a wrong format, a key whose owner is missing.
@@ -473,6 +485,8 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     assert_eq!(again.users, snap.users);
     assert_eq!(again.keys, snap.keys);
     assert_eq!(again.audit_events, snap.audit_events);
+    assert_eq!(again.key_prefixes, snap.key_prefixes);
+    assert_eq!(to.key_prefixes().await.unwrap(), from.key_prefixes().await.unwrap());
     for id in [admin.id, bob.id, carol.id] {
         let (a, b) = (from.user_by_id(id).await.unwrap().unwrap(), to.user_by_id(id).await.unwrap().unwrap());
         assert_eq!(
@@ -793,4 +807,104 @@ pub async fn rate_limit_uses_are_shared_between_nodes(s: &dyn Store) {
     s.sync_limits("n3", &[uses(1)], 0, T0 + 150, T0 + 400).await.unwrap();
     let r = s.sync_limits("n4", &[], 0, 0, T0 + 500).await.unwrap();
     assert_eq!(r.remote.iter().map(|u| u.uses).collect::<Vec<_>>(), [3, 1]);
+}
+
+pub async fn key_prefixes_are_recorded_once_and_changed_audited(s: &dyn Store) {
+    assert_eq!(s.key_prefixes().await.unwrap(), KeyPrefixes::default(), "nothing recorded before the first start");
+    let acme = KeyPrefix::parse("acme").unwrap();
+    let beta = KeyPrefix::parse("beta").unwrap();
+    let first = s.init_key_prefix(&acme, T0).await.unwrap();
+    assert_eq!((first.current.as_ref(), first.issued.as_slice()), (Some(&acme), std::slice::from_ref(&acme)));
+    // A later start with another configured prefix does not change the recorded one.
+    assert_eq!(s.init_key_prefix(&beta, T0 + 1).await.unwrap(), first);
+    let before = s.latest_change().await.unwrap();
+    let change = s.set_key_prefix(&beta, T0 + 2).await.unwrap();
+    assert_eq!(change, KeyPrefixChange { previous: Some(acme.clone()), unchanged: false });
+    let now = s.key_prefixes().await.unwrap();
+    assert_eq!(now.current.as_ref(), Some(&beta));
+    assert_eq!(now.issued, [acme.clone(), beta.clone()], "older prefixes stay accepted");
+    assert_eq!(now.format(&KeyPrefix::default()).prefixes(), [beta.clone(), acme.clone()]);
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.what.clone()).collect::<Vec<_>>(), [ChangeKind::Installation]);
+    let events = s.audit_events(INSTALLATION_OWNER, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].action.as_str(), events[0].actor), ("installation.key_prefix_changed", Actor::Operator));
+    assert_eq!(events[0].detail.as_deref(), Some("acme -> beta"));
+    // Setting the current prefix again writes nothing.
+    assert!(s.set_key_prefix(&beta, T0 + 3).await.unwrap().unchanged);
+    assert_eq!(s.latest_change().await.unwrap(), changes[0].seq);
+    // Back to an earlier one: it becomes current again, nothing is issued twice.
+    s.set_key_prefix(&acme, T0 + 4).await.unwrap();
+    let back = s.key_prefixes().await.unwrap();
+    assert_eq!((back.current, back.issued.len()), (Some(acme), 2));
+}
+
+pub async fn leak_reports_act_once_and_replays_change_nothing(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (live, _) = new_key(a.id, "live", T0);
+    let (gone, _) = new_key(a.id, "gone", T0);
+    let (other, _) = new_key(a.id, "other", T0);
+    for k in [&live, &gone, &other] {
+        s.insert_key(k.clone()).await.unwrap();
+    }
+    s.revoke_key(None, &gone.id, Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    let before = s.latest_change().await.unwrap();
+    let report = |k: &NewKey, url: &str| NewLeakReport { key: k.id, source: "github", url: url.into() };
+    let url = "https://github.com/o/r/blob/abc/config.yml";
+    let batch = [report(&live, url), report(&gone, url)];
+    let got = s.record_leaks(&batch, LeakAction::Revoke, T0 + 5).await.unwrap();
+    let outcomes: Vec<_> = got.iter().map(|(k, o)| (k.id, k.status, *o)).collect();
+    assert_eq!(
+        outcomes,
+        [(live.id, KeyStatus::Revoked, LeakOutcome::Revoked), (gone.id, KeyStatus::Revoked, LeakOutcome::Unchanged)]
+    );
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.what.clone()).collect::<Vec<_>>(), [ChangeKind::Key(live.id)]);
+    let events = s.audit_events(a.id, 100).await.unwrap();
+    let leaked: Vec<_> = events.iter().filter(|e| e.action == "key.leaked").collect();
+    assert_eq!(leaked.len(), 2);
+    assert!(leaked.iter().all(|e| e.detail.as_deref() == Some(&format!("github {url}") as &str)));
+    let n_events = events.len();
+
+    // The same report again: nothing is revoked, recorded or published.
+    let again = s.record_leaks(&batch, LeakAction::Revoke, T0 + 6).await.unwrap();
+    assert!(again.iter().all(|(_, o)| *o == LeakOutcome::Replayed));
+    assert_eq!(s.audit_events(a.id, 100).await.unwrap().len(), n_events);
+    assert_eq!(s.latest_change().await.unwrap(), changes[0].seq);
+
+    // Another policy: disable keeps the key listed but stopped; notify leaves it alone.
+    let d = s.record_leaks(&[report(&other, "")], LeakAction::Disable, T0 + 7).await.unwrap();
+    assert_eq!((d[0].0.status, d[0].1), (KeyStatus::Disabled, LeakOutcome::Disabled));
+    assert_eq!(s.auth_record(&other.id).await.unwrap().unwrap().key.status, KeyStatus::Disabled);
+    let n = s.record_leaks(&[report(&other, "https://x.test/2")], LeakAction::Notify, T0 + 8).await.unwrap();
+    assert_eq!(n[0].1, LeakOutcome::Unchanged);
+
+    let listed = s.leak_reports(a.id, 10).await.unwrap();
+    let rows: Vec<_> = listed.iter().map(|r| (r.key_id, r.url.as_str(), r.outcome, r.status)).collect();
+    assert_eq!(rows[0], (other.id, "https://x.test/2", LeakOutcome::Unchanged, Some(KeyStatus::Disabled)));
+    assert_eq!(rows[1], (other.id, "", LeakOutcome::Disabled, Some(KeyStatus::Disabled)));
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().any(|r| r.key_id == live.id && r.outcome == LeakOutcome::Revoked));
+    assert_eq!(listed[0].key_name.as_deref(), Some("other"));
+    assert!(s.leak_reports(UserId(999_999), 10).await.unwrap().is_empty());
+}
+
+pub async fn auth_records_are_read_in_batches(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let mut ids = Vec::new();
+    for i in 0..600 {
+        let (k, _) = new_key(a.id, &format!("k{i}"), T0);
+        s.insert_key(k.clone()).await.unwrap();
+        ids.push(k.id);
+    }
+    s.revoke_key(None, &ids[3], Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    let mut asked = ids.clone();
+    asked.push(GeneratedKey::generate().id);
+    let got = s.auth_records(&asked).await.unwrap();
+    let mut found: Vec<CredentialId> = got.iter().map(|r| r.key.id).collect();
+    found.sort();
+    ids.sort();
+    assert_eq!(found, ids, "every existing key (deleted ones too), across more than one chunk; unknown IDs skipped");
+    assert!(got.iter().all(|r| r.owner_email == a.email));
+    assert!(s.auth_records(&[]).await.unwrap().is_empty());
 }

@@ -12,7 +12,7 @@ pub use notify::*;
 pub use records::*;
 
 use async_trait::async_trait;
-use atna_domain::{CredentialId, Email, Millis, PasswordHash, UserId};
+use atna_domain::{CredentialId, Email, KeyPrefix, Millis, PasswordHash, UserId};
 
 /// How long a first-run setup link works after its node printed it: one hour. A link copied into a chat or a
 /// terminal scrollback must not stay a way to become administrator for as long as nobody signs up.
@@ -36,6 +36,15 @@ pub enum StoreError {
     /// [`Store::import_all`] was given a snapshot that fails [`Snapshot::check`]; nothing was written.
     #[error("invalid export file: {0}")]
     InvalidSnapshot(String),
+}
+
+/// What [`Store::set_key_prefix`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPrefixChange {
+    /// The current prefix before (`None`: none was recorded).
+    pub previous: Option<KeyPrefix>,
+    /// The prefix already was current: nothing was written.
+    pub unchanged: bool,
 }
 
 /// Why [`Store::wait_for_change`] returned.
@@ -142,6 +151,37 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     /// Housekeeping: deletes hourly buckets that start before `hours_before` and daily ones before `days_before`.
     /// Returns how many buckets were deleted.
     async fn prune_usage(&self, hours_before: Millis, days_before: Millis) -> StoreResult<u64>;
+
+    /// What the verifier needs about each of `ids` that exists (deleted keys included), in no particular order: one
+    /// batched read for a leak report of many tokens.
+    async fn auth_records(&self, ids: &[CredentialId]) -> StoreResult<Vec<AuthRecord>>;
+
+    // ----- key prefixes (the installation's own; see `atna key-prefix`) -----
+
+    /// The recorded key prefixes.
+    async fn key_prefixes(&self) -> StoreResult<KeyPrefixes>;
+    /// Records `prefix` as the current one unless one is already recorded (the first start of an installation), safe
+    /// against several processes starting at once; returns what is recorded afterwards.
+    async fn init_key_prefix(&self, prefix: &KeyPrefix, at: Millis) -> StoreResult<KeyPrefixes>;
+    /// Makes `prefix` the current one (keeping every earlier one as issued, so their keys keep working), records
+    /// `installation.key_prefix_changed` in the audit trail and publishes [`ChangeKind::Installation`], in one
+    /// transaction. When `prefix` already is current nothing is written.
+    async fn set_key_prefix(&self, prefix: &KeyPrefix, at: Millis) -> StoreResult<KeyPrefixChange>;
+
+    // ----- leak reports (secret scanners) -----
+
+    /// Records reports that keys were found in public and applies `action` to each reported key, in one transaction:
+    /// a report row (once per key and URL: a replay finds it and changes nothing), a `key.leaked` audit event with the
+    /// source and URL, and for `revoke` / `disable` the key's new status, its `key.deleted` / `key.disabled` event
+    /// and a change-feed entry. Each report's key must exist. Returns each report's key (as it is now) and outcome.
+    async fn record_leaks(
+        &self,
+        reports: &[NewLeakReport],
+        action: LeakAction,
+        at: Millis,
+    ) -> StoreResult<Vec<(KeyRecord, LeakOutcome)>>;
+    /// An owner's leak reports, newest first (replays are not recorded twice).
+    async fn leak_reports(&self, owner: UserId, limit: i64) -> StoreResult<Vec<LeakRecord>>;
 
     // ----- change feed (cache invalidation across processes) -----
 

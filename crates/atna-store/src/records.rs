@@ -1,8 +1,8 @@
 //! The records the store reads and writes.
 
 use atna_domain::{
-    CredentialId, Email, IpAllowlist, KeyName, KeyStatus, Millis, PasswordHash, Quota, RateLimit, Refill,
-    RefillInterval, Scopes, SecretHash, UserId, VerifyCode,
+    CredentialId, Email, IpAllowlist, KeyFormat, KeyName, KeyPrefix, KeyStatus, Millis, PasswordHash, Quota, RateLimit,
+    Refill, RefillInterval, Scopes, SecretHash, UserId, VerifyCode,
 };
 
 /// A user to create.
@@ -235,7 +235,17 @@ pub enum ChangeKind {
     Key(CredentialId),
     /// A user was disabled or re-enabled: all their keys changed.
     User(UserId),
+    /// An installation fact changed (the key prefix): reread it. Stored as user 0, which no user has, so nodes that
+    /// predate it read a user change and only forget their cached keys.
+    Installation,
 }
+
+/// The `user_id` a [`ChangeKind::Installation`] entry is stored with.
+pub const INSTALLATION_CHANGE_USER: i64 = 0;
+
+/// The `owner_id` of audit events about the installation rather than a user's key (`installation.*`). No user has
+/// it, so no user's audit trail lists them.
+pub const INSTALLATION_OWNER: UserId = UserId(0);
 
 /// Who did something, for the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,10 +291,134 @@ pub struct AuditEvent {
     pub at: Millis,
     pub owner: UserId,
     pub actor: Actor,
-    /// `key.created` or `key.deleted`.
+    /// `key.created`, `key.deleted`, `key.disabled`, `key.leaked` or `installation.key_prefix_changed`.
     pub action: String,
     pub key_id: Option<CredentialId>,
     pub key_name: Option<String>,
+    /// More about it: a leak's source and URL, a prefix change (`atna -> acme`).
+    pub detail: Option<String>,
+}
+
+/// The key prefixes an installation recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPrefixes {
+    /// What new keys get; `None` until the first start records the configured one.
+    pub current: Option<KeyPrefix>,
+    /// Every prefix keys were issued with (the current one included), oldest first.
+    pub issued: Vec<KeyPrefix>,
+}
+
+impl KeyPrefixes {
+    /// The format keys are parsed with: the recorded prefixes, or `fallback` (the configured prefix) while none is.
+    pub fn format(&self, fallback: &KeyPrefix) -> KeyFormat {
+        let current = self.current.clone().unwrap_or_else(|| fallback.clone());
+        KeyFormat::new(current, self.issued.iter().cloned())
+    }
+}
+
+/// What the installation does with a live key a secret scanner reports (`leak_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeakAction {
+    /// Delete (revoke) it at once, as GitHub does with its own tokens.
+    #[default]
+    Revoke,
+    /// Disable it: it stops working but stays listed, and can be enabled again.
+    Disable,
+    /// Leave it working; only record the report (and tell the owner).
+    Notify,
+}
+
+impl LeakAction {
+    /// Reads the configured form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "revoke" => Some(Self::Revoke),
+            "disable" => Some(Self::Disable),
+            "notify" => Some(Self::Notify),
+            _ => None,
+        }
+    }
+
+    /// The configured form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Disable => "disable",
+            Self::Notify => "notify",
+        }
+    }
+}
+
+/// A report that one of this installation's keys was found in public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLeakReport {
+    pub key: CredentialId,
+    /// Who reported it: `github`, `gitlab`, `gitlab-self-managed`.
+    pub source: &'static str,
+    /// Where it was found (empty when the scanner did not say).
+    pub url: String,
+}
+
+/// What a leak report did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakOutcome {
+    /// The key was live and is now deleted.
+    Revoked,
+    /// The key was active and is now disabled.
+    Disabled,
+    /// The key was left as it was: `notify`, or it was already deleted, disabled or expired.
+    Unchanged,
+    /// The same key at the same URL was reported before: nothing was done or recorded again.
+    Replayed,
+}
+
+impl LeakOutcome {
+    /// The stored form (`leak_reports.outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+            Self::Unchanged => "unchanged",
+            Self::Replayed => "replayed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "revoked" => Self::Revoked,
+            "disabled" => Self::Disabled,
+            _ => Self::Unchanged,
+        }
+    }
+}
+
+/// A recorded leak report, as My API Keys shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakRecord {
+    pub key_id: CredentialId,
+    /// The key's name (`None` if the key row is gone, which deletion never does).
+    pub key_name: Option<String>,
+    pub source: String,
+    pub url: String,
+    pub reported_at: Millis,
+    pub outcome: LeakOutcome,
+    /// The key's status now.
+    pub status: Option<KeyStatus>,
+}
+
+impl LeakRecord {
+    /// Builds a record from stored columns.
+    pub fn from_stored(
+        key_id: CredentialId,
+        key_name: Option<String>,
+        source: String,
+        url: String,
+        reported_at: Millis,
+        outcome: &str,
+        status: Option<KeyStatus>,
+    ) -> Self {
+        Self { key_id, key_name, source, url, reported_at, outcome: LeakOutcome::parse(outcome), status }
+    }
 }
 
 /// A dashboard session to create.
@@ -313,7 +447,8 @@ pub struct Session {
 
 /// The `format` of the snapshots this build writes.
 ///
-/// * `atna-export/4` added rate limits and quotas to keys (`rate_limit`, `rate_period_seconds`, `quota_*`; optional).
+/// * `atna-export/4` added rate limits and quotas to keys (`rate_limit`, `rate_period_seconds`, `quota_*`; optional),
+///   `key_prefixes` (optional; absent: only `atna_` keys were issued) and `detail` to audit events (optional).
 /// * `atna-export/3` added `ip_allowlist` to keys (optional).
 /// * `atna-export/2` added `created_by_key` to keys and `actor_key_id` to audit events (both optional).
 /// * `atna-export/1` files still import: they lack only those fields.
@@ -341,6 +476,19 @@ pub struct Snapshot {
     pub keys: Vec<ExportedKey>,
     /// The audit trail, in the order it was recorded (oldest first).
     pub audit_events: Vec<ExportedAuditEvent>,
+    /// Every key prefix the installation issued keys with, by prefix (format 4; absent: none recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_prefixes: Vec<ExportedKeyPrefix>,
+}
+
+/// A recorded key prefix in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedKeyPrefix {
+    pub prefix: String,
+    pub recorded_at: Millis,
+    /// Whether new keys get it (one prefix at most).
+    pub current: bool,
 }
 
 /// A user in a [`Snapshot`]. `Debug` does not print the password hash.
@@ -507,6 +655,9 @@ pub struct ExportedAuditEvent {
     /// The Credential ID of the key the actor used, when a key acted through the API (format 2; absent in format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_key_id: Option<String>,
+    /// More about the event (format 4; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What [`Store::import_all`](crate::Store::import_all) wrote.
@@ -613,6 +764,15 @@ impl Snapshot {
                 return bad(format!("audit event {i}: empty action"));
             }
         }
+        let mut prefixes = HashSet::new();
+        for p in &self.key_prefixes {
+            if KeyPrefix::parse(&p.prefix).is_err() || !prefixes.insert(p.prefix.as_str()) {
+                return bad(format!("key prefix `{}` is not a unique, valid prefix", p.prefix));
+            }
+        }
+        if self.key_prefixes.iter().filter(|p| p.current).count() > 1 {
+            return bad("more than one current key prefix".into());
+        }
         Ok(())
     }
 }
@@ -660,7 +820,9 @@ mod tests {
                 key_id: Some("AAAAAAAAAAAAAAAA".into()),
                 key_name: Some("crm".into()),
                 actor_key_id: None,
+                detail: None,
             }],
+            key_prefixes: vec![ExportedKeyPrefix { prefix: "atna".into(), recorded_at: 1, current: true }],
         }
     }
 
@@ -687,6 +849,11 @@ mod tests {
             s
         };
         refused(edit(&|s| s.format = "atna-export/5".into()), "atna-export/4");
+        refused(edit(&|s| s.key_prefixes[0].prefix = "ACME".into()), "key prefix");
+        refused(
+            edit(&|s| s.key_prefixes.push(ExportedKeyPrefix { prefix: "acme".into(), recorded_at: 2, current: true })),
+            "more than one current",
+        );
         refused(edit(&|s| s.users[1].id = 1), "user id 1");
         refused(edit(&|s| s.users[1].email = "Alice@example.com".into()), "normalised");
         refused(edit(&|s| s.users[1].email = "alice@example.com".into()), "appears twice");

@@ -80,6 +80,22 @@ pub enum Command {
     /// Manage API keys (the operator's bootstrap and recovery tools).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The installation's key prefix (what new keys start with; every prefix ever used keeps working).
+    #[command(subcommand)]
+    KeyPrefix(KeyPrefixCommand),
+    /// Print the key format for secret scanners: the regular expression (default), a gitleaks rule, a TruffleHog
+    /// detector or the fields of a GitHub custom pattern, for every prefix this installation issued.
+    KeyFormat {
+        /// A rule for .gitleaks.toml.
+        #[arg(long, group = "format")]
+        gitleaks: bool,
+        /// A custom detector for TruffleHog's configuration file.
+        #[arg(long, group = "format")]
+        trufflehog: bool,
+        /// The fields of a GitHub custom pattern (secret scanning and push protection).
+        #[arg(long, group = "format")]
+        github_pattern: bool,
+    },
     /// Write every user, key (deleted ones too, as hashes) and audit event as JSON, to move this installation to
     /// another database with `atna import`. Sessions are not exported. The output holds password and key hashes:
     /// keep it private and delete it after the import.
@@ -241,6 +257,18 @@ pub enum UserCommand {
     Enable {
         /// The user's e-mail address.
         email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyPrefixCommand {
+    /// Show the current prefix and every prefix keys were issued with.
+    Show,
+    /// Make PREFIX the one new keys get, on every node (2-16 lowercase letters and digits). Keys issued before keep
+    /// working. Recorded in the audit trail.
+    Set {
+        /// The new prefix, e.g. acme (keys then look like acme_<id>_<secret>_<checksum>).
+        prefix: atna_domain::KeyPrefix,
     },
 }
 

@@ -18,7 +18,7 @@ use atna_store::{
 };
 use serde_json::json;
 
-use crate::cli::{Cli, Command, KeyCommand, UserCommand};
+use crate::cli::{Cli, Command, KeyCommand, KeyPrefixCommand, UserCommand};
 use crate::output::{self, outln, write_stdout};
 use crate::{backup, config, files};
 
@@ -72,7 +72,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(c) => user(store.as_ref(), c).await,
-        Command::Key(c) => key(store, c, &resolved.file).await,
+        Command::Key(c) => {
+            // The first command to issue a key records the configured prefix, as a first start would.
+            if matches!(c, KeyCommand::Create { .. }) {
+                store.init_key_prefix(&resolved.key_prefix, clock::now()).await?;
+            }
+            key(store, c, &resolved.file).await
+        }
+        Command::KeyPrefix(c) => key_prefix(store.as_ref(), &resolved.key_prefix, c).await,
+        Command::KeyFormat { gitleaks, trufflehog, github_pattern } => {
+            let format = store.key_prefixes().await?.format(&resolved.key_prefix);
+            let text = if gitleaks {
+                atna_domain::scanner_rules::gitleaks(&format)
+            } else if trufflehog {
+                atna_domain::scanner_rules::trufflehog(&format)
+            } else if github_pattern {
+                atna_domain::scanner_rules::github_pattern(&format)
+            } else {
+                format!("{}\n", format.regex())
+            };
+            write_stdout(text.as_bytes());
+            Ok(())
+        }
         Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
         // main runs it: it has exit statuses of its own.
         Command::Scan(_) => bail!("`atna scan` is not run here (a bug)"),
@@ -85,6 +106,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             backup::reapply_deletions(store.as_ref(), &source).await
         }
     }
+}
+
+async fn key_prefix(store: &dyn Store, configured: &atna_domain::KeyPrefix, c: KeyPrefixCommand) -> anyhow::Result<()> {
+    match c {
+        KeyPrefixCommand::Show => {
+            let p = store.key_prefixes().await?;
+            match &p.current {
+                Some(current) => outln!("current: {current}"),
+                None => outln!("current: {configured} (configured; recorded at the first start)"),
+            }
+            let issued: Vec<&str> = p.issued.iter().map(|p| p.as_str()).collect();
+            outln!("issued:  {}", if issued.is_empty() { "(none yet)".to_owned() } else { issued.join(", ") });
+            if p.current.as_ref().is_some_and(|c| c != configured) {
+                outln!("note: key_prefix is configured as {configured}; new keys get the recorded one");
+            }
+        }
+        KeyPrefixCommand::Set { prefix } => {
+            let change = store.set_key_prefix(&prefix, clock::now()).await?;
+            if change.unchanged {
+                outln!("the key prefix already is {prefix}; nothing changed");
+            } else {
+                let was = change.previous.map_or_else(|| "none".to_owned(), |p| p.to_string());
+                outln!(
+                    "new keys now start with {prefix}_ (was {was}); keys issued before keep working. Running servers \
+                     pick it up from the change feed."
+                );
+                if &prefix != configured {
+                    outln!("note: set key_prefix = \"{prefix}\" in the configuration too, or nodes warn at start");
+                }
+                outln!("print the scanner rules again: atna key-format --gitleaks");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(store: Arc<dyn Store>, settings: atna_server::Settings) -> anyhow::Result<()> {
@@ -428,12 +483,13 @@ fn credential_id_of(arg: &str) -> anyhow::Result<CredentialId> {
     if let Ok(id) = CredentialId::parse(arg) {
         return Ok(id);
     }
-    match ParsedKey::parse(arg) {
+    // Any installation's prefix: a key issued before a prefix change, or pasted from another prefix, still names its ID.
+    match ParsedKey::parse_any(arg) {
         Ok(key) => {
             eprintln!("took the Credential ID {} from the pasted key", key.id);
             Ok(key.id)
         }
-        Err(e) if arg.starts_with(atna_domain::credential::PREFIX) => {
+        Err(e) if arg.len() > 2 * atna_domain::credential::ID_LEN && arg.contains('_') => {
             bail!("the argument is neither a Credential ID nor a whole atna key: {e} (it is not shown: it may be a secret)")
         }
         Err(_) if arg.chars().count() > 2 * atna_domain::credential::ID_LEN => {

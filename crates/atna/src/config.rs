@@ -61,6 +61,11 @@ pub struct FileConfig {
     pub delivery_max_attempts: Option<i64>,
     pub policy: Option<PolicyConfig>,
     pub smtp: Option<SmtpConfig>,
+    pub key_prefix: Option<String>,
+    pub github_public_keys: Option<String>,
+    pub gitlab_public_keys: Option<String>,
+    pub gitlab_revocation_token: Option<String>,
+    pub leak_action: Option<String>,
 }
 
 /// The `[proxy]` table.
@@ -119,6 +124,8 @@ pub struct Resolved {
     pub uses_default_database: bool,
     pub db: atna_server::store_url::DbOptions,
     pub file: FileConfig,
+    /// The configured key prefix (`key_prefix`, `ATNA_KEY_PREFIX`; default `atna`).
+    pub key_prefix: atna_domain::KeyPrefix,
 }
 
 const KNOWN_ENV: &[&str] = &[
@@ -146,7 +153,17 @@ const KNOWN_ENV: &[&str] = &[
     "ATNA_PROXY_UPSTREAM_TIMEOUT_SECS",
     "ATNA_SMTP_PASSWORD",
     "ATNA_SCAN_SERVER",
+    "ATNA_KEY_PREFIX",
+    "ATNA_GITHUB_PUBLIC_KEYS",
+    "ATNA_GITLAB_PUBLIC_KEYS",
+    "ATNA_GITLAB_REVOCATION_TOKEN",
+    "ATNA_LEAK_ACTION",
 ];
+
+/// A setting from its `ATNA_*` variable, else the file.
+fn env_or(var: &str, file: &Option<String>) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).or_else(|| file.clone())
+}
 
 /// Reads the file and resolves where the data lives.
 pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
@@ -182,7 +199,11 @@ pub fn resolve(g: &Global) -> anyhow::Result<Resolved> {
     if let Some(ms) = within("database_lock_timeout_ms", file.database_lock_timeout_ms, 0, PG_MAX_MS)? {
         db.lock_timeout = Duration::from_millis(ms);
     }
-    Ok(Resolved { data_dir, database_url, uses_default_database, db, file })
+    let key_prefix = match env_or("ATNA_KEY_PREFIX", &file.key_prefix) {
+        Some(p) => atna_domain::KeyPrefix::parse(&p).with_context(|| format!("key_prefix {p:?}"))?,
+        None => atna_domain::KeyPrefix::default(),
+    };
+    Ok(Resolved { data_dir, database_url, uses_default_database, db, file, key_prefix })
 }
 
 /// Ten years: the longest duration a setting takes. Longer means "never" to a person, and time arithmetic on
@@ -296,6 +317,33 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
             None => None,
         },
         proxy: proxy_settings(f, s)?,
+        key_prefix: r.key_prefix.clone(),
+        leaks: leak_settings(f)?,
+    })
+}
+
+/// The leak endpoints' settings (`github_public_keys`, `gitlab_public_keys`, `gitlab_revocation_token`,
+/// `leak_action`), each from its `ATNA_*` variable over the file.
+fn leak_settings(f: &FileConfig) -> anyhow::Result<atna_server::leaks::LeakSettings> {
+    use atna_server::leaks::KeySource;
+    let source = |var: &str, file: &Option<String>, name: &str| -> anyhow::Result<Option<KeySource>> {
+        env_or(var, file).map(|v| KeySource::parse(&v).map_err(|e| anyhow::anyhow!("{name}: {e}"))).transpose()
+    };
+    let token = env_or("ATNA_GITLAB_REVOCATION_TOKEN", &f.gitlab_revocation_token);
+    if let Some(t) = &token {
+        // GitLab sends it on every call: a short one could be guessed.
+        anyhow::ensure!(t.trim().len() >= 16, "gitlab_revocation_token must be at least 16 characters");
+    }
+    let action = match env_or("ATNA_LEAK_ACTION", &f.leak_action) {
+        Some(a) => atna_store::LeakAction::parse(&a)
+            .with_context(|| format!("leak_action {a:?}: use revoke, disable or notify"))?,
+        None => atna_store::LeakAction::default(),
+    };
+    Ok(atna_server::leaks::LeakSettings {
+        github_public_keys: source("ATNA_GITHUB_PUBLIC_KEYS", &f.github_public_keys, "github_public_keys")?,
+        gitlab_public_keys: source("ATNA_GITLAB_PUBLIC_KEYS", &f.gitlab_public_keys, "gitlab_public_keys")?,
+        gitlab_revocation_token: token.map(|t| t.trim().to_owned()),
+        action,
     })
 }
 

@@ -102,7 +102,7 @@ fn export_force_replaces_another_users_file_with_a_new_private_one() {
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), mode(&file)), (0, 0o600), "a new file of ours, private");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(v["format"], "atna-export/3");
+    assert_eq!(v["format"], "atna-export/4");
     let names: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["export.json"], "no temporary file left behind");
 
@@ -416,4 +416,43 @@ async fn rate_limit_and_quota_flags_set_limits_that_the_server_enforces() {
     assert_eq!(server.whoami(&secret).await, 200);
     assert_eq!(server.whoami(&secret).await, 429, "the third request in the hour");
     server.stop();
+}
+
+#[test]
+fn a_custom_key_prefix_is_recorded_changed_with_an_audit_and_printed_for_scanners() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    create_admin(&data, "alice@example.com");
+    // The first key records the configured prefix.
+    let acme = [("ATNA_DATA_DIR", d), ("ATNA_KEY_PREFIX", "acme")];
+    let out = ok(atna_env(&acme, &["key", "create", "--user", "alice@example.com", "--name", "a", "--json"], None));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["secret"].as_str().unwrap().starts_with("acme_"), "{v}");
+    // Another configured prefix does not change the recorded one.
+    let (_, second) = create_key(&data, "alice@example.com", "b", &[]);
+    assert!(second.starts_with("acme_"), "the recorded prefix wins over the configured default");
+    assert!(ok(atna(&data, &["key-prefix", "show"], None)).contains("current: acme"));
+    let regex = ok(atna(&data, &["key-format"], None));
+    assert_eq!(regex.trim(), r"\bacme_[0-9A-Za-z]{16}_[0-9A-Za-z]{43}_[0-9A-Za-z]{6}\b");
+
+    let set = ok(atna(&data, &["key-prefix", "set", "beta"], None));
+    assert!(set.contains("beta_") && set.contains("was acme"), "{set}");
+    assert!(ok(atna(&data, &["key-prefix", "set", "beta"], None)).contains("nothing changed"));
+    let (_, third) = create_key(&data, "alice@example.com", "c", &[]);
+    assert!(third.starts_with("beta_"));
+    let rule = ok(atna(&data, &["key-format", "--gitleaks"], None));
+    assert!(rule.contains(r"'''\b(?:beta|acme)_[0-9A-Za-z]{16}") && rule.contains(r#"["beta_", "acme_"]"#), "{rule}");
+    assert!(ok(atna(&data, &["key-format", "--trufflehog"], None)).contains("name: beta-api-key"));
+    assert!(ok(atna(&data, &["key-format", "--github-pattern"], None)).contains("Secret format:  (?:beta|acme)_"));
+    fails(atna(&data, &["key-prefix", "set", "Bad_Prefix"], None), "2 to 16 lowercase letters and digits");
+    fails(atna_env(&[("ATNA_DATA_DIR", d), ("ATNA_KEY_PREFIX", "x")], &["key-prefix", "show"], None), "key_prefix");
+    // An old key can still be deleted by pasting it whole.
+    let out = atna(&data, &["key", "delete", &second], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The change is in the export's audit trail.
+    let export: Value = serde_json::from_str(&ok(atna(&data, &["export"], None))).unwrap();
+    let events = export["audit_events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["action"] == "installation.key_prefix_changed" && e["detail"] == "acme -> beta"));
+    assert_eq!(export["key_prefixes"].as_array().unwrap().len(), 2);
 }

@@ -47,6 +47,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/credentials/revoke", post(credentials::revoke).layer(holders))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
+        .merge(crate::leaks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -128,6 +128,43 @@ struct ListPage {
     next: String,
     is_first_page: bool,
     deleted: String,
+    /// Banners for keys that secret scanners found in public in the last [`LEAK_BANNER_DAYS`] days.
+    leaks: Vec<LeakBanner>,
+}
+
+/// How long a leak report is shown on My API Keys.
+const LEAK_BANNER_DAYS: i64 = 30;
+
+/// One "found in public" banner.
+struct LeakBanner {
+    name: String,
+    id: String,
+    text: String,
+}
+
+impl LeakBanner {
+    fn new(r: &atna_store::LeakRecord) -> Self {
+        use atna_domain::KeyStatus;
+        use atna_store::LeakOutcome;
+        let place = if r.url.is_empty() {
+            format!("in public (reported by {})", r.source)
+        } else {
+            format!("in public at {}", r.url)
+        };
+        let what = match (r.outcome, r.status) {
+            (LeakOutcome::Revoked, _) => "was revoked",
+            (LeakOutcome::Disabled, _) => "was disabled: generate a new key for your service, then delete this one",
+            (_, Some(KeyStatus::Revoked)) => "had already been deleted",
+            (_, Some(KeyStatus::Disabled)) => "is disabled",
+            _ => "still works: generate a new key for your service and delete this one now",
+        };
+        let date = absolute(r.reported_at);
+        Self {
+            name: r.key_name.clone().unwrap_or_default(),
+            id: r.key_id.to_string(),
+            text: format!("This key was found {place} on {date} and {what}."),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -183,6 +220,9 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         rows.push(row);
     }
     let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
+    let since = now - LEAK_BANNER_DAYS * 24 * 60 * 60 * 1000;
+    let leaks = s.app.store.leak_reports(owner, 5).await?;
+    let leaks = leaks.iter().filter(|r| r.reported_at >= since).map(LeakBanner::new).collect();
     let page = ListPage {
         c: Chrome::signed_in(&si, "keys", "My API Keys"),
         rows,
@@ -192,6 +232,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         next,
         is_first_page: after.is_none(),
         deleted,
+        leaks,
     };
     Ok(render(StatusCode::OK, &page))
 }
