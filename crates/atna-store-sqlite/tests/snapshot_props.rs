@@ -75,9 +75,10 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 key_id: keys.first().map(|k| k.id.clone()),
                 key_name: keys.first().map(|k| k.name.clone()),
                 actor_key_id: None,
+                detail: None,
             })
             .collect();
-        Snapshot { format: SNAPSHOT_FORMAT.into(), exported_at: at, users, keys, audit_events }
+        Snapshot { format: SNAPSHOT_FORMAT.into(), exported_at: at, users, keys, audit_events, key_prefixes: vec![] }
     })
 }
 
