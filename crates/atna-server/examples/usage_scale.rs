@@ -67,8 +67,14 @@ async fn main() {
         disabled: false,
         created_at: now - 20 * 24 * HOUR,
     };
-    let snap =
-        Snapshot { format: SNAPSHOT_FORMAT.into(), exported_at: now, users: vec![user], keys, audit_events: vec![] };
+    let snap = Snapshot {
+        format: SNAPSHOT_FORMAT.into(),
+        exported_at: now,
+        users: vec![user],
+        keys,
+        audit_events: vec![],
+        key_prefixes: vec![],
+    };
     store.import_all(&snap).await.unwrap();
     drop(snap);
     let before = size.bytes().await;

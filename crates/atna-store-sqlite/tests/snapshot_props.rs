@@ -61,6 +61,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 use_count,
                 created_by_key: None,
                 ip_allowlist: allow.map(Into::into),
+                ..ExportedKey::default()
             })
             .collect();
         let mut keys = keys;

@@ -141,7 +141,7 @@ pub struct Backup {
     pub reapply_deletions_from: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct Serve {
     /// Address to listen on, HOST:PORT; a host name is resolved at start. Default: 127.0.0.1:8080
     #[arg(long, env = "ATNA_LISTEN")]

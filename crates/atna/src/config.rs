@@ -868,16 +868,7 @@ mod props {
                 return Ok(());
             };
             prop_assert!(r.db.max_connections >= 1 && r.db.acquire_timeout >= Duration::from_millis(1));
-            let serve = Serve {
-                listen: None,
-                trust_forwarded_for: None,
-                trusted_proxies: None,
-                header_read_timeout_secs: None,
-                idle_timeout_secs: None,
-                request_timeout_secs: None,
-                max_connections: None,
-                max_connections_per_peer: None,
-            };
+            let serve = Serve::default();
             if let Ok(s) = settings(&r, &serve) {
                 let ten_years = Duration::from_secs(MAX_SECS);
                 for d in [s.header_read_timeout, s.idle_timeout, s.request_timeout, s.cache_ttl, s.negative_cache_ttl,
