@@ -473,8 +473,11 @@ mod props {
     }
 
     /// Positions a typo can hit without being a wrong character outright: every base62 character of the key.
+    /// Where the body of a key with the default prefix starts (the offsets above are the body's).
+    const P: usize = DEFAULT_PREFIX.len();
+
     fn base62_positions() -> impl Strategy<Value = usize> {
-        prop_oneof![ID_START..ID_END, SECRET_START..SECRET_END, CHECKSUM_START..KEY_LEN]
+        prop_oneof![P + ID_START..P + ID_END, P + SECRET_START..P + SECRET_END, P + CHECKSUM_START..KEY_LEN]
     }
 
     proptest! {
@@ -527,7 +530,7 @@ mod props {
         #[test]
         fn swapped_neighbours_are_always_caught(
             (_, _, key) in any_key(),
-            at in prop_oneof![ID_START..ID_END - 1, SECRET_START..SECRET_END - 1, CHECKSUM_START..KEY_LEN - 1]
+            at in prop_oneof![P + ID_START..P + ID_END - 1, P + SECRET_START..P + SECRET_END - 1, P + CHECKSUM_START..KEY_LEN - 1]
         ) {
             let mut b = key.into_bytes();
             if b[at] == b[at + 1] {

@@ -410,7 +410,13 @@ async fn the_dashboard_sets_a_webhook_once_and_shows_what_was_sent_with_roll_and
 
     // The policy shapes the form: no "Never", nothing beyond 30 days.
     let new = c.get(app.url("/keys/new")).send().await.unwrap().text().await.unwrap();
-    assert!(new.contains("value=\"30\"") && !new.contains("value=\"never\"") && !new.contains("value=\"90\""), "{new}");
+    // The Expires menu only (the quota's refill menu has a "never" of its own).
+    let at = new.find("name=\"expires\"").expect("the Expires menu");
+    let expires = &new[at..at + new[at..].find("</select>").unwrap()];
+    assert!(
+        expires.contains("value=\"30\"") && !expires.contains("value=\"never\"") && !expires.contains("value=\"90\""),
+        "{expires}"
+    );
 
     let hook = receiver(&[]).await;
     let account = c.get(app.url("/account")).send().await.unwrap().text().await.unwrap();
