@@ -146,10 +146,10 @@ fn broken_json(scanner: &str, e: &serde_json::Error) -> ApiError {
            ("Github-Public-Key-Signature" = String, Header, description = "Base64 ASN.1 DER signature of the raw body")),
     responses(
         (status = 200, description = "One label per token: `true_positive` when it is a key of this installation", body = Vec<Feedback>),
-        (status = 400, description = "`leak_report_invalid`: not a JSON array of tokens", body = crate::error::Problem),
-        (status = 401, description = "`leak_signature_invalid`: missing, unknown or wrong signature", body = crate::error::Problem),
-        (status = 404, description = "`leak_endpoint_disabled`: `github_public_keys` is not set", body = crate::error::Problem),
-        (status = 413, description = "`body_too_large`: over 1 MiB", body = crate::error::Problem)))]
+        (status = 400, description = "`leak_report_invalid`: not a JSON array of tokens", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`leak_signature_invalid`: missing, unknown or wrong signature", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`leak_endpoint_disabled`: `github_public_keys` is not set", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body_too_large`: over 1 MiB", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn github(State(state): State<AppState>, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> Response {
     let Some(keys) = state.leaks.github.as_ref() else { return disabled("github_public_keys").into_response() };
     let run = async {
@@ -171,10 +171,10 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, b: Result
            ("Gitlab-Public-Key-Signature" = String, Header, description = "Base64 ASN.1 DER signature of the raw body")),
     responses(
         (status = 204, description = "Acknowledged (false positives too)"),
-        (status = 400, description = "`leak_report_invalid`", body = crate::error::Problem),
-        (status = 401, description = "`leak_signature_invalid`", body = crate::error::Problem),
-        (status = 404, description = "`leak_endpoint_disabled`: `gitlab_public_keys` is not set", body = crate::error::Problem),
-        (status = 413, description = "`body_too_large`", body = crate::error::Problem)))]
+        (status = 400, description = "`leak_report_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`leak_signature_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`leak_endpoint_disabled`: `gitlab_public_keys` is not set", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body_too_large`", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> Response {
     let Some(keys) = state.leaks.gitlab.as_ref() else { return disabled("gitlab_public_keys").into_response() };
     let run = async {
@@ -211,8 +211,8 @@ fn check_revocation_token(state: &AppState, headers: &HeaderMap) -> Result<(), A
 #[utoipa::path(get, path = "/v1/revocable_token_types", tag = "leaks",
     responses(
         (status = 200, description = "The `type` values `/v1/revoke_tokens` takes", body = RevocableTokenTypes),
-        (status = 401, description = "`revocation_token_invalid`", body = crate::error::Problem),
-        (status = 404, description = "`leak_endpoint_disabled`: `gitlab_revocation_token` is not set", body = crate::error::Problem)))]
+        (status = 401, description = "`revocation_token_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`leak_endpoint_disabled`: `gitlab_revocation_token` is not set", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn revocable_token_types(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = check_revocation_token(&state, &headers) {
         return e.into_response();
@@ -225,11 +225,11 @@ pub async fn revocable_token_types(State(state): State<AppState>, headers: Heade
     request_body(content = Vec<RevokeToken>, description = "Tokens GitLab found"),
     responses(
         (status = 204, description = "Done (tokens that are no key of this installation change nothing)"),
-        (status = 400, description = "`leak_report_invalid`", body = crate::error::Problem),
-        (status = 401, description = "`revocation_token_invalid`", body = crate::error::Problem),
-        (status = 404, description = "`leak_endpoint_disabled`", body = crate::error::Problem),
-        (status = 413, description = "`body_too_large`", body = crate::error::Problem),
-        (status = 429, description = "`rate_limited`: more than 60 requests this minute", body = crate::error::Problem)))]
+        (status = 400, description = "`leak_report_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`revocation_token_invalid`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`leak_endpoint_disabled`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`body_too_large`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: more than 60 requests this minute", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn revoke_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
