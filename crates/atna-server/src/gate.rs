@@ -218,10 +218,16 @@ pub fn admit(
 /// (`ip_not_allowed` → `IP_NOT_ALLOWED`; a rule whose code names no verify code is not counted), and passes it on.
 /// `now` is the time the key was checked at.
 pub fn counted(verifier: &Verifier, entry: &KeyEntry, now: Millis, e: ApiError) -> ApiError {
-    if let Some(code) = VerifyCode::ALL.iter().find(|c| c.as_str().eq_ignore_ascii_case(e.code)) {
-        verifier.count_refusal(entry, *code, now);
+    if let Some(code) = refusal_code(e.code) {
+        verifier.count_refusal(entry, code, now);
     }
     e
+}
+
+/// The verify code a rule's refusal stands for: the one its problem `code` names (`ip_not_allowed` →
+/// `IP_NOT_ALLOWED`, `rate_limited` → `RATE_LIMITED`, …); `None` for a problem that is no verify code.
+pub fn refusal_code(problem: &str) -> Option<VerifyCode> {
+    VerifyCode::ALL.iter().copied().find(|c| c.as_str().eq_ignore_ascii_case(problem))
 }
 
 /// The checks of [`admit`] that consume nothing: IP allowlist, then scopes.

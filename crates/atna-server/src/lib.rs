@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod serve;
 pub mod service;
 pub mod settings;
+mod sharded;
 pub mod state;
 pub mod store_url;
 pub mod timeline;

@@ -15,9 +15,8 @@ use atna_store::{LimitSync, LimitUses, Store, StoreError};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ApiError;
+use crate::sharded::{IdMap, Sharded};
 use crate::verify::KeyEntry;
-
-const SHARDS: usize = 16;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-08 and later).
 pub const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -96,29 +95,17 @@ struct QuotaState {
     refill: Option<atna_domain::Refill>,
 }
 
-type Map = HashMap<CredentialId, State>;
-
 /// The per-key limit states of this node.
+#[derive(Default)]
 pub struct Limiter {
-    shards: Box<[Mutex<Map>]>,
+    keys: Sharded<State>,
     /// Rows of other nodes already charged: row number → the writer's time.
     seen: Mutex<HashMap<i64, Millis>>,
 }
 
-impl Default for Limiter {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(), seen: Mutex::default() }
-    }
-}
-
-fn shard_of(id: &CredentialId) -> usize {
-    id.as_str().as_bytes().last().copied().unwrap_or_default() as usize % SHARDS
-}
-
 impl Limiter {
-    fn shard(&self, id: &CredentialId) -> std::sync::MutexGuard<'_, Map> {
-        // Every update below is a few assignments: a panic cannot leave a state half-written.
-        self.shards[shard_of(id)].lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, id: &CredentialId) -> std::sync::MutexGuard<'_, IdMap<State>> {
+        self.keys.shard(id)
     }
 
     /// Decides a request of a good key whose other rules passed, at `now`: is quota left? then the rate limit
@@ -193,8 +180,7 @@ impl Limiter {
     /// (to read it back).
     fn take(&self, now: Millis) -> Vec<LimitUses> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut map in self.keys.shards() {
             for (id, st) in map.iter_mut() {
                 let recent = now.saturating_sub(st.last_used) < REFRESH_WINDOW;
                 let quota_uses =
@@ -252,8 +238,7 @@ impl Limiter {
 
     /// Forgets keys idle for `idle` with nothing left to tell the others and a rate allowance that is whole again.
     fn prune(&self, now: Millis, idle: Millis) {
-        for shard in self.shards.iter() {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut map in self.keys.shards() {
             map.retain(|_, st| {
                 let busy = st.unsynced > 0 || st.quota.is_some_and(|q| q.pending > 0);
                 let recovering = st.rate.is_some_and(|rl| rl.remaining(st.tat, now) < rl.limit());
@@ -264,7 +249,7 @@ impl Limiter {
 
     /// Keys with a state here.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.keys.shards().map(|s| s.len()).sum()
     }
 
     /// Whether no key has a state here.

@@ -2,32 +2,13 @@
 //! hour by outcome (allowed, or refused and why). Held in memory and written to the store in batches
 //! ([`UsageBuffer::take`], then `Store::record_usage` and `Store::record_usage_counts`), never a write per request.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::MutexGuard;
 
 use atna_domain::{CredentialId, Millis, VerifyCode};
 use atna_store::{Granularity, UsageCount, UsageUpdate};
 
-const SHARDS: usize = 16;
-
-/// A cheap hasher for the usage maps. Safe without randomisation: only IDs of valid keys get in, and those are
-/// random strings atna generated, so nobody can choose colliding ones.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
-        }
-    }
-}
-
-type IdMap = HashMap<CredentialId, Gathered, std::hash::BuildHasherDefault<IdHasher>>;
+use crate::sharded::{IdMap, Sharded};
 
 /// Usage of one key not yet written to the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +58,15 @@ impl Gathered {
         }
     }
 
+    /// Adds `count` uses, the latest (by time) setting the last use and its address.
+    fn add_uses(&mut self, count: i64, at: Millis, ip: Option<IpAddr>) {
+        self.used.count += count;
+        if at >= self.used.last_used_at {
+            self.used.last_used_at = at;
+            self.used.last_used_ip = ip;
+        }
+    }
+
     /// The counts of the hour starting at `hour`.
     fn hour(&mut self, hour: Millis) -> &mut HourCounts {
         if self.current.hour == hour {
@@ -102,19 +92,9 @@ pub fn hour_of(t: Millis) -> Millis {
 }
 
 /// Sharded in-memory usage counters.
+#[derive(Default)]
 pub struct UsageBuffer {
-    shards: Box<[Mutex<IdMap>]>,
-}
-
-impl Default for UsageBuffer {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect() }
-    }
-}
-
-fn shard_of(id: &CredentialId) -> usize {
-    // IDs are uniformly random base62, so their last character spreads keys evenly.
-    id.as_str().as_bytes().last().copied().unwrap_or_default() as usize % SHARDS
+    keys: Sharded<Gathered>,
 }
 
 /// What [`UsageBuffer::take`] hands to the store.
@@ -127,9 +107,8 @@ pub struct Batch {
 }
 
 impl UsageBuffer {
-    fn shard(&self, id: &CredentialId) -> std::sync::MutexGuard<'_, IdMap> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is one assignment).
-        self.shards[shard_of(id)].lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, id: &CredentialId) -> MutexGuard<'_, IdMap<Gathered>> {
+        self.keys.shard(id)
     }
 
     /// Counts one use (an allowed request).
@@ -138,11 +117,7 @@ impl UsageBuffer {
         let mut shard = self.shard(&id);
         let g = shard.entry(id).or_insert_with(|| Gathered::new(hour));
         g.hour(hour).counts[0] += 1;
-        g.used.count += 1;
-        if at >= g.used.last_used_at {
-            g.used.last_used_at = at;
-            g.used.last_used_ip = ip;
-        }
+        g.add_uses(1, at, ip);
     }
 
     /// Counts one refused attempt with an existing key's Credential ID (`code` says why). Never a use.
@@ -169,8 +144,8 @@ impl UsageBuffer {
     /// Takes everything pending, leaving the buffer empty.
     pub fn take(&self) -> Batch {
         let mut out = Batch::default();
-        for shard in self.shards.iter() {
-            let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut shard in self.keys.shards() {
+            let map = std::mem::take(&mut *shard);
             for (id, g) in map {
                 if g.used.count > 0 {
                     out.uses.push(UsageUpdate {
@@ -199,11 +174,7 @@ impl UsageBuffer {
             let ip = u.last_used_ip.and_then(|s| s.parse().ok());
             let mut shard = self.shard(&u.id);
             let g = shard.entry(u.id).or_insert_with(|| Gathered::new(hour_of(u.last_used_at)));
-            g.used.count += u.count;
-            if u.last_used_at >= g.used.last_used_at {
-                g.used.last_used_at = u.last_used_at;
-                g.used.last_used_ip = ip;
-            }
+            g.add_uses(u.count, u.last_used_at, ip);
         }
     }
 

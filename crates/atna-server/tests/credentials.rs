@@ -51,3 +51,26 @@ async fn holders_learn_live_or_deleted_and_revoke_with_an_audited_202() {
     assert_eq!(deleted[0].actor, Actor::Key { user: app.alice, key: id }, "the key itself acted");
     app.stop().await;
 }
+
+/// A key of the installation's own prefix (`atna key-prefix set acme`) is one of its keys here too: before, the key
+/// holders' endpoints knew only `atna_` keys and called an `acme_` key "unknown".
+#[tokio::test]
+async fn keys_of_the_installations_own_prefix_are_recognised() {
+    let app = TestApp::spawn().await;
+    let acme = atna_domain::KeyPrefix::parse("acme").unwrap();
+    app.store.set_key_prefix(&acme, atna_server::clock::now()).await.unwrap();
+    let key = app.key_for(app.alice, "acme-service", &[]).await;
+    assert!(key.starts_with("acme_"), "{key}");
+    // The node learns the new prefix through the change feed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v: Value = post(&app, "/v1/credentials/status", json!({ "keys": [key] })).await.json().await.unwrap();
+        if v["keys"][0]["status"] == "live" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "an acme_ key was never recognised: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(post(&app, "/v1/credentials/revoke", json!({ "keys": [key] })).await.status(), 202);
+    assert_eq!(app.whoami(&key).await.status(), 401, "revoked");
+}

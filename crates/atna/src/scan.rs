@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use atna_domain::{KeyStatus, ParsedKey};
+use atna_domain::{KeyFormat, KeyStatus};
 use atna_scan::report::{self, Format};
 use atna_scan::{FoundKey, KeyState, Options, Report};
 use atna_server::{clock, service, store_url};
@@ -104,9 +104,11 @@ async fn check_store(global: &Global, keys: &[FoundKey], revoke: bool) -> anyhow
     let resolved = config::resolve(global)?;
     config::require_database(&resolved)?;
     let store = store_url::open(&resolved.database_url, &resolved.db).await?;
+    // The prefixes this installation issued (as the verifier knows them): a key of another prefix is none of its keys.
+    let format = store.key_prefixes().await?.format(&resolved.key_prefix);
     let mut out = HashMap::new();
     for key in keys {
-        let state = store_state(store.as_ref(), key).await?;
+        let state = store_state(store.as_ref(), &format, key).await?;
         let state = if revoke && state == KeyState::Live {
             let id = key.id();
             match service::delete_key(store.as_ref(), None, None, &id, Actor::Operator, clock::now()).await? {
@@ -121,9 +123,9 @@ async fn check_store(global: &Global, keys: &[FoundKey], revoke: bool) -> anyhow
     Ok(out)
 }
 
-async fn store_state(store: &dyn Store, key: &FoundKey) -> anyhow::Result<KeyState> {
-    // A key of another prefix than this installation issues is not one of its keys.
-    let Ok(parsed) = ParsedKey::parse(key.expose()) else { return Ok(KeyState::Unknown) };
+async fn store_state(store: &dyn Store, format: &KeyFormat, key: &FoundKey) -> anyhow::Result<KeyState> {
+    // A key of another prefix than this installation issued is not one of its keys.
+    let Ok(parsed) = format.parse(key.expose()) else { return Ok(KeyState::Unknown) };
     Ok(match store.auth_record(&parsed.id).await? {
         Some(rec) if rec.hash.matches(&parsed.hash()) => {
             if rec.key.status == KeyStatus::Revoked {

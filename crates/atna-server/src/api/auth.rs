@@ -115,7 +115,8 @@ pub async fn verify(
                 }
                 Err(e) => {
                     retry_after = e.retry_after;
-                    let code = refusal_code(e.code);
+                    // Every refusal of the gate names a verify code (`ip_not_allowed`, `insufficient_scope`, `rate_limited`, …).
+                    let code = gate::refusal_code(e.code).unwrap_or(VerifyCode::InsufficientScope);
                     // A refusal by the key's rules is an attempt in its usage over time (never a use).
                     s.verifier.count_refusal(&entry, code, now);
                     Verdict::Invalid { code, malformed: None, entry: Some(entry) }
@@ -166,14 +167,4 @@ pub async fn verify(
         }),
         retry_after_seconds: retry_after,
     }))
-}
-
-/// The verify code of a refusal by the gate.
-fn refusal_code(problem: &str) -> VerifyCode {
-    match problem {
-        "ip_not_allowed" => VerifyCode::IpNotAllowed,
-        "rate_limited" => VerifyCode::RateLimited,
-        "usage_exceeded" => VerifyCode::UsageExceeded,
-        _ => VerifyCode::InsufficientScope,
-    }
 }

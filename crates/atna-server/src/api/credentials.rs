@@ -10,7 +10,7 @@
 use atna_domain::{KeyStatus, ParsedKey};
 use atna_store::{Actor, AuthRecord};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -52,32 +52,31 @@ pub struct CredentialStatuses {
 }
 
 /// The key's record, only if `key` is well-formed and its secret matches: anything else is "unknown".
-async fn matching(s: &AppState, key: &str) -> ApiResult<Option<AuthRecord>> {
-    let Ok(parsed) = ParsedKey::parse(key) else { return Ok(None) };
+/// The key's record when it is a key of this installation (one of its issued prefixes) and the secret matches.
+async fn matching(s: &AppState, parsed: Option<&ParsedKey<'_>>) -> ApiResult<Option<AuthRecord>> {
+    let Some(parsed) = parsed else { return Ok(None) };
     let Some(rec) = s.store.auth_record(&parsed.id).await? else { return Ok(None) };
     Ok(rec.hash.matches(&parsed.hash()).then_some(rec))
 }
 
 /// The rate limit and the size rule, checked before any key is looked at. Returns the answer to send instead.
-fn refused(s: &AppState, ip: Option<std::net::IpAddr>, body: &CredentialsRequest) -> Option<Response> {
+fn refused(s: &AppState, ip: Option<std::net::IpAddr>, body: &CredentialsRequest) -> Result<(), ApiError> {
     if let Some(ip) = ip {
         if let Err(wait) = s.holder_limit.admit(ip, std::time::Instant::now()) {
             let secs = wait.as_secs().max(1);
-            let mut res = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("Too many requests from your address; try again in {secs} s."),
-            )
-            .into_response();
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return Some(res);
+            let detail = format!("Too many requests from your address; try again in {secs} s.");
+            // `retry_after` makes the answer carry `Retry-After`, as every other 429 does.
+            return Err(ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+            });
         }
     }
     if body.keys.len() > MAX_KEYS {
         let detail = format!("Send at most {MAX_KEYS} keys per request.");
-        return Some(ApiError::unprocessable("too_many_keys", detail).into_response());
+        return Err(ApiError::unprocessable("too_many_keys", detail));
     }
-    None
+    Ok(())
 }
 
 /// Whether found keys are live: for each key, `live`, `deleted` or `unknown`. Only the whole key gets an answer
@@ -97,13 +96,15 @@ pub async fn status(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Response {
-    if let Some(res) = refused(&s, ip, &body) {
-        return res;
+    if let Err(e) = refused(&s, ip, &body) {
+        return e.into_response();
     }
+    let format = s.verifier.format();
     let mut keys = Vec::with_capacity(body.keys.len());
     for key in &body.keys {
-        let credential_id = ParsedKey::parse(key).ok().map(|p| p.id.to_string());
-        let status = match matching(&s, key).await {
+        let parsed = format.parse(key).ok();
+        let credential_id = parsed.as_ref().map(|p| p.id.to_string());
+        let status = match matching(&s, parsed.as_ref()).await {
             Ok(Some(rec)) if rec.key.status == KeyStatus::Revoked => "deleted",
             Ok(Some(_)) => "live",
             Ok(None) => "unknown",
@@ -132,13 +133,14 @@ pub async fn revoke(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Response {
-    if let Some(res) = refused(&s, ip, &body) {
-        return res;
+    if let Err(e) = refused(&s, ip, &body) {
+        return e.into_response();
     }
+    let format = s.verifier.format();
     let now = clock::now();
     let mut revoked = 0usize;
     for key in &body.keys {
-        let rec = match matching(&s, key).await {
+        let rec = match matching(&s, format.parse(key).ok().as_ref()).await {
             Ok(Some(rec)) if rec.key.status != KeyStatus::Revoked => rec,
             Ok(_) => continue,
             Err(e) => return e.into_response(),

@@ -239,11 +239,11 @@ pub async fn revoke_tokens(
         check_revocation_token(&state, &headers)?;
         if !state.leaks.admit_revocation(crate::clock::now()) {
             tracing::warn!(target: "atna::leaks", scanner = "gitlab-self-managed", "token revocation refused: rate limited");
-            let mut e =
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; retry in a minute.")
-                    .into_response();
-            e.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
-            return Ok(e);
+            let detail = "Too many requests; retry in a minute.";
+            return Err(ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+            });
         }
         let bytes = body("gitlab-self-managed", b)?;
         let tokens: Vec<RevokeToken> =
