@@ -3,12 +3,14 @@
 
 pub mod api;
 mod app;
+pub mod audit;
 pub mod cidr;
 pub mod clock;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
+pub mod lifecycle;
 pub mod metrics;
 pub mod serve;
 pub mod service;

@@ -4,7 +4,7 @@ use atna_domain::{
     AllowlistError, ApiKeySecret, CredentialId, GeneratedKey, IpAllowlist, KeyName, KeyNameError, Millis, ScopeError,
     Scopes, UserId,
 };
-use atna_store::{Actor, KeyRecord, KeyRules, NewKey, Store, StoreError};
+use atna_store::{KeyRecord, KeyRules, NewKey, Store, StoreError, Who};
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
@@ -81,11 +81,11 @@ pub struct KeySpec<'a> {
 pub async fn create_key(
     store: &dyn Store,
     owner: UserId,
-    actor: Actor,
+    who: impl Into<Who>,
     spec: KeySpec<'_>,
     now: Millis,
 ) -> Result<(KeyRecord, ApiKeySecret), CreateKeyError> {
-    create_key_presented(store, owner, actor, spec, now, |rec, secret| (rec.clone(), secret.clone())).await
+    create_key_presented(store, owner, who, spec, now, |rec, secret| (rec.clone(), secret.clone())).await
 }
 
 /// Creates a key for `owner`, having `present` build what will show the secret *before* the key is committed: if
@@ -94,7 +94,7 @@ pub async fn create_key(
 pub async fn create_key_presented<R>(
     store: &dyn Store,
     owner: UserId,
-    actor: Actor,
+    who: impl Into<Who>,
     spec: KeySpec<'_>,
     now: Millis,
     present: impl FnOnce(&KeyRecord, &ApiKeySecret) -> R,
@@ -130,9 +130,10 @@ pub async fn create_key_presented<R>(
         scopes,
         created_at: now,
         expires_at,
-        actor,
+        actor: who.into(),
         created_by_key: spec.by_key.map(|k| k.id),
         rules: KeyRules { ip_allowlist },
+        rolled_from: None,
     };
     let shown = present(&new.record(), &g.secret);
     match store.insert_key(new).await {
@@ -205,10 +206,10 @@ pub async fn delete_key(
     verifier: Option<&Verifier>,
     owner: Option<UserId>,
     id: &CredentialId,
-    actor: Actor,
+    who: &Who,
     now: Millis,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let gone = store.revoke_key(owner, id, actor, now).await?;
+    let gone = store.revoke_key(owner, id, who, now).await?;
     if let (Some(v), Some(_)) = (verifier, &gone) {
         v.evict(id);
     }

@@ -11,7 +11,7 @@ use sqlx::Row;
 pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, created_at";
 pub const KEY_COLUMNS: &str =
     "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key, \
-     ip_allowlist";
+     ip_allowlist, rolled_from, rolled_to";
 
 pub fn db(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -61,6 +61,8 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
             ip_allowlist: IpAllowlist::from_stored(r.try_get("ip_allowlist").map_err(db)?)
                 .map_err(|_| corrupt("key ip_allowlist"))?,
         },
+        rolled_from: optional_id(r, "rolled_from")?,
+        rolled_to: optional_id(r, "rolled_to")?,
     })
 }
 
@@ -96,12 +98,16 @@ pub fn audit_from_row(r: &DbRow) -> StoreResult<AuditEvent> {
     let actor: Option<i64> = r.try_get("actor_id").map_err(db)?;
     let key: Option<&str> = r.try_get("key_id").map_err(db)?;
     Ok(AuditEvent {
+        id: r.try_get("id").map_err(db)?,
         at: r.try_get("at").map_err(db)?,
         owner: UserId(r.try_get("owner_id").map_err(db)?),
         actor: Actor::from_stored(actor.map(UserId), optional_id(r, "actor_key_id")?),
         action: r.try_get("action").map_err(db)?,
         key_id: key.map(CredentialId::parse).transpose().map_err(|_| corrupt("audit key id"))?,
         key_name: r.try_get("key_name").map_err(db)?,
+        ip: r.try_get("ip").map_err(db)?,
+        user_agent: r.try_get("user_agent").map_err(db)?,
+        detail: r.try_get("detail").map_err(db)?,
     })
 }
 
@@ -143,6 +149,8 @@ pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
         use_count: r.try_get("use_count").map_err(db)?,
         created_by_key: r.try_get("created_by_key").map_err(db)?,
         ip_allowlist: r.try_get("ip_allowlist").map_err(db)?,
+        rolled_from: r.try_get("rolled_from").map_err(db)?,
+        rolled_to: r.try_get("rolled_to").map_err(db)?,
     })
 }
 
@@ -155,6 +163,9 @@ pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
         key_id: r.try_get("key_id").map_err(db)?,
         key_name: r.try_get("key_name").map_err(db)?,
         actor_key_id: r.try_get("actor_key_id").map_err(db)?,
+        ip: r.try_get("ip").map_err(db)?,
+        user_agent: r.try_get("user_agent").map_err(db)?,
+        detail: r.try_get("detail").map_err(db)?,
     })
 }
 

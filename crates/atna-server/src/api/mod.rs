@@ -1,5 +1,6 @@
 //! The REST API (`/v1`), health probes and `/openapi.json`.
 
+pub mod audit;
 pub mod auth;
 pub mod dto;
 pub mod forward_auth;
@@ -10,7 +11,7 @@ pub mod openapi;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -38,7 +39,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
-        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete).merge(patch(keys::patch).layer(limit.clone())))
+        .route("/v1/keys/{id}/roll", post(keys::roll).layer(limit.clone()))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
         .fallback(not_found)

@@ -4,20 +4,23 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, dto, forward_auth, health, keys};
+use super::{audit, auth, dto, forward_auth, health, keys};
 use crate::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "atna", description = "Self-hosted API keys: manage keys and verify `Authorization: Bearer <key>`."),
-    paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, forward_auth::forward_auth,
+    paths(auth::whoami, auth::verify, keys::create, keys::list, keys::get, keys::delete, keys::roll, keys::patch,
+        audit::list, forward_auth::forward_auth,
         health::live, health::ready, health::metrics),
     components(schemas(
         dto::Owner, dto::WhoAmI, dto::Key, dto::CreatedKey, dto::KeyList, dto::CreateKey, dto::VerifyRequest,
-        dto::VerifyResponse, dto::Health, Problem
+        dto::VerifyResponse, dto::Health, dto::RollKey, dto::RolledKey, dto::KeyMergePatch,
+        crate::audit::AuditEventJson, crate::audit::AuditActor, crate::audit::AuditList, Problem
     )),
     modifiers(&BearerAuth),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
+         (name = "audit", description = "Your audit trail (needs the `keys:manage` scope)"),
          (name = "auth", description = "Check API keys"),
          (name = "gateway", description = "Forward-auth for nginx, Caddy, Traefik and Envoy (every method is accepted; `/v1/forward-auth/{rest}` too)"),
          (name = "health", description = "Probes")),

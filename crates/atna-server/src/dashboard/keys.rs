@@ -14,6 +14,7 @@ use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, age, ago, relative};
 use super::{random_token, DashState};
+use crate::audit::Origin;
 use crate::clock;
 use crate::service::{self, CreateKeyError, KeySpec};
 
@@ -274,6 +275,7 @@ pub async fn create(
     State(s): State<DashState>,
     si: SignedIn,
     Forwarded(trusted): Forwarded,
+    origin: Origin,
     headers: HeaderMap,
     DashForm(f): DashForm<CreateForm>,
 ) -> DashResult {
@@ -332,7 +334,9 @@ pub async fn create(
         };
         no_store(render(StatusCode::CREATED, &page))
     };
-    match service::create_key_presented(s.app.store.as_ref(), owner, Actor::User(owner), spec, now, present).await {
+    match service::create_key_presented(s.app.store.as_ref(), owner, origin.who(Actor::User(owner)), spec, now, present)
+        .await
+    {
         Ok(page) => Ok(page),
         Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
@@ -397,6 +401,7 @@ pub struct DeleteForm {
 pub async fn delete(
     State(s): State<DashState>,
     si: SignedIn,
+    origin: Origin,
     Path(id): Path<String>,
     DashForm(f): DashForm<DeleteForm>,
 ) -> DashResult {
@@ -408,7 +413,7 @@ pub async fn delete(
         Some(&s.app.verifier),
         Some(owner),
         &id,
-        Actor::User(owner),
+        &origin.who(Actor::User(owner)),
         clock::now(),
     )
     .await?;
