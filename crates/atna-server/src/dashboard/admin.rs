@@ -42,6 +42,9 @@ struct UsersPage {
 pub struct Done {
     #[serde(default)]
     done: String,
+    /// After a bulk revocation: how many keys it took.
+    #[serde(default)]
+    revoked: Option<u64>,
 }
 
 async fn page(
@@ -80,7 +83,13 @@ pub async fn list(State(s): State<DashState>, Admin(si): Admin, DashQuery(q): Da
         "enabled" => "User re-enabled: their API keys work again.",
         _ => "",
     };
-    page(&s, &si, StatusCode::OK, notice.to_owned(), String::new(), String::new(), false).await
+    let notice = match q.revoked {
+        Some(n) => {
+            format!("Revoked {n} {}: they stopped working on every server.", if n == 1 { "key" } else { "keys" })
+        }
+        None => notice.to_owned(),
+    };
+    page(&s, &si, StatusCode::OK, notice, String::new(), String::new(), false).await
 }
 
 #[derive(Deserialize)]

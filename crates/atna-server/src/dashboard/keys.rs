@@ -22,7 +22,7 @@ use crate::service::{self, CreateKeyError, KeySpec};
 const PAGE: i64 = 25;
 
 /// One row of the list.
-struct KeyRow {
+pub(super) struct KeyRow {
     id: String,
     name: String,
     created: String,
@@ -41,10 +41,12 @@ struct KeyRow {
     ip_allowlist: String,
     /// The whole IP allowlist, comma-separated; empty for none.
     ip_allowlist_full: String,
+    /// For a rolled key: "rolled → <new name>, stops working in 23 hours" (filled in by the list); else empty.
+    rolled: String,
 }
 
 impl KeyRow {
-    fn new(r: &KeyRecord, now: i64) -> Self {
+    pub(super) fn new(r: &KeyRecord, now: i64) -> Self {
         let health = KeyHealth::at(r.created_at, r.last_used_at, now);
         Self {
             id: r.id.to_string(),
@@ -69,8 +71,20 @@ impl KeyRow {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
+            rolled: String::new(),
         }
     }
+}
+
+/// "rolled → <new name>, stops working in 23 hours" (or "stopped working … ago").
+async fn rolled_note(s: &DashState, r: &KeyRecord, now: i64) -> DashResult<String> {
+    let Some(next) = r.rolled_to else { return Ok(String::new()) };
+    let name = s.app.store.auth_record(&next).await?.map_or_else(|| next.to_string(), |a| a.key.name.to_string());
+    Ok(match r.expires_at {
+        Some(t) if t > now => format!("rolled → {name}, stops working {}", relative(t, now)),
+        Some(t) => format!("rolled → {name}, stopped working {}", ago(t, now)),
+        None => format!("rolled → {name}"),
+    })
 }
 
 /// The first range and how many more: a list row has room for one.
@@ -103,6 +117,8 @@ struct ListPage {
     next: String,
     is_first_page: bool,
     deleted: String,
+    /// After an edit, disable or enable: what happened.
+    notice: String,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +129,12 @@ pub struct ListQuery {
     after: String,
     #[serde(default)]
     deleted: String,
+    #[serde(default)]
+    edited: String,
+    #[serde(default)]
+    disabled: String,
+    #[serde(default)]
+    enabled: String,
 }
 
 fn parse_cursor(c: &str) -> Option<(i64, CredentialId)> {
@@ -145,14 +167,23 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         _ => String::new(),
     };
     let now = clock::now();
-    let rows = recs
-        .iter_mut()
-        .map(|r| {
-            s.app.verifier.overlay_usage(r);
-            KeyRow::new(r, now)
-        })
-        .collect();
+    let mut rows = Vec::with_capacity(recs.len());
+    for r in recs.iter_mut() {
+        s.app.verifier.overlay_usage(r);
+        let mut row = KeyRow::new(r, now);
+        row.rolled = rolled_note(&s, r, now).await?;
+        rows.push(row);
+    }
     let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
+    let notice = [
+        (&q.edited, "was changed"),
+        (&q.disabled, "is disabled: it stops working at once, on every server, until you enable it again"),
+        (&q.enabled, "is enabled again"),
+    ]
+    .iter()
+    .find(|(id, _)| CredentialId::parse(id).is_ok())
+    .map(|(id, what)| format!("The key {id} {what}."))
+    .unwrap_or_default();
     let page = ListPage {
         c: Chrome::signed_in(&si, "keys", "My API Keys"),
         rows,
@@ -162,6 +193,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         next,
         is_first_page: after.is_none(),
         deleted,
+        notice,
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -221,17 +253,53 @@ pub struct CreateForm {
 
 #[derive(Template)]
 #[template(path = "key_created.html")]
-struct CreatedPage {
-    c: Chrome,
-    id: String,
-    name: String,
-    secret: String,
-    follows_convention: bool,
-    whoami_url: String,
-    expires: String,
-    scopes: String,
+pub(super) struct CreatedPage {
+    pub(super) c: Chrome,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) secret: String,
+    pub(super) follows_convention: bool,
+    pub(super) whoami_url: String,
+    pub(super) expires: String,
+    pub(super) scopes: String,
     /// The whole IP allowlist, comma-separated; empty for none.
-    ip_allowlist: String,
+    pub(super) ip_allowlist: String,
+    /// After a roll: what happens to the old key ("The old key … keeps working until …"); else empty.
+    pub(super) rolled_note: String,
+}
+
+impl CreatedPage {
+    /// The page that shows a new key's secret, once.
+    pub(super) fn new(c: Chrome, rec: &KeyRecord, secret: &ApiKeySecret, whoami_url: String) -> Self {
+        CreatedPage {
+            c,
+            id: rec.id.to_string(),
+            name: rec.name.to_string(),
+            secret: secret.expose().to_owned(),
+            follows_convention: rec.name.follows_convention(),
+            whoami_url,
+            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
+            scopes: if rec.scopes.is_empty() {
+                "none".into()
+            } else {
+                rec.scopes.iter().collect::<Vec<_>>().join(", ")
+            },
+            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
+            rolled_note: String::new(),
+        }
+    }
+}
+
+/// The address of `/v1/whoami` as the person's browser reaches this server (for the page's curl snippet).
+pub(super) fn whoami_url(si: &SignedIn, trusted: bool, headers: &HeaderMap) -> String {
+    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
+    let host = forwarded
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next_back())
+        .map_or("localhost:8080", str::trim);
+    let scheme = if si.secure { "https" } else { "http" };
+    format!("{scheme}://{host}/v1/whoami")
 }
 
 #[derive(Template)]
@@ -244,7 +312,7 @@ struct AlreadyPage {
 }
 
 /// "This key was already created": what a form sent twice gets instead of a second key or the secret again.
-fn already_created(si: &SignedIn, done: &KeyRecord) -> Response {
+pub(super) fn already_created(si: &SignedIn, done: &KeyRecord) -> Response {
     let page = AlreadyPage {
         c: Chrome::signed_in(si, "keys", "Key already created"),
         id: done.id.to_string(),
@@ -263,7 +331,7 @@ fn expiry_days(v: &str) -> Option<i64> {
     }
 }
 
-fn no_store(mut res: Response) -> Response {
+pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -307,31 +375,11 @@ pub async fn create(
         ip_allowlist: &ip_allowlist,
         by_key: None,
     };
-    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
-    let host = forwarded
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split(',').next_back())
-        .map_or("localhost:8080", str::trim);
-    let scheme = if si.secure { "https" } else { "http" };
+    let url = whoami_url(&si, trusted, &headers);
     // The page that shows the secret is rendered before the key is committed: nothing can fail between the commit and
     // the secret leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
-        let page = CreatedPage {
-            c: Chrome::signed_in(&si, "keys", "Your new API key"),
-            id: rec.id.to_string(),
-            name: rec.name.to_string(),
-            secret: secret.expose().to_owned(),
-            follows_convention: rec.name.follows_convention(),
-            whoami_url: format!("{scheme}://{host}/v1/whoami"),
-            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
-            scopes: if rec.scopes.is_empty() {
-                "none".into()
-            } else {
-                rec.scopes.iter().collect::<Vec<_>>().join(", ")
-            },
-            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
-        };
+        let page = CreatedPage::new(Chrome::signed_in(&si, "keys", "Your new API key"), rec, secret, url.clone());
         no_store(render(StatusCode::CREATED, &page))
     };
     match service::create_key_presented(s.app.store.as_ref(), owner, origin.who(Actor::User(owner)), spec, now, present)
@@ -370,7 +418,7 @@ struct DeletePage {
     usage: String,
 }
 
-async fn own_key(s: &DashState, owner: UserId, id: &str) -> DashResult<KeyRecord> {
+pub(super) async fn own_key(s: &DashState, owner: UserId, id: &str) -> DashResult<KeyRecord> {
     // Someone else's key and a key that does not exist look exactly the same: 404.
     let id = CredentialId::parse(id).map_err(|_| DashError::no_such_key())?;
     let mut rec = s.app.store.get_key(owner, &id).await?.ok_or_else(DashError::no_such_key)?;
@@ -387,7 +435,9 @@ pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): 
         (Some(t), None) => format!("used {} — services using it will fail", ago(t, now)),
         (None, _) => "never used".to_owned(),
     };
-    let page = DeletePage { c: Chrome::signed_in(&si, "keys", "Delete API key"), row: KeyRow::new(&rec, now), usage };
+    let mut row = KeyRow::new(&rec, now);
+    row.rolled = rolled_note(&s, &rec, now).await?;
+    let page = DeletePage { c: Chrome::signed_in(&si, "keys", "Delete API key"), row, usage };
     Ok(render(StatusCode::OK, &page))
 }
 
