@@ -83,6 +83,36 @@ impl KeyName {
     }
 }
 
+impl KeyName {
+    /// The name a key rolled from this one gets at `at`: the same service with the new date and time
+    /// (`billing-26_11_2026-14_05` → `billing-27_02_2027-09_30`); a name without the convention's date gets one
+    /// (`crm` → `crm-27_02_2027-09_30`). A `-2`-style suffix a clash once added is dropped first. The result fits the
+    /// length limit (the service part is shortened when needed).
+    pub fn rolled<Tz: TimeZone>(&self, at: &DateTime<Tz>) -> String {
+        let mut base = self.0.as_str();
+        if let Some((head, n)) = base.rsplit_once('-') {
+            if !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()) && follows_convention(head) {
+                base = head;
+            }
+        }
+        const SUFFIX: usize = "-dd_mm_yyyy-hh_mm".len();
+        let service = if follows_convention(base) { &base[..base.len() - SUFFIX] } else { base };
+        // Room for the stamp and a clash suffix such as `-10`.
+        let service: String = service.chars().take(MAX_NAME_CHARS - SUFFIX - 4).collect();
+        let service = service.trim();
+        Self::conventional(if service.is_empty() { "key" } else { service }, at)
+    }
+
+    /// The `n`th candidate for a name that may be taken: the name itself, then `name-2`, `name-3`, ….
+    pub fn numbered(name: &str, n: u32) -> String {
+        if n <= 1 {
+            name.to_owned()
+        } else {
+            format!("{name}-{n}")
+        }
+    }
+}
+
 /// Unicode format characters (general category Cf) that people meet in pasted text: bidirectional controls
 /// (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width characters (U+200B–U+200D, U+2060–U+2064, U+FEFF),
 /// the soft hyphen (U+00AD) and tag characters (U+E0000–U+E007F). They are invisible, so `billing\u{202E}...` could
@@ -141,6 +171,22 @@ impl fmt::Debug for KeyName {
 mod props {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rolled_names_keep_the_service_and_take_the_new_time() {
+        use chrono::Utc;
+        let at = Utc.with_ymd_and_hms(2027, 2, 27, 9, 30, 0).unwrap();
+        let name = |s: &str| KeyName::parse(s).unwrap().rolled(&at);
+        assert_eq!(name("billing-service-26_11_2026-14_05"), "billing-service-27_02_2027-09_30");
+        assert_eq!(name("billing-service-26_11_2026-14_05-2"), "billing-service-27_02_2027-09_30");
+        assert_eq!(name("crm"), "crm-27_02_2027-09_30");
+        assert_eq!(name("v-2"), "v-2-27_02_2027-09_30");
+        let long = "x".repeat(100);
+        let rolled = name(&long);
+        assert!(KeyName::parse(&KeyName::numbered(&rolled, 10)).is_ok(), "{rolled}");
+        assert_eq!(KeyName::numbered("a", 1), "a");
+        assert_eq!(KeyName::numbered("a", 2), "a-2");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2_000)))]

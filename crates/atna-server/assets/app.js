@@ -49,6 +49,14 @@
     });
   }
 
+  // The roll page: the new key's name with the date and time in the browser's time zone.
+  function setupRollName() {
+    var input = document.querySelector("input[data-roll-service]");
+    if (!input || input.hasAttribute("aria-invalid")) return;
+    var service = input.getAttribute("data-roll-service");
+    if (service) input.value = service + "-" + stamp(new Date());
+  }
+
   function setupCopyButtons() {
     var buttons = document.querySelectorAll("button[data-copy]");
     Array.prototype.forEach.call(buttons, function (b) {
@@ -115,6 +123,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setupNameField();
+    setupRollName();
     setupCopyButtons();
     setupSecretPage();
     setupMenus();

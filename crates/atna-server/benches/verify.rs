@@ -44,7 +44,8 @@ async fn seed_key(store: &dyn Store, owner: atna_domain::UserId, name: &str, rul
             scopes: Scopes::parse(&["keys:manage"]).unwrap(),
             created_at: 0,
             expires_at: None,
-            actor: Actor::Operator,
+            actor: Actor::Operator.into(),
+            rolled_from: None,
         })
         .await
         .unwrap();

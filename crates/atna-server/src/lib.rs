@@ -3,6 +3,7 @@
 
 pub mod api;
 mod app;
+pub mod audit;
 pub mod cidr;
 pub mod clock;
 pub mod dashboard;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod gate;
 pub mod leaks;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -115,8 +115,10 @@ impl Limiter {
         if rules.rate_limit.is_none() && rules.quota.is_none() {
             return Ok(Admitted::default());
         }
-        let mut shard = self.shard(&entry.record.id);
-        let st = shard.entry(entry.record.id).or_default();
+        // A rolled key in its overlap uses its successor's state: one quota and one rate limit for both keys.
+        let id = entry.record.rolled_to.unwrap_or(entry.record.id);
+        let mut shard = self.shard(&id);
+        let st = shard.entry(id).or_default();
         if let (Some(q), None) = (rules.quota, &st.quota) {
             st.quota = Some(QuotaState {
                 left: q.remaining_at(now),

@@ -4,7 +4,7 @@ use atna_domain::{
     AllowlistError, ApiKeySecret, CredentialId, ExpiryChoice, GeneratedKey, IpAllowlist, KeyName, KeyNameError, Millis,
     Policy, ScopeError, Scopes, UserId,
 };
-use atna_store::{Actor, KeyRecord, KeyRules, NewKey, Store, StoreError};
+use atna_store::{KeyRecord, KeyRules, NewKey, Store, StoreError, Who};
 use axum::http::StatusCode;
 
 use crate::api::dto::{QuotaRule, RateLimitRule};
@@ -96,11 +96,11 @@ pub struct KeySpec<'a> {
 pub async fn create_key(
     store: &dyn Store,
     owner: UserId,
-    actor: Actor,
+    who: impl Into<Who>,
     spec: KeySpec<'_>,
     now: Millis,
 ) -> Result<(KeyRecord, ApiKeySecret), CreateKeyError> {
-    create_key_presented(store, owner, actor, spec, now, |rec, secret| (rec.clone(), secret.clone())).await
+    create_key_presented(store, owner, who, spec, now, |rec, secret| (rec.clone(), secret.clone())).await
 }
 
 /// Creates a key for `owner`, having `present` build what will show the secret *before* the key is committed: if
@@ -109,13 +109,13 @@ pub async fn create_key(
 pub async fn create_key_presented<R>(
     store: &dyn Store,
     owner: UserId,
-    actor: Actor,
+    who: impl Into<Who>,
     spec: KeySpec<'_>,
     now: Millis,
     present: impl FnOnce(&KeyRecord, &ApiKeySecret) -> R,
 ) -> Result<R, CreateKeyError> {
     let open = Lifetime { policy: &Policy::default(), never: false };
-    create_key_under(store, owner, actor, spec, open, now, present).await
+    create_key_under(store, owner, who, spec, open, now, present).await
 }
 
 /// The installation's lifetime rules for a new key, and whether its creator explicitly chose "never expires".
@@ -132,7 +132,7 @@ pub struct Lifetime<'a> {
 pub async fn create_key_under<R>(
     store: &dyn Store,
     owner: UserId,
-    actor: Actor,
+    who: impl Into<Who>,
     spec: KeySpec<'_>,
     lifetime: Lifetime<'_>,
     now: Millis,
@@ -184,9 +184,10 @@ pub async fn create_key_under<R>(
         scopes,
         created_at: now,
         expires_at,
-        actor,
+        actor: who.into(),
         created_by_key: spec.by_key.map(|k| k.id),
         rules: KeyRules { ip_allowlist, rate_limit, quota },
+        rolled_from: None,
     };
     let shown = present(&new.record(), &g.secret);
     match store.insert_key(new).await {
@@ -276,10 +277,10 @@ pub async fn delete_key(
     verifier: Option<&Verifier>,
     owner: Option<UserId>,
     id: &CredentialId,
-    actor: Actor,
+    who: &Who,
     now: Millis,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let gone = store.revoke_key(owner, id, actor, now).await?;
+    let gone = store.revoke_key(owner, id, who, now).await?;
     if let (Some(v), Some(_)) = (verifier, &gone) {
         v.evict(id);
     }

@@ -67,6 +67,8 @@ impl KeyEntry {
             use_count: 0,
             created_by_key: None,
             rules,
+            rolled_from: None,
+            rolled_to: None,
         };
         let owner_email = Email::parse("test@example.com").expect("a valid address");
         Self::new(AuthRecord { key: record, hash: g.hash, owner_email, owner_disabled: false })

@@ -123,7 +123,7 @@ async fn expired_revoked_and_disabled_keys_are_refused() {
     let k2 = app.key_for(app.alice, "cli-deleted", &[]).await;
     assert_eq!(app.whoami(&k2).await.status(), 200);
     let id2 = CredentialId::parse(&k2[5..21]).unwrap();
-    app.store.revoke_key(None, &id2, Actor::Operator, atna_server::clock::now()).await.unwrap().unwrap();
+    app.store.revoke_key(None, &id2, &Actor::Operator.into(), atna_server::clock::now()).await.unwrap().unwrap();
     eventually("the CLI's deletion reaches the server", Duration::from_secs(5), || async {
         app.whoami(&k2).await.status() == 401
     })

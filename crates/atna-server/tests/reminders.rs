@@ -114,7 +114,8 @@ async fn key_at(
             scopes: Scopes::default(),
             created_at,
             expires_at,
-            actor: Actor::Operator,
+            actor: Actor::Operator.into(),
+            rolled_from: None,
         })
         .await
         .unwrap()

@@ -71,7 +71,7 @@ async fn eviction_takes_effect_on_the_next_check() {
     let (v, store, key) = setup().await;
     assert_eq!(v.verify(&key, None).await.unwrap().code(), VerifyCode::Valid);
     let id = CredentialId::parse(&key[5..21]).unwrap();
-    store.revoke_key(None, &id, atna_store::Actor::Operator, atna_server::clock::now()).await.unwrap();
+    store.revoke_key(None, &id, &atna_store::Actor::Operator.into(), atna_server::clock::now()).await.unwrap();
     // Without eviction the cache still trusts its copy (until the TTL)...
     assert_eq!(v.verify(&key, None).await.unwrap().code(), VerifyCode::Valid);
     // ...and eviction makes the very next check see the revocation.
@@ -109,11 +109,12 @@ async fn a_running_server_prunes_old_changes_and_expired_sessions() {
             scopes: atna_domain::Scopes::parse::<&str>(&[]).unwrap(),
             created_at: now - 3 * day,
             expires_at: None,
-            actor: atna_store::Actor::Operator,
+            actor: atna_store::Actor::Operator.into(),
+            rolled_from: None,
         })
         .await
         .unwrap();
-    store.revoke_key(None, &old.id, atna_store::Actor::Operator, now - 2 * day).await.unwrap();
+    store.revoke_key(None, &old.id, &atna_store::Actor::Operator.into(), now - 2 * day).await.unwrap();
     assert_eq!(store.changes_since(0, 10).await.unwrap().len(), 1);
 
     let settings = atna_server::Settings { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
@@ -153,7 +154,7 @@ async fn a_verifier_following_the_feed_trusts_its_cache_only_while_the_feed_is_r
     // The key is deleted elsewhere and the follower cannot read the feed any more (nobody calls feed_read): once the
     // last read is older than the bound, the cached record is no longer used, so the deletion is seen.
     let id = CredentialId::parse(&key[5..21]).unwrap();
-    store.revoke_key(None, &id, atna_store::Actor::Operator, read).await.unwrap().unwrap();
+    store.revoke_key(None, &id, &atna_store::Actor::Operator.into(), read).await.unwrap().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while v.verify(&key, None).await.unwrap().code() == VerifyCode::Valid {
         assert!(std::time::Instant::now() < deadline, "the stale cache entry was used past the bound");

@@ -47,7 +47,8 @@ async fn key(s: &dyn Store) -> atna_domain::CredentialId {
         scopes: Scopes::parse::<&str>(&[]).unwrap(),
         created_at: 1,
         expires_at: None,
-        actor: Actor::Operator,
+        actor: Actor::Operator.into(),
+        rolled_from: None,
     })
     .await
     .unwrap();
@@ -66,7 +67,7 @@ async fn a_revocation_wakes_other_stores_and_a_cut_connection_is_reported_and_he
     let b = PgStore::open(&url, &PgSettings::default()).await.unwrap();
     let pid = listening(&b).await;
     let id = key(&a).await;
-    a.revoke_key(None, &id, Actor::Operator, 2).await.unwrap().unwrap();
+    a.revoke_key(None, &id, &Actor::Operator.into(), 2).await.unwrap().unwrap();
     assert_eq!(next_wake(&b).await, Wake::Notified);
     assert_eq!(b.changes_since(0, 10).await.unwrap().len(), 1, "b reads the revocation from the feed");
 
@@ -95,7 +96,7 @@ async fn a_revocation_wakes_other_stores_and_a_cut_connection_is_reported_and_he
     // Drain what the reconnect reported, then a revocation must come through as a notification.
     while b.wait_for_change(Duration::from_millis(50)).await != Wake::Timeout {}
     let id2 = key(&a).await;
-    a.revoke_key(None, &id2, Actor::Operator, 3).await.unwrap().unwrap();
+    a.revoke_key(None, &id2, &Actor::Operator.into(), 3).await.unwrap().unwrap();
     assert_eq!(next_wake(&b).await, Wake::Notified);
 }
 

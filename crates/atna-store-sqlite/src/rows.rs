@@ -12,7 +12,7 @@ pub const USER_COLUMNS: &str = "id, email, password_hash, is_admin, disabled, cr
 pub const KEY_COLUMNS: &str =
     "id, owner_id, name, scopes, status, created_at, expires_at, last_used_at, last_used_ip, use_count, created_by_key, \
      ip_allowlist, rate_limit, rate_period_seconds, quota_remaining, quota_total, quota_refilled_at, \
-     quota_refill_amount, quota_refill_interval";
+     quota_refill_amount, quota_refill_interval, rolled_from, rolled_to";
 /// A key's rate limit and quota columns, in the order [`StoredLimits`] lists them.
 pub const LIMIT_COLUMNS: &str = "rate_limit, rate_period_seconds, quota_remaining, quota_total, quota_refilled_at, \
      quota_refill_amount, quota_refill_interval";
@@ -68,6 +68,8 @@ pub fn key_from_row(r: &DbRow) -> StoreResult<KeyRecord> {
             rate_limit,
             quota,
         },
+        rolled_from: optional_id(r, "rolled_from")?,
+        rolled_to: optional_id(r, "rolled_to")?,
     })
 }
 
@@ -128,12 +130,15 @@ pub fn audit_from_row(r: &DbRow) -> StoreResult<AuditEvent> {
     let actor: Option<i64> = r.try_get("actor_id").map_err(db)?;
     let key: Option<&str> = r.try_get("key_id").map_err(db)?;
     Ok(AuditEvent {
+        id: r.try_get("id").map_err(db)?,
         at: r.try_get("at").map_err(db)?,
         owner: UserId(r.try_get("owner_id").map_err(db)?),
         actor: Actor::from_stored(actor.map(UserId), optional_id(r, "actor_key_id")?),
         action: r.try_get("action").map_err(db)?,
         key_id: key.map(CredentialId::parse).transpose().map_err(|_| corrupt("audit key id"))?,
         key_name: r.try_get("key_name").map_err(db)?,
+        ip: r.try_get("ip").map_err(db)?,
+        user_agent: r.try_get("user_agent").map_err(db)?,
         detail: r.try_get("detail").map_err(db)?,
     })
 }
@@ -183,6 +188,8 @@ pub fn exported_key_from_row(r: &DbRow) -> StoreResult<ExportedKey> {
         quota_refilled_at: r.try_get("quota_refilled_at").map_err(db)?,
         quota_refill_amount: r.try_get("quota_refill_amount").map_err(db)?,
         quota_refill_interval: r.try_get("quota_refill_interval").map_err(db)?,
+        rolled_from: r.try_get("rolled_from").map_err(db)?,
+        rolled_to: r.try_get("rolled_to").map_err(db)?,
     })
 }
 
@@ -195,6 +202,8 @@ pub fn exported_audit_from_row(r: &DbRow) -> StoreResult<ExportedAuditEvent> {
         key_id: r.try_get("key_id").map_err(db)?,
         key_name: r.try_get("key_name").map_err(db)?,
         actor_key_id: r.try_get("actor_key_id").map_err(db)?,
+        ip: r.try_get("ip").map_err(db)?,
+        user_agent: r.try_get("user_agent").map_err(db)?,
         detail: r.try_get("detail").map_err(db)?,
     })
 }

@@ -81,6 +81,44 @@ pub(crate) fn usage_table(g: atna_store::Granularity) -> &'static str {
     }
 }
 
+/// A page of audit events, newest first: a condition per filter that is set, in the order `owner`, `key`, `action`,
+/// `since`, `until`, the cursor (two parameters), then the limit, numbered in that order (the caller binds in the same
+/// order). Each filter is its own condition rather than `$n IS NULL OR …`, so the planner sees a range on one of the
+/// `audit_events_*_newest` indexes.
+pub fn audit_page_sql(q: &atna_store::AuditQuery) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut conds = Vec::new();
+    if q.owner.is_some() {
+        conds.push(format!("owner_id = {}", next()));
+    }
+    if q.key.is_some() {
+        conds.push(format!("key_id = {}", next()));
+    }
+    if q.action.is_some() {
+        conds.push(format!("action = {}", next()));
+    }
+    if q.since.is_some() {
+        conds.push(format!("at >= {}", next()));
+    }
+    if q.until.is_some() {
+        conds.push(format!("at < {}", next()));
+    }
+    if q.after.is_some() {
+        let (t, id) = (next(), next());
+        conds.push(format!("(at, id) < ({t}, {id})"));
+    }
+    let filter = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    format!(
+        "SELECT id, at, owner_id, actor_id, actor_key_id, action, key_id, key_name, ip, user_agent, detail
+         FROM audit_events {filter} ORDER BY at DESC, id DESC LIMIT {}",
+        next()
+    )
+}
+
 macro_rules! sql_store {
     ($store:ty, $db:ty, { $($specific:tt)* }) => {
         #[async_trait::async_trait]
@@ -159,23 +197,128 @@ macro_rules! sql_store {
 
             async fn insert_key(&self, k: NewKey) -> StoreResult<KeyRecord> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let limits = StoredLimits::of(k.rules.rate_limit, k.rules.quota);
+                let rec = insert_key_row(&mut tx, &k).await?;
+                record_event(&mut *tx, &key_created(&k)).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(rec)
+            }
+
+            async fn roll_key(
+                &self,
+                owner: Option<UserId>,
+                old: &CredentialId,
+                new: NewKey,
+                old_expires_at: Millis,
+            ) -> StoreResult<Option<KeyRecord>> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                // Takes the write lock (SQLite) or the row lock (PostgreSQL) first: two rolls of one key cannot both
+                // pass the `rolled_to IS NULL` check.
+                let locked = sqlx::query(
+                    "UPDATE api_keys SET status = status WHERE id = $1 AND (CAST($2 AS BIGINT) IS NULL OR owner_id = $2)
+                     AND status <> 'revoked' AND rolled_to IS NULL",
+                )
+                .bind(old.as_str())
+                .bind(owner.map(|o| o.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                if locked == 0 {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(None);
+                }
+                let fresh = insert_key_row(&mut tx, &new).await?;
                 let row = sqlx::query(&format!(
-                    "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
-                                           created_by_key, ip_allowlist, {LIMIT_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                     RETURNING {KEY_COLUMNS}"
+                    "UPDATE api_keys SET rolled_to = $1,
+                        expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at < $2 THEN expires_at ELSE $2 END
+                     WHERE id = $3 RETURNING {KEY_COLUMNS}"
                 ))
-                .bind(k.id.as_str())
-                .bind(k.owner.0)
-                .bind(k.name.as_str())
-                .bind(&k.hash.as_bytes()[..])
-                .bind(k.scopes.to_stored())
-                .bind(k.created_at)
-                .bind(k.expires_at)
-                .bind(k.form_nonce.as_deref())
-                .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
-                .bind(k.rules.ip_allowlist.to_stored())
+                .bind(new.id.as_str())
+                .bind(old_expires_at)
+                .bind(old.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                let before = key_from_row(&row)?;
+                publish(&mut tx, Some(old.as_str()), None, new.created_at).await?;
+                record_event(&mut *tx, &key_created(&new)).await?;
+                let detail = serde_json::json!({
+                    "successor": fresh.id.as_str(),
+                    "successor_name": fresh.name.as_str(),
+                    "old_key_expires_at": before.expires_at,
+                });
+                record_event(
+                    &mut *tx,
+                    &NewAuditEvent {
+                        at: new.created_at,
+                        owner: before.owner,
+                        who: new.actor.clone(),
+                        action: audit_kind::KEY_ROLLED,
+                        key_id: Some(before.id),
+                        key_name: Some(before.name.to_string()),
+                        detail: Some(detail.to_string()),
+                    },
+                )
+                .await?;
+                tx.commit().await.map_err(db)?;
+                Ok(Some(before))
+            }
+
+            async fn update_key(
+                &self,
+                owner: Option<UserId>,
+                id: &CredentialId,
+                patch: &KeyPatch,
+                who: &Who,
+                at: Millis,
+            ) -> StoreResult<Option<(KeyRecord, KeyRecord)>> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                // The lock first (see `roll_key`), then the row as it is under that lock.
+                let locked = sqlx::query(
+                    "UPDATE api_keys SET status = status WHERE id = $1 AND (CAST($2 AS BIGINT) IS NULL OR owner_id = $2)
+                     AND status <> 'revoked'",
+                )
+                .bind(id.as_str())
+                .bind(owner.map(|o| o.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                if locked == 0 {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(None);
+                }
+                let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let before = key_from_row(&row)?;
+                let name = patch.name.clone().unwrap_or_else(|| before.name.clone());
+                let scopes = patch.scopes.clone().unwrap_or_else(|| before.scopes.clone());
+                let expires_at = patch.expires_at.unwrap_or(before.expires_at);
+                let mut rules = patch.rules.clone().unwrap_or_else(|| before.rules.clone());
+                // The quota the caller read and passed back unchanged (same size, refill and last fill) keeps what is
+                // left of it now: uses taken since the caller read the key count. A quota set anew is taken as given.
+                if let (Some(new), Some(old)) = (rules.quota.as_mut(), before.rules.quota) {
+                    if (new.total, new.refill, new.refilled_at) == (old.total, old.refill, old.refilled_at) {
+                        *new = old;
+                    }
+                }
+                let status = patch.status.filter(|s| *s != atna_domain::KeyStatus::Revoked).unwrap_or(before.status);
+                let limits = StoredLimits::of(rules.rate_limit, rules.quota);
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET name = $1, scopes = $2, expires_at = $3, ip_allowlist = $4, status = $5,
+                        rate_limit = $7, rate_period_seconds = $8, quota_remaining = $9, quota_total = $10,
+                        quota_refilled_at = $11, quota_refill_amount = $12, quota_refill_interval = $13
+                     WHERE id = $6 RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(name.as_str())
+                .bind(scopes.to_stored())
+                .bind(expires_at)
+                .bind(rules.ip_allowlist.to_stored())
+                .bind(status.as_str())
+                .bind(id.as_str())
                 .bind(limits.rate_limit)
                 .bind(limits.rate_period_seconds)
                 .bind(limits.quota_remaining)
@@ -186,9 +329,115 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| rows::conflict(e, "a key with this name"))?;
-                audit(&mut tx, k.created_at, k.owner, k.actor, "key.created", &k.id, k.name.as_str()).await?;
+                let after = key_from_row(&row)?;
+                publish(&mut tx, Some(id.as_str()), None, at).await?;
+                let event = |action: &'static str, detail: Option<String>| NewAuditEvent {
+                    at,
+                    owner: after.owner,
+                    who: who.clone(),
+                    action,
+                    key_id: Some(after.id),
+                    key_name: Some(after.name.to_string()),
+                    detail,
+                };
+                if before.status != after.status {
+                    let kind = if after.status == atna_domain::KeyStatus::Disabled {
+                        audit_kind::KEY_DISABLED
+                    } else {
+                        audit_kind::KEY_ENABLED
+                    };
+                    record_event(&mut *tx, &event(kind, None)).await?;
+                }
+                let mut changed = serde_json::Map::new();
+                if before.name != after.name {
+                    changed.insert("name".into(), serde_json::json!({"from": before.name.as_str(), "to": after.name.as_str()}));
+                }
+                if before.scopes != after.scopes {
+                    changed.insert("scopes".into(), serde_json::json!({"from": before.scopes.to_stored(), "to": after.scopes.to_stored()}));
+                }
+                if before.expires_at != after.expires_at {
+                    changed.insert("expires_at".into(), serde_json::json!({"from": before.expires_at, "to": after.expires_at}));
+                }
+                if before.rules.ip_allowlist != after.rules.ip_allowlist {
+                    changed.insert("ip_allowlist".into(), serde_json::json!({
+                        "from": before.rules.ip_allowlist.to_stored(), "to": after.rules.ip_allowlist.to_stored()
+                    }));
+                }
+                if before.rules.rate_limit != after.rules.rate_limit {
+                    let show = |r: Option<atna_domain::RateLimit>| r.map(|r| format!("{}/{}s", r.limit(), r.period_seconds()));
+                    changed.insert("rate_limit".into(), serde_json::json!({
+                        "from": show(before.rules.rate_limit), "to": show(after.rules.rate_limit)
+                    }));
+                }
+                let quota_size = |q: Option<atna_domain::Quota>| q.map(|q| (q.total, q.refill.map(|r| (r.amount, r.interval.as_str()))));
+                if quota_size(before.rules.quota) != quota_size(after.rules.quota) {
+                    changed.insert("quota".into(), serde_json::json!({
+                        "from": quota_size(before.rules.quota), "to": quota_size(after.rules.quota)
+                    }));
+                }
+                if !changed.is_empty() {
+                    let detail = serde_json::Value::Object(changed).to_string();
+                    record_event(&mut *tx, &event(audit_kind::KEY_EDITED, Some(detail))).await?;
+                }
                 tx.commit().await.map_err(db)?;
-                key_from_row(&row)
+                Ok(Some((before, after)))
+            }
+
+            async fn keys_matching(&self, f: &KeyFilter) -> StoreResult<Vec<KeyRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE status <> 'revoked'
+                     AND (CAST($1 AS BIGINT) IS NULL OR owner_id = $1) AND (CAST($2 AS BIGINT) IS NULL OR created_at < $2)
+                     ORDER BY created_at DESC, id DESC"
+                ))
+                .bind(f.owner.map(|o| o.0))
+                .bind(f.created_before)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.iter().map(key_from_row).collect()
+            }
+
+            async fn revoke_keys(
+                &self,
+                f: &KeyFilter,
+                who: &Who,
+                mut detail: serde_json::Map<String, serde_json::Value>,
+                at: Millis,
+            ) -> StoreResult<Vec<KeyRecord>> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let rows = sqlx::query(&format!(
+                    "UPDATE api_keys SET status = 'revoked', revoked_at = $1 WHERE status <> 'revoked'
+                     AND (CAST($2 AS BIGINT) IS NULL OR owner_id = $2) AND (CAST($3 AS BIGINT) IS NULL OR created_at < $3)
+                     RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(at)
+                .bind(f.owner.map(|o| o.0))
+                .bind(f.created_before)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                let mut gone = rows.iter().map(key_from_row).collect::<StoreResult<Vec<_>>>()?;
+                let owners: std::collections::BTreeSet<i64> = gone.iter().map(|k| k.owner.0).collect();
+                for o in owners {
+                    publish(&mut tx, None, Some(o), at).await?;
+                }
+                detail.insert("count".into(), gone.len().into());
+                detail.insert("keys".into(), gone.iter().map(|k| serde_json::Value::from(k.id.as_str())).collect());
+                let event = NewAuditEvent {
+                    at,
+                    owner: f.owner.or(who.actor.user()).unwrap_or(NO_USER),
+                    who: who.clone(),
+                    action: audit_kind::KEYS_REVOKED,
+                    key_id: None,
+                    key_name: None,
+                    detail: Some(serde_json::Value::Object(detail).to_string()),
+                };
+                record_event(&mut *tx, &event).await?;
+                tx.commit().await.map_err(db)?;
+                for k in &mut gone {
+                    k.status = atna_domain::KeyStatus::Revoked;
+                }
+                Ok(gone)
             }
 
             async fn key_by_form_nonce(&self, owner: UserId, nonce: &str) -> StoreResult<Option<KeyRecord>> {
@@ -248,7 +497,7 @@ macro_rules! sql_store {
                 &self,
                 owner: Option<UserId>,
                 id: &CredentialId,
-                actor: Actor,
+                who: &Who,
                 at: Millis,
             ) -> StoreResult<Option<KeyRecord>> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
@@ -265,7 +514,16 @@ macro_rules! sql_store {
                 let Some(row) = row else { return Ok(None) };
                 let mut rec = key_from_row(&row)?;
                 publish(&mut tx, Some(id.as_str()), None, at).await?;
-                audit(&mut tx, at, rec.owner, actor, "key.deleted", id, rec.name.as_str()).await?;
+                let event = NewAuditEvent {
+                    at,
+                    owner: rec.owner,
+                    who: who.clone(),
+                    action: audit_kind::KEY_DELETED,
+                    key_id: Some(*id),
+                    key_name: Some(rec.name.to_string()),
+                    detail: None,
+                };
+                record_event(&mut *tx, &event).await?;
                 tx.commit().await.map_err(db)?;
                 rec.status = atna_domain::KeyStatus::Revoked;
                 Ok(Some(rec))
@@ -635,7 +893,14 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?
                 .rows_affected();
-            Ok(Pruned { changes, sessions, sign_in_attempts, device_tokens })
+            let failed_sign_ins = sqlx::query("DELETE FROM audit_events WHERE action = $1 AND at < $2")
+                .bind(audit_kind::SIGN_IN_FAILED)
+                .bind(now.saturating_sub(FAILED_SIGN_IN_RETENTION))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            Ok(Pruned { changes, sessions, sign_in_attempts, device_tokens, failed_sign_ins })
         }
 
         async fn add_setup_token(&self, token_hash: &[u8; 32], issuer: &str, at: Millis) -> StoreResult<()> {
@@ -780,17 +1045,33 @@ macro_rules! sql_store {
             Ok(id.map(UserId))
         }
 
-            async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
-                let rows = sqlx::query(
-                    "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name, detail FROM audit_events
-                     WHERE owner_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
-                )
-                .bind(owner.0)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+            async fn audit_page(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+                let sql = sql_store::audit_page_sql(q);
+                let mut query = sqlx::query(&sql);
+                if let Some(o) = q.owner {
+                    query = query.bind(o.0);
+                }
+                if let Some(k) = &q.key {
+                    query = query.bind(k.as_str());
+                }
+                if let Some(a) = &q.action {
+                    query = query.bind(a.as_str());
+                }
+                if let Some(t) = q.since {
+                    query = query.bind(t);
+                }
+                if let Some(t) = q.until {
+                    query = query.bind(t);
+                }
+                if let Some((t, id)) = q.after {
+                    query = query.bind(t).bind(id);
+                }
+                let rows = query.bind(q.limit).fetch_all(&self.pool).await.map_err(db)?;
                 rows.iter().map(rows::audit_from_row).collect()
+            }
+
+            async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<()> {
+                record_event(&self.pool, event).await
             }
 
             async fn create_session(&self, s: NewSession) -> StoreResult<()> {
@@ -864,7 +1145,8 @@ macro_rules! sql_store {
                     .collect::<StoreResult<Vec<_>>>()?;
                 let keys = sqlx::query(&format!(
                     "SELECT id, owner_id, name, secret_hash, scopes, status, created_at, expires_at, revoked_at,
-                            last_used_at, last_used_ip, use_count, created_by_key, ip_allowlist, {LIMIT_COLUMNS}
+                            last_used_at, last_used_ip, use_count, created_by_key, ip_allowlist, {LIMIT_COLUMNS}, rolled_from,
+                            rolled_to
                      FROM api_keys ORDER BY {KEY_ORDER}"
                 ))
                 .fetch_all(&mut *tx)
@@ -875,7 +1157,8 @@ macro_rules! sql_store {
                 .collect::<StoreResult<Vec<_>>>()?;
                 let audit_events =
                     sqlx::query(
-                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name, detail FROM audit_events ORDER BY id",
+                        "SELECT at, owner_id, actor_id, actor_key_id, action, key_id, key_name, ip, user_agent, detail
+                         FROM audit_events ORDER BY id",
                     )
                         .fetch_all(&mut *tx)
                         .await
@@ -939,9 +1222,9 @@ macro_rules! sql_store {
                     sqlx::query(&format!(
                         "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, status, created_at, expires_at,
                                                revoked_at, last_used_at, last_used_ip, use_count, created_by_key,
-                                               ip_allowlist, {LIMIT_COLUMNS})
+                                               ip_allowlist, {LIMIT_COLUMNS}, rolled_from, rolled_to)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                                 $20, $21)",
+                                 $20, $21, $22, $23)",
                     ))
                     .bind(&k.id)
                     .bind(k.owner_id)
@@ -964,14 +1247,17 @@ macro_rules! sql_store {
                     .bind(k.quota_refilled_at)
                     .bind(k.quota_refill_amount)
                     .bind(k.quota_refill_interval.as_deref())
+                    .bind(k.rolled_from.as_deref())
+                    .bind(k.rolled_to.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| rows::conflict(e, "a key in the export file"))?;
                 }
                 for e in &snap.audit_events {
                     sqlx::query(
-                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id, detail)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id, ip,
+                                                   user_agent, detail)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(e.at)
                     .bind(e.owner_id)
@@ -980,6 +1266,8 @@ macro_rules! sql_store {
                     .bind(e.key_id.as_deref())
                     .bind(e.key_name.as_deref())
                     .bind(e.actor_key_id.as_deref())
+                    .bind(e.ip.as_deref())
+                    .bind(e.user_agent.as_deref())
                     .bind(e.detail.as_deref())
                     .execute(&mut *tx)
                     .await
@@ -1011,27 +1299,26 @@ macro_rules! sql_store {
             $($specific)*
         }
 
-        async fn audit(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            at: Millis,
-            owner: UserId,
-            actor: Actor,
-            action: &str,
-            key: &CredentialId,
-            key_name: &str,
-        ) -> StoreResult<()> {
+        /// Records one audit event, inside the transaction of the change it describes (or on its own for events that
+        /// change nothing else). Every audited change passes through here, so this is the one place where something
+        /// that must happen with each event (a reminder's outbox entry) goes too, in the same transaction.
+        async fn record_event<'e, E: sqlx::Executor<'e, Database = $db>>(ex: E, e: &NewAuditEvent) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO audit_events (at, owner_id, actor_id, action, key_id, key_name, actor_key_id, ip, user_agent,
+                                           detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
-            .bind(at)
-            .bind(owner.0)
-            .bind(actor.user().map(|u| u.0))
-            .bind(action)
-            .bind(key.as_str())
-            .bind(key_name)
-            .bind(actor.key().as_ref().map(CredentialId::as_str))
-            .execute(&mut **tx)
+            .bind(e.at)
+            .bind(e.owner.0)
+            .bind(e.who.actor.user().map(|u| u.0))
+            .bind(e.action)
+            .bind(e.key_id.as_ref().map(CredentialId::as_str))
+            .bind(e.key_name.as_deref())
+            .bind(e.who.actor.key().as_ref().map(CredentialId::as_str))
+            .bind(e.who.ip.as_deref())
+            .bind(e.who.user_agent.as_deref())
+            .bind(e.detail.as_deref())
+            .execute(ex)
             .await
             .map_err(db)?;
             Ok(())
@@ -1061,6 +1348,52 @@ macro_rules! sql_store {
             .await
             .map_err(db)?;
             Ok(())
+        }
+
+        /// The `key.created` event of a new key (naming the key it was rolled from, if any).
+        fn key_created(k: &NewKey) -> NewAuditEvent {
+            NewAuditEvent {
+                at: k.created_at,
+                owner: k.owner,
+                who: k.actor.clone(),
+                action: audit_kind::KEY_CREATED,
+                key_id: Some(k.id),
+                key_name: Some(k.name.to_string()),
+                detail: k.rolled_from.map(|from| serde_json::json!({ "rolled_from": from.as_str() }).to_string()),
+            }
+        }
+
+        /// Inserts a new key, returning the stored record.
+        async fn insert_key_row(tx: &mut sqlx::Transaction<'_, $db>, k: &NewKey) -> StoreResult<KeyRecord> {
+            let limits = StoredLimits::of(k.rules.rate_limit, k.rules.quota);
+            let row = sqlx::query(&format!(
+                "INSERT INTO api_keys (id, owner_id, name, secret_hash, scopes, created_at, expires_at, form_nonce,
+                                       created_by_key, ip_allowlist, rolled_from, {LIMIT_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 RETURNING {KEY_COLUMNS}"
+            ))
+            .bind(k.id.as_str())
+            .bind(k.owner.0)
+            .bind(k.name.as_str())
+            .bind(&k.hash.as_bytes()[..])
+            .bind(k.scopes.to_stored())
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(k.form_nonce.as_deref())
+            .bind(k.created_by_key.as_ref().map(CredentialId::as_str))
+            .bind(k.rules.ip_allowlist.to_stored())
+            .bind(k.rolled_from.as_ref().map(CredentialId::as_str))
+            .bind(limits.rate_limit)
+            .bind(limits.rate_period_seconds)
+            .bind(limits.quota_remaining)
+            .bind(limits.quota_total)
+            .bind(limits.quota_refilled_at)
+            .bind(limits.quota_refill_amount)
+            .bind(limits.quota_refill_interval)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| rows::conflict(e, "a key with this name"))?;
+            key_from_row(&row)
         }
 
         /// Inserts a user, returning the stored row.

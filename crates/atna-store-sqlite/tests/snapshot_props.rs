@@ -76,6 +76,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 key_id: keys.first().map(|k| k.id.clone()),
                 key_name: keys.first().map(|k| k.name.clone()),
                 actor_key_id: None,
+                ip: None,
+                user_agent: None,
                 detail: None,
             })
             .collect();

@@ -31,7 +31,10 @@ macro_rules! conformance_tests {
             urgent_reminders_go_to_the_outbox_at_once, outbox_claims_are_exclusive_and_leases_pass_on,
             webhooks_are_per_user_and_per_installation, the_scan_pages_through_live_keys_of_enabled_users,
             key_prefixes_are_recorded_once_and_changed_audited,
-            leak_reports_act_once_and_replays_change_nothing, auth_records_are_read_in_batches);
+            leak_reports_act_once_and_replays_change_nothing, auth_records_are_read_in_batches,
+            rolling_links_both_keys_and_ends_the_old_one,
+            rolling_is_once_and_all_or_nothing, editing_a_key_is_published_and_audited,
+            bulk_revocation_takes_exactly_what_matches, audit_pages_filter_and_forget_old_failed_sign_ins);
         $crate::conformance_tests!(@pair $make; export_import_round_trips);
     };
     (@each $make:expr; $($name:ident),*) => {
@@ -82,7 +85,8 @@ fn new_key(owner: UserId, name: &str, created_at: i64) -> (NewKey, GeneratedKey)
         scopes: Scopes::parse(&["keys:manage", "billing:read"]).unwrap(),
         created_at,
         expires_at: Some(created_at + 1000),
-        actor: Actor::User(owner),
+        actor: Actor::User(owner).into(),
+        rolled_from: None,
         rules: KeyRules::default(),
     };
     (k, g)
@@ -173,7 +177,7 @@ pub async fn names_are_unique_among_live_keys(s: &dyn Store) {
     let (k3, _) = new_key(b.id, "crm", T0);
     s.insert_key(k3).await.unwrap();
     // Once deleted, the name is free again.
-    s.revoke_key(Some(a.id), &k1.id, Actor::User(a.id), T0 + 2).await.unwrap().unwrap();
+    s.revoke_key(Some(a.id), &k1.id, &Actor::User(a.id).into(), T0 + 2).await.unwrap().unwrap();
     s.insert_key(k2).await.unwrap();
 }
 
@@ -184,7 +188,7 @@ pub async fn owners_never_see_each_others_keys(s: &dyn Store) {
     s.insert_key(k.clone()).await.unwrap();
     assert!(s.get_key(b.id, &k.id).await.unwrap().is_none());
     assert!(s.list_keys(b.id, &KeyQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
-    assert!(s.revoke_key(Some(b.id), &k.id, Actor::User(b.id), T0).await.unwrap().is_none());
+    assert!(s.revoke_key(Some(b.id), &k.id, &Actor::User(b.id).into(), T0).await.unwrap().is_none());
     assert_eq!(s.get_key(a.id, &k.id).await.unwrap().unwrap().status, KeyStatus::Active);
     assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.status, KeyStatus::Active);
 }
@@ -228,18 +232,18 @@ pub async fn revocation_is_durable_and_published(s: &dyn Store) {
     s.insert_key(k.clone()).await.unwrap();
     s.insert_key(other.clone()).await.unwrap();
     let before = s.latest_change().await.unwrap();
-    let gone = s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 5).await.unwrap().unwrap();
+    let gone = s.revoke_key(Some(a.id), &k.id, &Actor::User(a.id).into(), T0 + 5).await.unwrap().unwrap();
     assert_eq!(gone.id, k.id);
     assert!(s.get_key(a.id, &k.id).await.unwrap().is_none());
     assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
-    assert!(s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 6).await.unwrap().is_none(), "only once");
+    assert!(s.revoke_key(Some(a.id), &k.id, &Actor::User(a.id).into(), T0 + 6).await.unwrap().is_none(), "only once");
     let changes = s.changes_since(before, 100).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].what, ChangeKind::Key(k.id));
     assert!(changes[0].seq > before);
     assert_eq!(s.latest_change().await.unwrap(), changes[0].seq);
     // The operator may revoke any user's key.
-    s.revoke_key(None, &other.id, Actor::Operator, T0 + 7).await.unwrap().unwrap();
+    s.revoke_key(None, &other.id, &Actor::Operator.into(), T0 + 7).await.unwrap().unwrap();
     let changes = s.changes_since(before, 1).await.unwrap();
     assert_eq!(changes.len(), 1, "limit is honoured");
     assert_eq!(s.count_keys(a.id, None).await.unwrap(), 0);
@@ -369,7 +373,7 @@ pub async fn audit_survives_the_key(s: &dyn Store) {
     let a = user(s, "alice@example.com").await;
     let (k, _) = new_key(a.id, "audited", T0);
     s.insert_key(k.clone()).await.unwrap();
-    s.revoke_key(None, &k.id, Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    s.revoke_key(None, &k.id, &Actor::Operator.into(), T0 + 1).await.unwrap().unwrap();
     let events = s.audit_events(a.id, 10).await.unwrap();
     let summary: Vec<_> = events.iter().map(|e| (e.action.as_str(), e.actor, e.key_id, e.at)).collect();
     assert_eq!(
@@ -385,10 +389,10 @@ pub async fn keys_remember_the_key_that_made_them(s: &dyn Store) {
     s.insert_key(parent.clone()).await.unwrap();
     let (mut child, _) = new_key(a.id, "child", T0 + 1);
     child.created_by_key = Some(parent.id);
-    child.actor = Actor::Key { user: a.id, key: parent.id };
+    child.actor = Actor::Key { user: a.id, key: parent.id }.into();
     assert_eq!(s.insert_key(child.clone()).await.unwrap().created_by_key, Some(parent.id));
     // Deleting the parent leaves the child, which still says where it came from.
-    s.revoke_key(Some(a.id), &parent.id, Actor::User(a.id), T0 + 2).await.unwrap().unwrap();
+    s.revoke_key(Some(a.id), &parent.id, &Actor::User(a.id).into(), T0 + 2).await.unwrap().unwrap();
     let got = s.get_key(a.id, &child.id).await.unwrap().unwrap();
     assert_eq!(got.created_by_key, Some(parent.id));
     assert_eq!(s.auth_record(&child.id).await.unwrap().unwrap().key.created_by_key, Some(parent.id));
@@ -423,11 +427,11 @@ pub async fn export_import_round_trips(from: &dyn Store, to: &dyn Store) {
     for k in [&live, &gone, &bobs] {
         from.insert_key(k.clone()).await.unwrap();
     }
-    from.revoke_key(None, &gone.id, Actor::Operator, T0 + 4).await.unwrap().unwrap();
+    from.revoke_key(None, &gone.id, &Actor::Operator.into(), T0 + 4).await.unwrap().unwrap();
     let (mut reused, _) = new_key(admin.id, "crm-old", T0 + 5);
     // Made through the API by the live key: the export keeps which key made it and which key acted.
     reused.created_by_key = Some(live.id);
-    reused.actor = Actor::Key { user: admin.id, key: live.id };
+    reused.actor = Actor::Key { user: admin.id, key: live.id }.into();
     reused.rules.ip_allowlist = atna_domain::IpAllowlist::parse(&["198.51.100.0/24", "2001:db8::1"]).unwrap();
     reused.rules.rate_limit = Some(atna_domain::RateLimit::new(100, 60).unwrap());
     let refill = atna_domain::Refill::new(500, atna_domain::RefillInterval::Monthly).unwrap();
@@ -540,8 +544,8 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     let (new, _) = new_key(a.id, "new", T0);
     s.insert_key(old.clone()).await.unwrap();
     s.insert_key(new.clone()).await.unwrap();
-    s.revoke_key(None, &old.id, Actor::Operator, T0 + 10).await.unwrap().unwrap();
-    s.revoke_key(None, &new.id, Actor::Operator, T0 + 20).await.unwrap().unwrap();
+    s.revoke_key(None, &old.id, &Actor::Operator.into(), T0 + 10).await.unwrap().unwrap();
+    s.revoke_key(None, &new.id, &Actor::Operator.into(), T0 + 20).await.unwrap().unwrap();
     let session = |token: u8, idle: i64, absolute: i64| NewSession {
         token_hash: [token; 32],
         user: a.id,
@@ -560,7 +564,7 @@ pub async fn pruning_drops_old_changes_and_expired_sessions(s: &dyn Store) {
     s.add_device_token(&[8; 32], a.id, T0 + 501).await.unwrap(); // alive
 
     let pruned = s.prune(T0 + 15, T0 + 500).await.unwrap();
-    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1, device_tokens: 1 });
+    assert_eq!(pruned, Pruned { changes: 1, sessions: 2, sign_in_attempts: 1, device_tokens: 1, failed_sign_ins: 0 });
     assert_eq!(s.device_token_user(&[8; 32], T0 + 500).await.unwrap(), Some(a.id));
     let left = s.changes_since(0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -671,7 +675,7 @@ pub async fn a_form_nonce_makes_one_key(s: &dyn Store) {
         s.insert_key(new_key(a.id, name, T0).0).await.unwrap();
     }
     // A deleted key still answers for its form (so a late resend does not make a new one).
-    s.revoke_key(Some(a.id), &k.id, Actor::User(a.id), T0 + 1).await.unwrap().unwrap();
+    s.revoke_key(Some(a.id), &k.id, &Actor::User(a.id).into(), T0 + 1).await.unwrap().unwrap();
     assert_eq!(s.key_by_form_nonce(a.id, "nonce-1").await.unwrap().unwrap().status, KeyStatus::Revoked);
 }
 
@@ -783,7 +787,7 @@ pub async fn quotas_are_taken_atomically_and_refilled(s: &dyn Store) {
     let rec = s.auth_record(&daily.id).await.unwrap().unwrap().key;
     assert_eq!(rec.rules.quota.unwrap().remaining, 45);
     // Deleted keys still answer (a node may hold uses of a key deleted meanwhile).
-    s.revoke_key(None, &daily.id, Actor::Operator, tomorrow + 20).await.unwrap();
+    s.revoke_key(None, &daily.id, &Actor::Operator.into(), tomorrow + 20).await.unwrap();
     let r = s.sync_limits("n1", &[take(daily.id, 1)], 0, 0, tomorrow + 30).await.unwrap();
     assert_eq!(r.quotas[0].remaining, 44);
 }
@@ -847,7 +851,7 @@ pub async fn leak_reports_act_once_and_replays_change_nothing(s: &dyn Store) {
     for k in [&live, &gone, &other] {
         s.insert_key(k.clone()).await.unwrap();
     }
-    s.revoke_key(None, &gone.id, Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    s.revoke_key(None, &gone.id, &Actor::Operator.into(), T0 + 1).await.unwrap().unwrap();
     let before = s.latest_change().await.unwrap();
     let report = |k: &NewKey, url: &str| NewLeakReport { key: k.id, source: "github", url: url.into() };
     let url = "https://github.com/o/r/blob/abc/config.yml";
@@ -897,7 +901,7 @@ pub async fn auth_records_are_read_in_batches(s: &dyn Store) {
         s.insert_key(k.clone()).await.unwrap();
         ids.push(k.id);
     }
-    s.revoke_key(None, &ids[3], Actor::Operator, T0 + 1).await.unwrap().unwrap();
+    s.revoke_key(None, &ids[3], &Actor::Operator.into(), T0 + 1).await.unwrap().unwrap();
     let mut asked = ids.clone();
     asked.push(GeneratedKey::generate().id);
     let got = s.auth_records(&asked).await.unwrap();
@@ -907,4 +911,188 @@ pub async fn auth_records_are_read_in_batches(s: &dyn Store) {
     assert_eq!(found, ids, "every existing key (deleted ones too), across more than one chunk; unknown IDs skipped");
     assert!(got.iter().all(|r| r.owner_email == a.email));
     assert!(s.auth_records(&[]).await.unwrap().is_empty());
+}
+
+pub async fn rolling_links_both_keys_and_ends_the_old_one(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let (mut old, _) = new_key(a.id, "billing", T0);
+    old.expires_at = None;
+    s.insert_key(old.clone()).await.unwrap();
+    let before = s.latest_change().await.unwrap();
+    let (mut new, _) = new_key(a.id, "billing-2", T0 + 10);
+    new.rolled_from = Some(old.id);
+    let who = Who::new(Actor::User(a.id), Some("203.0.113.9".into()), Some("test-agent"));
+    new.actor = who.clone();
+    let rolled = s.roll_key(Some(a.id), &old.id, new.clone(), T0 + 100).await.unwrap().unwrap();
+    assert_eq!((rolled.rolled_to, rolled.expires_at), (Some(new.id), Some(T0 + 100)));
+    let got = s.get_key(a.id, &new.id).await.unwrap().unwrap();
+    assert_eq!((got.rolled_from, got.rolled_to), (Some(old.id), None));
+    assert_eq!(s.get_key(a.id, &old.id).await.unwrap().unwrap().rolled_to, Some(new.id));
+    let auth = s.auth_record(&old.id).await.unwrap().unwrap();
+    assert_eq!(auth.key.expires_at, Some(T0 + 100));
+    // Every node forgets the old key's cached expiry.
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert!(changes.iter().any(|c| c.what == ChangeKind::Key(old.id)));
+    let events = s.audit_events(a.id, 10).await.unwrap();
+    let rolled_event = events.iter().find(|e| e.action == audit_kind::KEY_ROLLED).unwrap();
+    assert_eq!(rolled_event.key_id, Some(old.id));
+    assert_eq!(
+        (rolled_event.ip.as_deref(), rolled_event.user_agent.as_deref()),
+        (Some("203.0.113.9"), Some("test-agent"))
+    );
+    assert!(rolled_event.detail.as_deref().unwrap().contains(new.id.as_str()));
+    let created = events.iter().find(|e| e.action == audit_kind::KEY_CREATED && e.key_id == Some(new.id)).unwrap();
+    assert!(created.detail.as_deref().unwrap().contains(old.id.as_str()));
+    // An old key that expires before the overlap ends keeps its own expiry.
+    let (mut soon, _) = new_key(a.id, "soon", T0);
+    soon.expires_at = Some(T0 + 50);
+    s.insert_key(soon.clone()).await.unwrap();
+    let (mut next, _) = new_key(a.id, "soon-2", T0 + 10);
+    next.rolled_from = Some(soon.id);
+    assert_eq!(s.roll_key(None, &soon.id, next, T0 + 1000).await.unwrap().unwrap().expires_at, Some(T0 + 50));
+}
+
+pub async fn rolling_is_once_and_all_or_nothing(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let (old, _) = new_key(a.id, "billing", T0);
+    s.insert_key(old.clone()).await.unwrap();
+    // A name that is taken: nothing is written, the old key is not linked.
+    let (taken, _) = new_key(a.id, "billing", T0 + 1);
+    assert!(matches!(s.roll_key(Some(a.id), &old.id, taken, T0 + 100).await, Err(StoreError::Conflict(_))));
+    let still = s.get_key(a.id, &old.id).await.unwrap().unwrap();
+    assert_eq!((still.rolled_to, still.expires_at), (None, old.expires_at));
+    // Someone else's key is not there to roll.
+    let (other, _) = new_key(b.id, "x", T0 + 1);
+    assert!(s.roll_key(Some(b.id), &old.id, other, T0 + 100).await.unwrap().is_none());
+    let (first, _) = new_key(a.id, "billing-2", T0 + 2);
+    s.roll_key(Some(a.id), &old.id, first, T0 + 100).await.unwrap().unwrap();
+    let (second, _) = new_key(a.id, "billing-3", T0 + 3);
+    let second_id = second.id;
+    assert!(s.roll_key(Some(a.id), &old.id, second, T0 + 100).await.unwrap().is_none(), "rolled once");
+    assert!(s.get_key(a.id, &second_id).await.unwrap().is_none(), "and the second new key was not kept");
+}
+
+pub async fn editing_a_key_is_published_and_audited(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let (k, _) = new_key(a.id, "crm", T0);
+    s.insert_key(k.clone()).await.unwrap();
+    let (other, _) = new_key(a.id, "other", T0);
+    s.insert_key(other.clone()).await.unwrap();
+    let who: Who = Actor::User(a.id).into();
+    let disable = KeyPatch { status: Some(KeyStatus::Disabled), ..KeyPatch::default() };
+    assert!(s.update_key(Some(b.id), &k.id, &disable, &who, T0 + 1).await.unwrap().is_none(), "not bob's");
+    let before = s.latest_change().await.unwrap();
+    let (was, now) = s.update_key(Some(a.id), &k.id, &disable, &who, T0 + 1).await.unwrap().unwrap();
+    assert_eq!((was.status, now.status), (KeyStatus::Active, KeyStatus::Disabled));
+    assert_eq!(s.auth_record(&k.id).await.unwrap().unwrap().key.status, KeyStatus::Disabled);
+    let changes = s.changes_since(before, 10).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.what.clone()).collect::<Vec<_>>(), [ChangeKind::Key(k.id)]);
+    let edit = KeyPatch {
+        name: Some(KeyName::parse("crm-renamed").unwrap()),
+        scopes: Some(Scopes::parse(&["billing:read"]).unwrap()),
+        expires_at: Some(None),
+        status: Some(KeyStatus::Active),
+        ..KeyPatch::default()
+    };
+    let (_, now) = s.update_key(None, &k.id, &edit, &Actor::Operator.into(), T0 + 2).await.unwrap().unwrap();
+    assert_eq!((now.name.as_str(), now.expires_at, now.status), ("crm-renamed", None, KeyStatus::Active));
+    assert_eq!(now.scopes.to_stored(), "billing:read");
+    let rename = KeyPatch { name: Some(KeyName::parse("other").unwrap()), ..KeyPatch::default() };
+    assert!(matches!(s.update_key(None, &k.id, &rename, &who, T0 + 3).await, Err(StoreError::Conflict(_))));
+    let kinds: Vec<String> = s.audit_events(a.id, 10).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(kinds[..3], ["key.edited", "key.enabled", "key.disabled"]);
+    let edited = &s.audit_events(a.id, 1).await.unwrap()[0];
+    let detail = edited.detail.as_deref().unwrap();
+    assert!(detail.contains("crm-renamed") && detail.contains("expires_at") && detail.contains("scopes"), "{detail}");
+    // Deleted keys cannot be edited back to life.
+    s.revoke_key(None, &k.id, &who, T0 + 4).await.unwrap().unwrap();
+    assert!(s.update_key(None, &k.id, &edit, &who, T0 + 5).await.unwrap().is_none());
+}
+
+pub async fn bulk_revocation_takes_exactly_what_matches(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let mut ids = Vec::new();
+    for (owner, name, at) in [(a.id, "a1", T0), (a.id, "a2", T0 + 10), (b.id, "b1", T0), (b.id, "b2", T0 + 10)] {
+        let (k, _) = new_key(owner, name, at);
+        s.insert_key(k.clone()).await.unwrap();
+        ids.push(k.id);
+    }
+    let old = KeyFilter { owner: None, created_before: Some(T0 + 5) };
+    let preview: Vec<_> = s.keys_matching(&old).await.unwrap().iter().map(|k| k.id).collect();
+    assert_eq!(preview.len(), 2);
+    assert!(preview.contains(&ids[0]) && preview.contains(&ids[2]));
+    let before = s.latest_change().await.unwrap();
+    let admin: Who = Actor::User(b.id).into();
+    let gone = s.revoke_keys(&old, &admin, serde_json::Map::new(), T0 + 20).await.unwrap();
+    let mut gone_ids: Vec<_> = gone.iter().map(|k| k.id).collect();
+    gone_ids.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut want = preview.clone();
+    want.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(gone_ids, want);
+    assert!(gone.iter().all(|k| k.status == KeyStatus::Revoked));
+    let mut changed: Vec<_> = s.changes_since(before, 10).await.unwrap().into_iter().map(|c| c.what).collect();
+    changed.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(changed, [ChangeKind::User(a.id), ChangeKind::User(b.id)]);
+    assert_eq!(s.auth_record(&ids[0]).await.unwrap().unwrap().key.status, KeyStatus::Revoked);
+    assert_eq!(s.auth_record(&ids[1]).await.unwrap().unwrap().key.status, KeyStatus::Active);
+    // One event for the whole action.
+    let q = AuditQuery { action: Some(audit_kind::KEYS_REVOKED.into()), limit: 10, ..AuditQuery::default() };
+    let events = s.audit_page(&q).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].detail.as_deref().unwrap().contains("\"count\":2"));
+    // One user's keys, whenever made.
+    let bobs = KeyFilter { owner: Some(b.id), created_before: None };
+    assert_eq!(s.keys_matching(&bobs).await.unwrap().iter().map(|k| k.id).collect::<Vec<_>>(), [ids[3]]);
+    assert_eq!(s.revoke_keys(&bobs, &admin, serde_json::Map::new(), T0 + 30).await.unwrap().len(), 1);
+    assert!(s.keys_matching(&bobs).await.unwrap().is_empty());
+}
+
+pub async fn audit_pages_filter_and_forget_old_failed_sign_ins(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let event = |owner: UserId, action: &'static str, at: i64| NewAuditEvent {
+        at,
+        owner,
+        who: Who::new(Actor::User(owner), Some("198.51.100.1".into()), Some("agent")),
+        action,
+        key_id: None,
+        key_name: None,
+        detail: None,
+    };
+    for i in 0..5 {
+        s.append_audit(&event(a.id, audit_kind::SIGNED_IN, T0 + i)).await.unwrap();
+        s.append_audit(&event(b.id, audit_kind::SESSION_ENDED, T0 + i)).await.unwrap();
+    }
+    let failed = NewAuditEvent { who: Actor::Operator.into(), ..event(NO_USER, audit_kind::SIGN_IN_FAILED, T0) };
+    s.append_audit(&failed).await.unwrap();
+    // Pages of 3, newest first, resuming after the cursor: every event once.
+    let mut seen = Vec::new();
+    let mut q = AuditQuery { limit: 3, ..AuditQuery::default() };
+    loop {
+        let page = s.audit_page(&q).await.unwrap();
+        seen.extend(page.iter().map(|e| (e.at, e.id)));
+        if (page.len() as i64) < q.limit {
+            break;
+        }
+        let last = page.last().unwrap();
+        q.after = Some((last.at, last.id));
+    }
+    assert_eq!(seen.len(), 11);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats: {seen:?}");
+    let alice = AuditQuery { owner: Some(a.id), limit: 100, ..AuditQuery::default() };
+    let got = s.audit_page(&alice).await.unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|e| e.action == "session.signed_in" && e.ip.as_deref() == Some("198.51.100.1")));
+    let window = AuditQuery { since: Some(T0 + 1), until: Some(T0 + 3), ..alice.clone() };
+    assert_eq!(s.audit_page(&window).await.unwrap().iter().map(|e| e.at).collect::<Vec<_>>(), [T0 + 2, T0 + 1]);
+    let ended = AuditQuery { action: Some("session.ended".into()), limit: 100, ..AuditQuery::default() };
+    assert!(s.audit_page(&ended).await.unwrap().iter().all(|e| e.owner == b.id));
+    // Failed sign-ins leave after their retention; everything else stays.
+    let day = 24 * 60 * 60 * 1000;
+    assert_eq!(s.prune(T0, T0 + 29 * day).await.unwrap().failed_sign_ins, 0);
+    assert_eq!(s.prune(T0, T0 + 31 * day).await.unwrap().failed_sign_ins, 1);
+    assert_eq!(s.audit_page(&AuditQuery { limit: 100, ..AuditQuery::default() }).await.unwrap().len(), 10);
 }

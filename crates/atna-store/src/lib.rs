@@ -106,9 +106,44 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
         &self,
         owner: Option<UserId>,
         id: &CredentialId,
-        actor: Actor,
+        who: &Who,
         at: Millis,
     ) -> StoreResult<Option<KeyRecord>>;
+    /// Rolls a live key that was not rolled before: in one transaction, stores `new` (whose `rolled_from` names the
+    /// old key), links the old key to it and moves the old key's expiry to `old_expires_at` (or keeps its own when
+    /// that is sooner), publishes the old key's change on the feed, and records `key.created` (the new key) and
+    /// `key.rolled` (the old one). Returns the old key as it now is, or `None` (nothing written) when there is no such
+    /// live key (of that owner) or it was already rolled. `Conflict` when the new name is taken.
+    async fn roll_key(
+        &self,
+        owner: Option<UserId>,
+        old: &CredentialId,
+        new: NewKey,
+        old_expires_at: Millis,
+    ) -> StoreResult<Option<KeyRecord>>;
+    /// Changes a live key (of `owner`; `None`: the operator), publishes the change on the feed and records
+    /// `key.disabled` / `key.enabled` for a status change and `key.edited` (naming the changed members) for the rest,
+    /// in one transaction. Returns the key before and after, or `None` when there is no such live key. `Conflict` when
+    /// a new name is taken.
+    async fn update_key(
+        &self,
+        owner: Option<UserId>,
+        id: &CredentialId,
+        patch: &KeyPatch,
+        who: &Who,
+        at: Millis,
+    ) -> StoreResult<Option<(KeyRecord, KeyRecord)>>;
+    /// Every live key a bulk revocation would take, newest first.
+    async fn keys_matching(&self, filter: &KeyFilter) -> StoreResult<Vec<KeyRecord>>;
+    /// Revokes every live key matching `filter`, publishes each owner's change on the feed and records one
+    /// `keys.revoked` event (with `detail`, to which the count is added), in one transaction. Returns the revoked keys.
+    async fn revoke_keys(
+        &self,
+        filter: &KeyFilter,
+        who: &Who,
+        detail: serde_json::Map<String, serde_json::Value>,
+        at: Millis,
+    ) -> StoreResult<Vec<KeyRecord>>;
     /// What the verifier needs to decide about a key, including deleted keys (so it can say `REVOKED`).
     async fn auth_record(&self, id: &CredentialId) -> StoreResult<Option<AuthRecord>>;
     /// Adds a batch of usage gathered in memory: counts add up, the latest use wins.
@@ -199,8 +234,9 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
 
     /// Housekeeping: deletes change-feed entries and sign-in attempts recorded before `changes_before` (feed entries
     /// matter only to nodes that far behind, and a node's cache never is; attempts only within the throttling
-    /// windows, the longest of which is a day) and sessions and device tokens that have expired by `now`. Returns how
-    /// many of each were deleted.
+    /// windows, the longest of which is a day), sessions and device tokens that have expired by `now`, and
+    /// `session.sign_in_failed` audit events older than [`FAILED_SIGN_IN_RETENTION`] at `now`. Returns how many of
+    /// each were deleted.
     async fn prune(&self, changes_before: Millis, now: Millis) -> StoreResult<Pruned>;
 
     // ----- first-run setup (shared by every process on the database) -----
@@ -235,7 +271,14 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     // ----- audit -----
 
     /// An owner's audit events, newest first.
-    async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+    async fn audit_events(&self, owner: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
+        self.audit_page(&AuditQuery { owner: Some(owner), limit, ..AuditQuery::default() }).await
+    }
+    /// A page of audit events, newest first (`at`, then recording order).
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Appends one event that no other change carries (sign-ins, sessions, passwords, users). Changes to keys record
+    /// their own events in their own transactions.
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<()>;
 
     // ----- dashboard sessions -----
 

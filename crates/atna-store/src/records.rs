@@ -35,14 +35,16 @@ pub struct NewKey {
     pub scopes: Scopes,
     pub created_at: Millis,
     pub expires_at: Option<Millis>,
-    /// Who created it (for the audit trail).
-    pub actor: Actor,
+    /// Who created it, and from where (for the audit trail).
+    pub actor: Who,
     /// The dashboard form that created it: a key per form at most, whichever node the form is sent to, however often.
     pub form_nonce: Option<String>,
     /// The key that created it through the API, if one did.
     pub created_by_key: Option<CredentialId>,
     /// The rules checked at the gate on every use.
     pub rules: KeyRules,
+    /// The key this one replaces (a roll); `None` for a key made from scratch.
+    pub rolled_from: Option<CredentialId>,
 }
 
 /// Per-key rules the gate checks on every use of a good key (after status and expiry): the IP allowlist, then (after
@@ -113,6 +115,8 @@ impl NewKey {
             use_count: 0,
             created_by_key: self.created_by_key,
             rules: self.rules.clone(),
+            rolled_from: self.rolled_from,
+            rolled_to: None,
         }
     }
 }
@@ -135,6 +139,10 @@ pub struct KeyRecord {
     pub created_by_key: Option<CredentialId>,
     /// The rules checked at the gate on every use.
     pub rules: KeyRules,
+    /// The key this one replaced (it was made by rolling that key).
+    pub rolled_from: Option<CredentialId>,
+    /// The key that replaced this one: it was rolled, and stops working at `expires_at` (the end of the overlap).
+    pub rolled_to: Option<CredentialId>,
 }
 
 /// What the verifier needs about one key.
@@ -285,18 +293,165 @@ impl Actor {
     }
 }
 
-/// One line of the audit trail. Survives the key it is about.
+/// Who did something and from where: the actor, and the client's address and user agent when the change came over
+/// HTTP (`None` for the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub actor: Actor,
+    pub ip: Option<String>,
+    /// At most [`MAX_USER_AGENT`] characters.
+    pub user_agent: Option<String>,
+}
+
+/// Longest user agent the audit trail keeps; longer ones are cut.
+pub const MAX_USER_AGENT: usize = 256;
+
+impl Who {
+    /// An actor at an address with a user agent (cut to [`MAX_USER_AGENT`] characters).
+    pub fn new(actor: Actor, ip: Option<String>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT).collect());
+        Self { actor, ip, user_agent }
+    }
+}
+
+impl From<Actor> for Who {
+    fn from(actor: Actor) -> Self {
+        Self { actor, ip: None, user_agent: None }
+    }
+}
+
+/// What the audit trail records. Keys: `key.created`, `key.rolled`, `key.edited`, `key.disabled`, `key.enabled`,
+/// `key.deleted`, `keys.revoked` (an administrator's bulk revocation). People: `session.signed_in`,
+/// `session.sign_in_failed` (kept [`FAILED_SIGN_IN_RETENTION`] only), `session.ended`, `password.changed`,
+/// `user.created`, `user.disabled`, `user.enabled`, `setup.completed`.
+pub mod audit_kind {
+    pub const KEY_CREATED: &str = "key.created";
+    pub const KEY_ROLLED: &str = "key.rolled";
+    pub const KEY_EDITED: &str = "key.edited";
+    pub const KEY_DISABLED: &str = "key.disabled";
+    pub const KEY_ENABLED: &str = "key.enabled";
+    pub const KEY_DELETED: &str = "key.deleted";
+    pub const KEYS_REVOKED: &str = "keys.revoked";
+    pub const SIGNED_IN: &str = "session.signed_in";
+    pub const SIGN_IN_FAILED: &str = "session.sign_in_failed";
+    pub const SESSION_ENDED: &str = "session.ended";
+    pub const PASSWORD_CHANGED: &str = "password.changed";
+    pub const USER_CREATED: &str = "user.created";
+    pub const USER_DISABLED: &str = "user.disabled";
+    pub const USER_ENABLED: &str = "user.enabled";
+    pub const SETUP_COMPLETED: &str = "setup.completed";
+    /// A secret scanner reported the key in public (issue 11); the detail names the source and the URL.
+    pub const KEY_LEAKED: &str = "key.leaked";
+    /// An operator changed the installation's key prefix (`atna -> acme` in the detail).
+    pub const KEY_PREFIX_CHANGED: &str = "installation.key_prefix_changed";
+    /// Every kind, for filters and documentation.
+    pub const ALL: &[&str] = &[
+        KEY_CREATED,
+        KEY_ROLLED,
+        KEY_EDITED,
+        KEY_DISABLED,
+        KEY_ENABLED,
+        KEY_DELETED,
+        KEYS_REVOKED,
+        SIGNED_IN,
+        SIGN_IN_FAILED,
+        SESSION_ENDED,
+        PASSWORD_CHANGED,
+        USER_CREATED,
+        USER_DISABLED,
+        USER_ENABLED,
+        SETUP_COMPLETED,
+        KEY_LEAKED,
+        KEY_PREFIX_CHANGED,
+    ];
+}
+
+/// How long failed sign-ins stay in the audit trail: strangers write them, so they must not grow it without bound.
+pub const FAILED_SIGN_IN_RETENTION: Millis = 30 * 24 * 60 * 60 * 1000;
+
+/// The owner of audit events that belong to nobody (a failed sign-in for an address no user has).
+pub const NO_USER: UserId = UserId(0);
+
+/// An audit event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    pub at: Millis,
+    /// The user the event is about (whose key, whose session); [`NO_USER`] when none.
+    pub owner: UserId,
+    pub who: Who,
+    /// One of [`audit_kind`].
+    pub action: &'static str,
+    pub key_id: Option<CredentialId>,
+    pub key_name: Option<String>,
+    /// A small JSON object with what else matters (what changed, the successor, how many keys); never a secret.
+    pub detail: Option<String>,
+}
+
+/// One line of the audit trail. Append-only; survives the key it is about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
+    /// Increases with every event recorded (a position, not a count).
+    pub id: i64,
     pub at: Millis,
+    /// The user the event is about; [`NO_USER`] when none.
     pub owner: UserId,
     pub actor: Actor,
-    /// `key.created`, `key.deleted`, `key.disabled`, `key.leaked` or `installation.key_prefix_changed`.
+    /// One of [`audit_kind`] (older databases hold only `key.created` and `key.deleted`).
     pub action: String,
     pub key_id: Option<CredentialId>,
     pub key_name: Option<String>,
-    /// More about it: a leak's source and URL, a prefix change (`atna -> acme`).
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// A JSON object; see [`NewAuditEvent::detail`].
     pub detail: Option<String>,
+}
+
+/// Which audit events to read: newest first, every filter optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only events about this user.
+    pub owner: Option<UserId>,
+    /// Only events about this key.
+    pub key: Option<CredentialId>,
+    /// Only events of this kind.
+    pub action: Option<String>,
+    /// Only events at or after this time.
+    pub since: Option<Millis>,
+    /// Only events before this time.
+    pub until: Option<Millis>,
+    /// Events strictly older than this position: `(at, id)` of the last event of the previous page.
+    pub after: Option<(Millis, i64)>,
+    /// Most events to return.
+    pub limit: i64,
+}
+
+/// A change to a key (`PATCH /v1/keys/{id}`): `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyPatch {
+    pub name: Option<KeyName>,
+    pub scopes: Option<Scopes>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<Millis>>,
+    /// The per-key rules, replaced as a whole.
+    pub rules: Option<KeyRules>,
+    /// `Active` or `Disabled` (never `Revoked`: that is deletion).
+    pub status: Option<KeyStatus>,
+}
+
+impl KeyPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Which keys an administrator's bulk revocation takes: live keys of `owner` (or of everyone) created before
+/// `created_before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyFilter {
+    pub owner: Option<UserId>,
+    /// Keys created strictly before this time.
+    pub created_before: Option<Millis>,
 }
 
 /// The key prefixes an installation recorded.
@@ -447,15 +602,18 @@ pub struct Session {
 
 /// The `format` of the snapshots this build writes.
 ///
+/// * `atna-export/5` added `rolled_from` and `rolled_to` to keys and `ip` and `user_agent` to audit events (all
+///   optional).
 /// * `atna-export/4` added rate limits and quotas to keys (`rate_limit`, `rate_period_seconds`, `quota_*`; optional),
 ///   `key_prefixes` (optional; absent: only `atna_` keys were issued) and `detail` to audit events (optional).
 /// * `atna-export/3` added `ip_allowlist` to keys (optional).
 /// * `atna-export/2` added `created_by_key` to keys and `actor_key_id` to audit events (both optional).
 /// * `atna-export/1` files still import: they lack only those fields.
-pub const SNAPSHOT_FORMAT: &str = "atna-export/4";
+pub const SNAPSHOT_FORMAT: &str = "atna-export/5";
 
 /// Every format this build reads.
-pub const READABLE_SNAPSHOT_FORMATS: &[&str] = &["atna-export/1", "atna-export/2", "atna-export/3", SNAPSHOT_FORMAT];
+pub const READABLE_SNAPSHOT_FORMATS: &[&str] =
+    &["atna-export/1", "atna-export/2", "atna-export/3", "atna-export/4", SNAPSHOT_FORMAT];
 
 /// A whole installation, as moved between databases by `atna export` and `atna import`: every user, every key
 /// (deleted ones included) and the audit trail. Keys travel only as hashes, so every key keeps working after the move.
@@ -545,6 +703,12 @@ pub struct ExportedKey {
     /// The IP allowlist in its stored form: canonical ranges, space-separated (format 3; absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_allowlist: Option<String>,
+    /// The Credential ID of the key this one was rolled from (format 5; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_from: Option<String>,
+    /// The Credential ID of the key this one was rolled to (format 5; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_to: Option<String>,
     /// Rate limit: requests per `rate_period_seconds` (format 4; absent: none; both or neither).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<i64>,
@@ -648,14 +812,20 @@ pub struct ExportedAuditEvent {
     pub owner_id: i64,
     /// The user who acted; `None` for the operator (the command line).
     pub actor_id: Option<i64>,
-    /// `key.created` or `key.deleted`.
+    /// One of the audit kinds (`key.created`, `key.rolled`, `session.signed_in`, …).
     pub action: String,
     pub key_id: Option<String>,
     pub key_name: Option<String>,
     /// The Credential ID of the key the actor used, when a key acted through the API (format 2; absent in format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_key_id: Option<String>,
-    /// More about the event (format 4; absent: none).
+    /// The client's address (format 5; absent: unknown or the command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The client's user agent (format 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// More about the event: a JSON object for key lifecycle events, text for leaks and prefix changes (format 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -743,6 +913,11 @@ impl Snapshot {
             if k.created_by_key.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
                 return key("created_by_key is not a Credential ID");
             }
+            for linked in [&k.rolled_from, &k.rolled_to] {
+                if linked.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
+                    return key("rolled_from / rolled_to is not a Credential ID");
+                }
+            }
             if let Some(a) = &k.ip_allowlist {
                 match IpAllowlist::from_stored(Some(a)) {
                     Ok(list) if list.to_stored().as_deref() == Some(a.as_str()) => {}
@@ -759,6 +934,9 @@ impl Snapshot {
             }
             if e.actor_key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
                 return bad(format!("audit event {i}: actor_key_id is not a Credential ID"));
+            }
+            if e.detail.as_deref().is_some_and(|d| !d.starts_with('{')) {
+                return bad(format!("audit event {i}: detail is not a JSON object"));
             }
             if e.action.is_empty() {
                 return bad(format!("audit event {i}: empty action"));
@@ -820,6 +998,8 @@ mod tests {
                 key_id: Some("AAAAAAAAAAAAAAAA".into()),
                 key_name: Some("crm".into()),
                 actor_key_id: None,
+                ip: None,
+                user_agent: None,
                 detail: None,
             }],
             key_prefixes: vec![ExportedKeyPrefix { prefix: "atna".into(), recorded_at: 1, current: true }],
@@ -848,7 +1028,7 @@ mod tests {
             f(&mut s);
             s
         };
-        refused(edit(&|s| s.format = "atna-export/5".into()), "atna-export/4");
+        refused(edit(&|s| s.format = "atna-export/6".into()), "atna-export/5");
         refused(edit(&|s| s.key_prefixes[0].prefix = "ACME".into()), "key prefix");
         refused(
             edit(&|s| s.key_prefixes.push(ExportedKeyPrefix { prefix: "acme".into(), recorded_at: 2, current: true })),
@@ -907,6 +1087,8 @@ pub struct Pruned {
     pub sessions: u64,
     pub sign_in_attempts: u64,
     pub device_tokens: u64,
+    /// Failed sign-ins older than [`FAILED_SIGN_IN_RETENTION`], dropped from the audit trail.
+    pub failed_sign_ins: u64,
 }
 
 /// One counter an attempt is counted against by [`Store::throttle_begin`](crate::Store::throttle_begin): attempts

@@ -130,7 +130,7 @@ pub async fn reapply_deletions(store: &dyn Store, source: &Path) -> anyhow::Resu
     let now = clock::now();
     let mut keys = 0;
     for (id, _) in &revs.deleted_keys {
-        if let Some(k) = service::delete_key(store, None, None, id, Actor::Operator, now).await? {
+        if let Some(k) = service::delete_key(store, None, None, id, &Actor::Operator.into(), now).await? {
             outln!("deleted key {} ({}): it is deleted in {}", k.id, k.name, source.display());
             keys += 1;
         }

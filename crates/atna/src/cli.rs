@@ -110,6 +110,27 @@ pub enum Command {
     /// Find atna API keys (any key prefix, checksum verified) in files and, with --git, in a repository's history.
     /// Exit status: 0 none found, 1 found, 2 error. Prints where and the Credential ID, never the key.
     Scan(Scan),
+    /// Print the audit trail, newest first: who did what to which key or account, when, and from where.
+    Audit {
+        /// Only events about this user (their keys, their sessions).
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+        /// Only events since this time: RFC 3339 (2027-02-26T00:00:00Z) or an age such as 24h, 7d, 30m.
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events of this kind, e.g. key.rolled.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events about this key (Credential ID).
+        #[arg(long, value_name = "ID")]
+        key: Option<String>,
+        /// At most this many events. Default: all.
+        #[arg(long, value_name = "N")]
+        limit: Option<i64>,
+        /// Print one JSON object per line (JSON lines, for a log pipeline) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load what `atna export` wrote into this database, which must be new and empty (no users, keys or audit events).
     /// All or nothing; user IDs and Credential IDs are kept, so every key keeps working.
     Import {
@@ -332,10 +353,143 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Roll a key: a new key (same scopes and rules, a name with today's date and time) replaces it, and the old key
+    /// keeps working until the overlap ends. Prints the new key's Credential ID and Secret once.
+    Roll {
+        /// The key's Credential ID (or a whole pasted key).
+        id: String,
+        /// How long the old key keeps working: 0 (stops now), or an age such as 1h, 24h, 7d (at most 30d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration_secs)]
+        overlap: i64,
+        /// Print JSON (with the secret) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a key: it answers `key_disabled` on every node at once, and can be enabled again.
+    Disable {
+        /// The key's Credential ID (or a whole pasted key).
+        id: String,
+    },
+    /// Enable a disabled key again (an expired key needs a new --expires-at: `atna key update`).
+    Enable {
+        /// The key's Credential ID (or a whole pasted key).
+        id: String,
+    },
+    /// Change a key's name, scopes, expiry, IP allowlist, rate limit or quota; only what is given changes.
+    Update {
+        /// The key's Credential ID (or a whole pasted key).
+        id: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the scopes with these (repeatable).
+        #[arg(long = "scope", conflicts_with = "no_scopes")]
+        scopes: Vec<String>,
+        /// Remove every scope.
+        #[arg(long)]
+        no_scopes: bool,
+        /// A new expiry (RFC 3339).
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Remove the expiry: the key never expires.
+        #[arg(long)]
+        no_expiry: bool,
+        /// Replace the IP allowlist with these ranges (repeatable).
+        #[arg(long = "allow-ip", value_name = "CIDR", conflicts_with = "allow_anywhere")]
+        allow_ip: Vec<String>,
+        /// Remove the IP allowlist: the key works from anywhere.
+        #[arg(long)]
+        allow_anywhere: bool,
+        /// A new rate limit: `100/60s`, `10/1m`, `5000/1h`, `100/s`.
+        #[arg(long = "rate-limit", value_name = "N/PERIOD", conflicts_with = "no_rate_limit")]
+        rate_limit: Option<String>,
+        /// Remove the rate limit.
+        #[arg(long)]
+        no_rate_limit: bool,
+        /// Set the quota: N uses left from now.
+        #[arg(long, value_name = "N", conflicts_with = "no_quota")]
+        quota: Option<i64>,
+        /// Fill the quota up again at the start of every UTC day or month (`daily` or `monthly`); needs `--quota`.
+        #[arg(long = "quota-refill", value_name = "daily|monthly", requires = "quota")]
+        quota_refill: Option<String>,
+        /// How many uses a refill gives. Default: the `--quota` value.
+        #[arg(long = "quota-refill-amount", value_name = "N", requires = "quota_refill")]
+        quota_refill_amount: Option<i64>,
+        /// Remove the quota.
+        #[arg(long)]
+        no_quota: bool,
+        /// Print the key as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke many keys at once (an incident): every key of a user, or every key created before a time (of everyone,
+    /// or of one user). Recorded as one audit event; running servers refuse the keys at once.
+    RevokeAll {
+        /// Only this user's keys.
+        #[arg(long, value_name = "EMAIL", required_unless_present = "created_before")]
+        user: Option<String>,
+        /// Only keys created before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        created_before: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only show what would be revoked (how many keys, their recent use); revoke nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete (revoke) a key by Credential ID. Running servers stop accepting it at once.
     Delete {
         /// The key's Credential ID (as `atna key list` shows it). A whole pasted key works too: its Credential ID
         /// is taken from it.
         id: String,
     },
+}
+
+/// A duration in seconds: a number of seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, 's'),
+    };
+    let n: i64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration such as 0, 90s, 30m, 24h or 7d"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    if n < 0 {
+        return Err("a duration cannot be negative".into());
+    }
+    n.checked_mul(unit).ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// `--since`: an RFC 3339 time, or an age (24h, 7d) before now.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let secs =
+        parse_duration_secs(s).map_err(|_| format!("`{s}` is neither an RFC 3339 time nor an age such as 24h"))?;
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_secs;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("0"), Ok(0));
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("24h"), Ok(86_400));
+        assert_eq!(parse_duration_secs("7d"), Ok(604_800));
+        assert_eq!(parse_duration_secs("30m"), Ok(1_800));
+        assert!(parse_duration_secs("1w").is_err());
+        assert!(parse_duration_secs("-1h").is_err());
+        assert!(parse_duration_secs("h").is_err());
+    }
 }

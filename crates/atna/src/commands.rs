@@ -10,11 +10,13 @@ use anyhow::{anyhow, bail, Context};
 use atna_domain::lifecycle::shown_status;
 use atna_domain::{CredentialId, Email, ParsedKey, Password, PasswordHash};
 use atna_server::api::dto::{Key, UsageSeries};
+use atna_server::lifecycle::{self, KeyChanges, RollSpec};
 use atna_server::service::{self, KeySpec};
 use atna_server::store_url;
 use atna_server::{clock, timeline};
 use atna_store::{
-    Actor, Granularity, ImportSummary, KeyQuery, NewUser, Snapshot, Store, StoreError, User, SNAPSHOT_FORMAT,
+    audit_kind, Actor, AuditQuery, Granularity, ImportSummary, KeyFilter, KeyQuery, NewAuditEvent, NewUser, Snapshot,
+    Store, StoreError, User, Who, SNAPSHOT_FORMAT,
 };
 use serde_json::json;
 
@@ -93,6 +95,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             write_stdout(text.as_bytes());
             Ok(())
+        }
+        Command::Audit { user, since, kind, key, limit, json } => {
+            audit(store.as_ref(), user.as_deref(), since, kind, key.as_deref(), limit, json).await
         }
         Command::Export { output, force } => export(store.as_ref(), output.as_deref(), force).await,
         // main runs it: it has exit statuses of its own.
@@ -233,6 +238,7 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
                     atna_store::StoreError::Conflict(_) => anyhow!("a user with this e-mail address already exists"),
                     e => e.into(),
                 })?;
+            user_event(store, audit_kind::USER_CREATED, &u).await?;
             outln!("created user {} (id {}{})", u.email, u.id, if u.is_admin { ", admin" } else { "" });
         }
         UserCommand::List { json } => {
@@ -276,15 +282,33 @@ async fn user(store: &dyn Store, c: UserCommand) -> anyhow::Result<()> {
                 }
             }
             store.set_user_disabled(u.id, true, clock::now()).await?;
+            user_event(store, audit_kind::USER_DISABLED, &u).await?;
             outln!("disabled {}: sessions ended, keys stop working", u.email);
         }
         UserCommand::Enable { email } => {
             let u = find_user(store, &email).await?;
             store.set_user_disabled(u.id, false, clock::now()).await?;
+            user_event(store, audit_kind::USER_ENABLED, &u).await?;
             outln!("enabled {}", u.email);
         }
     }
     Ok(())
+}
+
+/// `--rate-limit 100/60s` as the API's rule.
+fn rate_limit_arg(s: &str) -> anyhow::Result<atna_server::api::dto::RateLimitRule> {
+    atna_domain::RateLimit::parse_spec(s)
+        .map_err(|e| anyhow::anyhow!("--rate-limit {s}: {e}"))
+        .map(atna_server::api::dto::RateLimitRule::of)
+}
+
+/// `--quota N [--quota-refill daily|monthly [--quota-refill-amount N]]` as the API's rule.
+fn quota_arg(remaining: i64, refill: Option<String>, amount: Option<i64>) -> atna_server::api::dto::QuotaRule {
+    atna_server::api::dto::QuotaRule {
+        remaining,
+        refill: refill
+            .map(|interval| atna_server::api::dto::QuotaRefill { amount: amount.unwrap_or(remaining), interval }),
+    }
 }
 
 async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -> anyhow::Result<()> {
@@ -302,20 +326,8 @@ async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -
             quota_refill_amount,
             json,
         } => {
-            let rate_limit = rate_limit
-                .map(|s| {
-                    atna_domain::RateLimit::parse_spec(&s)
-                        .map_err(|e| anyhow::anyhow!("--rate-limit {s}: {e}"))
-                        .map(atna_server::api::dto::RateLimitRule::of)
-                })
-                .transpose()?;
-            let quota = quota.map(|remaining| atna_server::api::dto::QuotaRule {
-                remaining,
-                refill: quota_refill.map(|interval| atna_server::api::dto::QuotaRefill {
-                    amount: quota_refill_amount.unwrap_or(remaining),
-                    interval,
-                }),
-            });
+            let rate_limit = rate_limit.as_deref().map(rate_limit_arg).transpose()?;
+            let quota = quota.map(|remaining| quota_arg(remaining, quota_refill, quota_refill_amount));
             let u = find_user(store, &user).await?;
             if u.disabled {
                 eprintln!(
@@ -463,7 +475,7 @@ async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -
         KeyCommand::Delete { id } => {
             let parsed = credential_id_of(&id)?;
             let now = clock::now();
-            match service::delete_key(store, None, None, &parsed, Actor::Operator, now).await? {
+            match service::delete_key(store, None, None, &parsed, &Actor::Operator.into(), now).await? {
                 Some(k) => {
                     // The owner hears of it in their next digest (a running server sends it).
                     let notifier = atna_server::notify::Notifier::new(shared.clone(), config::notify(file)?);
@@ -473,6 +485,251 @@ async fn key(shared: Arc<dyn Store>, c: KeyCommand, file: &config::FileConfig) -
                 None => bail!("no key {parsed}"),
             }
         }
+        KeyCommand::Roll { id, overlap, json } => {
+            let id = credential_id_of(&id)?;
+            let now = clock::now();
+            let policy = config::policy(file)?;
+            let spec = RollSpec { overlap_secs: overlap, name: None, by_key: None, once: None, policy: &policy };
+            let who: Who = Actor::Operator.into();
+            let present =
+                |old: &atna_store::KeyRecord, new: &atna_store::KeyRecord, secret: &atna_domain::ApiKeySecret| {
+                    (old.clone(), new.clone(), secret.clone())
+                };
+            let ((old, new, secret), _) =
+                lifecycle::roll_key(store, None, None, &id, who, spec, now, present).await.map_err(lifecycle_error)?;
+            // The owner hears of it in their next digest (a running server sends it).
+            let notifier = atna_server::notify::Notifier::new(shared.clone(), config::notify(file)?);
+            notifier.enqueue_logged(&old, atna_domain::ReminderKind::Rolled, now).await;
+            if json {
+                let mut v = serde_json::to_value(Key::new(&new, now))?;
+                v["secret"] = json!(secret.expose());
+                v["old_key"] = serde_json::to_value(Key::new(&old, now))?;
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!("Credential ID:     {}", new.id);
+                outln!("Credential Secret: {}", secret.expose());
+                outln!("Name:              {}", new.name);
+                outln!();
+                let until = old.expires_at.map_or_else(|| "never".into(), |t| clock::to_datetime(t).to_rfc3339());
+                outln!("The old key {} ({}) keeps working until {until}.", old.id, old.name);
+                outln!(
+                    "Copy the secret now and store it securely: it cannot be shown again. Move your services to it."
+                );
+            }
+        }
+        KeyCommand::Disable { id } => {
+            let id = credential_id_of(&id)?;
+            let k = lifecycle::set_key_status(store, None, None, &id, true, &Actor::Operator.into(), clock::now())
+                .await
+                .map_err(lifecycle_error)?;
+            outln!(
+                "disabled key {} ({}); running servers refuse it at once (`atna key enable {}` undoes it)",
+                k.id,
+                k.name,
+                k.id
+            );
+        }
+        KeyCommand::Enable { id } => {
+            let id = credential_id_of(&id)?;
+            let k = lifecycle::set_key_status(store, None, None, &id, false, &Actor::Operator.into(), clock::now())
+                .await
+                .map_err(lifecycle_error)?;
+            outln!("enabled key {} ({})", k.id, k.name);
+        }
+        KeyCommand::Update {
+            id,
+            name,
+            scopes,
+            no_scopes,
+            expires_at,
+            no_expiry,
+            allow_ip,
+            allow_anywhere,
+            rate_limit,
+            no_rate_limit,
+            quota,
+            quota_refill,
+            quota_refill_amount,
+            no_quota,
+            json,
+        } => {
+            let id = credential_id_of(&id)?;
+            let changes = KeyChanges {
+                name,
+                scopes: (no_scopes || !scopes.is_empty()).then_some(scopes),
+                expires_at: if no_expiry { Some(None) } else { expires_at.map(|t| Some(t.timestamp_millis())) },
+                ip_allowlist: if allow_anywhere {
+                    Some(None)
+                } else {
+                    (!allow_ip.is_empty()).then_some(Some(allow_ip))
+                },
+                status: None,
+                rate_limit: if no_rate_limit {
+                    Some(None)
+                } else {
+                    rate_limit.as_deref().map(rate_limit_arg).transpose()?.map(Some)
+                },
+                quota: if no_quota {
+                    Some(None)
+                } else {
+                    quota.map(|q| Some(quota_arg(q, quota_refill, quota_refill_amount)))
+                },
+            };
+            let now = clock::now();
+            let policy = config::policy(file)?;
+            let who = Actor::Operator.into();
+            let k = lifecycle::update_key(store, None, None, &id, changes, &who, None, &policy, now)
+                .await
+                .map_err(lifecycle_error)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&Key::new(&k, now))?);
+            } else {
+                outln!("updated key {} ({})", k.id, k.name);
+            }
+        }
+        KeyCommand::RevokeAll { user, created_before, dry_run, json } => {
+            let owner = match &user {
+                Some(e) => Some(find_user(store, e).await?),
+                None => None,
+            };
+            let now = clock::now();
+            let filter = KeyFilter {
+                owner: owner.as_ref().map(|u| u.id),
+                created_before: created_before.map(|t| t.timestamp_millis()),
+            };
+            let preview = lifecycle::preview_revoke(store, None, &filter, now).await?;
+            let n = preview.keys.len();
+            if dry_run {
+                if json {
+                    let keys: Vec<Key> = preview.keys.iter().map(|k| Key::new(k, now)).collect();
+                    let v = json!({"count": n, "used_last_day": preview.used_last_day,
+                                   "used_last_week": preview.used_last_week, "keys": keys});
+                    outln!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    outln!(
+                        "would revoke {} ({} used in the last day, {} in the last week):",
+                        plural(n as u64, "key"),
+                        preview.used_last_day,
+                        preview.used_last_week
+                    );
+                    for k in &preview.keys {
+                        let used = k.last_used_at.map_or_else(
+                            || "never used".to_owned(),
+                            |t| format!("last used {}", clock::to_datetime(t).format("%Y-%m-%d %H:%M UTC")),
+                        );
+                        outln!("  {}  {}  (owner {}, {used})", k.id, k.name, k.owner);
+                    }
+                }
+                return Ok(());
+            }
+            let mut detail = serde_json::Map::new();
+            if let Some(u) = &owner {
+                detail.insert("user".into(), json!(u.email.as_str()));
+            }
+            if let Some(t) = created_before {
+                detail.insert("created_before".into(), json!(t.to_rfc3339()));
+            }
+            let filter = lifecycle::as_previewed(filter, now);
+            let gone = lifecycle::revoke_all(store, None, &filter, detail, &Actor::Operator.into(), now).await?;
+            if json {
+                let ids: Vec<String> = gone.iter().map(|k| k.id.to_string()).collect();
+                outln!("{}", serde_json::to_string_pretty(&json!({"revoked": gone.len(), "keys": ids}))?);
+            } else {
+                outln!("revoked {}; running servers refuse them at once", plural(gone.len() as u64, "key"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A lifecycle error as the command line says it.
+fn lifecycle_error(e: lifecycle::LifecycleError) -> anyhow::Error {
+    match e {
+        lifecycle::LifecycleError::NoSuchKey => anyhow!("no such key (or it was deleted)"),
+        e => anyhow!("{e}"),
+    }
+}
+
+/// Records a user event done by the operator.
+async fn user_event(store: &dyn Store, action: &'static str, u: &User) -> anyhow::Result<()> {
+    let event = NewAuditEvent {
+        at: clock::now(),
+        owner: u.id,
+        who: Actor::Operator.into(),
+        action,
+        key_id: None,
+        key_name: None,
+        detail: Some(json!({ "email": u.email.as_str() }).to_string()),
+    };
+    store.append_audit(&event).await?;
+    Ok(())
+}
+
+/// `atna audit`: pages through the trail, newest first, printing as it goes.
+async fn audit(
+    store: &dyn Store,
+    user: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    kind: Option<String>,
+    key: Option<&str>,
+    limit: Option<i64>,
+    json_lines: bool,
+) -> anyhow::Result<()> {
+    let owner = match user {
+        Some(e) => Some(find_user(store, e).await?.id),
+        None => None,
+    };
+    let key = key.map(credential_id_of).transpose()?;
+    let emails: std::collections::HashMap<i64, String> =
+        store.list_users().await?.into_iter().map(|u| (u.id.0, u.email.to_string())).collect();
+    let mut left = limit.unwrap_or(i64::MAX);
+    let mut q = AuditQuery {
+        owner,
+        key,
+        action: kind,
+        since: since.map(|t| t.timestamp_millis()),
+        until: None,
+        after: None,
+        limit: 500,
+    };
+    if !json_lines {
+        outln!("{:<24}  {:<22}  {:<30}  {:<30}  {:<16}  {:<15}  DETAIL", "AT", "KIND", "BY", "USER", "KEY", "IP");
+    }
+    while left > 0 {
+        q.limit = left.min(500);
+        let page = store.audit_page(&q).await?;
+        for e in &page {
+            let j = atna_server::audit::AuditEventJson::new(e);
+            if json_lines {
+                let mut v = serde_json::to_value(&j)?;
+                if let Some(u) = j.user_id.and_then(|u| emails.get(&u)) {
+                    v["user_email"] = json!(u);
+                }
+                outln!("{}", serde_json::to_string(&v)?);
+            } else {
+                let by = match e.actor {
+                    Actor::Operator => "operator".to_owned(),
+                    Actor::User(u) => emails.get(&u.0).cloned().unwrap_or_else(|| format!("user {u}")),
+                    Actor::Key { key, .. } => format!("key {key}"),
+                };
+                let about = j.user_id.map(|u| emails.get(&u).cloned().unwrap_or_else(|| format!("user {u}")));
+                outln!(
+                    "{:<24}  {:<22}  {:<30}  {:<30}  {:<16}  {:<15}  {}",
+                    clock::to_datetime(e.at).format("%Y-%m-%d %H:%M:%S UTC"),
+                    e.action,
+                    by,
+                    about.unwrap_or_else(|| "-".into()),
+                    e.key_id.map_or_else(|| "-".into(), |k| k.to_string()),
+                    e.ip.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or("")
+                );
+            }
+        }
+        left -= page.len() as i64;
+        if (page.len() as i64) < q.limit {
+            break;
+        }
+        q.after = page.last().map(|e| (e.at, e.id));
     }
     Ok(())
 }

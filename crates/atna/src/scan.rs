@@ -111,7 +111,7 @@ async fn check_store(global: &Global, keys: &[FoundKey], revoke: bool) -> anyhow
         let state = store_state(store.as_ref(), &format, key).await?;
         let state = if revoke && state == KeyState::Live {
             let id = key.id();
-            match service::delete_key(store.as_ref(), None, None, &id, Actor::Operator, clock::now()).await? {
+            match service::delete_key(store.as_ref(), None, None, &id, &Actor::Operator.into(), clock::now()).await? {
                 Some(_) => KeyState::Revoked,
                 None => KeyState::Deleted,
             }

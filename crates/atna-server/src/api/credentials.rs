@@ -147,7 +147,7 @@ pub async fn revoke(
         };
         // The key revoked itself: whoever held it acted, and the owner's audit trail says so.
         let actor = Actor::Key { user: rec.key.owner, key: rec.key.id };
-        match service::delete_key(s.store.as_ref(), Some(&s.verifier), None, &rec.key.id, actor, now).await {
+        match service::delete_key(s.store.as_ref(), Some(&s.verifier), None, &rec.key.id, &actor.into(), now).await {
             Ok(Some(_)) => revoked += 1,
             Ok(None) => {}
             Err(e) => return ApiError::from(e).into_response(),

@@ -68,6 +68,11 @@ pub struct Key {
     /// Where the key may be used from (CIDR ranges, canonical form); `null`: anywhere.
     #[schema(example = json!(["203.0.113.0/24", "2001:db8::/32"]), max_items = 64)]
     pub ip_allowlist: Option<Vec<String>>,
+    /// The Credential ID of the key this one replaced (it was made by rolling that key); `null` otherwise.
+    pub rolled_from: Option<String>,
+    /// The Credential ID of the key that replaced this one: it was rolled and stops working at `expires_at`, the end
+    /// of the overlap; `null` otherwise.
+    pub rolled_to: Option<String>,
     /// At most `limit` requests per `period_seconds`; `null`: no limit.
     pub rate_limit: Option<RateLimitRule>,
     /// Uses left, and the refill if any; `null`: no quota.
@@ -150,6 +155,8 @@ impl Key {
             ip_allowlist: allowlist_json(&k.rules.ip_allowlist),
             rate_limit: k.rules.rate_limit.map(RateLimitRule::of),
             quota: k.rules.quota.as_ref().map(|q| QuotaRule::of(q, now)),
+            rolled_from: k.rolled_from.map(|id| id.to_string()),
+            rolled_to: k.rolled_to.map(|id| id.to_string()),
         }
     }
 }
@@ -167,6 +174,66 @@ pub struct CreatedKey {
     /// The Credential Secret: the API key to send as `Authorization: Bearer <secret>`. Store it now; it cannot be
     /// shown again.
     pub secret: String,
+}
+
+/// How to roll a key.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollKey {
+    /// How long the old key keeps working, in seconds: 0 (it stops now) to 2592000 (30 days). Default: 86400 (a day).
+    #[schema(example = 86400)]
+    pub overlap_seconds: Option<i64>,
+}
+
+/// A rolled key: the new key with its secret (shown this once), and the old key as it now is (`rolled_to` set,
+/// `expires_at` at the end of the overlap).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolledKey {
+    #[serde(flatten)]
+    pub key: Key,
+    /// The new key's Credential Secret. Store it now; it cannot be shown again.
+    pub secret: String,
+    pub old_key: Key,
+}
+
+/// A change to a key, as a JSON merge patch (RFC 7396): only the members present change; `null` removes
+/// `expires_at` (never expires) or `ip_allowlist` (anywhere). Any other member is a 422.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct KeyMergePatch {
+    /// `active` or `disabled`. A disabled key answers `key_disabled` on every node at once. Enabling a key that has
+    /// expired is a 422 `key_expired` (give it a new `expires_at` in the same patch).
+    pub status: Option<String>,
+    pub name: Option<String>,
+    /// Only scopes the calling key holds.
+    pub scopes: Option<Vec<String>>,
+    /// RFC 3339; `null`: never. Not beyond the calling key's own expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// CIDR ranges; `null` or `[]`: anywhere. Within the calling key's allowlist.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// The new rate limit; `null`: none.
+    pub rate_limit: Option<RateLimitRule>,
+    /// The new quota, `remaining` uses left from now; `null`: none.
+    pub quota: Option<QuotaRule>,
+}
+
+/// Paging and filters of `GET /v1/audit`: optional query parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// Only events of this kind (e.g. `key.rolled`).
+    pub kind: Option<String>,
+    /// Only events about this key (Credential ID).
+    pub key_id: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only events before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// A page of keys, newest first.

@@ -8,9 +8,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::dto::{CreateKey, CreatedKey, Key, KeyList, ListParams, UsageParams, UsageSeries};
+use super::dto::{
+    CreateKey, CreatedKey, Key, KeyList, KeyMergePatch, ListParams, RollKey, RolledKey, UsageParams, UsageSeries,
+};
+use crate::audit::Origin;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, Caller};
+use crate::lifecycle::{self, KeyChanges, RollSpec};
 use crate::service::{self, KeySpec};
 use crate::AppState;
 use crate::{clock, timeline};
@@ -41,6 +45,7 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
+    origin: Origin,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<Response> {
     caller.require(MANAGE_KEYS)?;
@@ -57,7 +62,7 @@ pub async fn create(
         quota: body.quota.as_ref(),
         by_key: Some(parent),
     };
-    let actor = Actor::Key { user: owner, key: parent.id };
+    let actor = origin.who(Actor::Key { user: owner, key: parent.id });
     // The whole response is built before the key is committed: nothing can fail between the commit and the secret
     // leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
@@ -154,13 +159,18 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
         (status = 410, description = "`key_already_deleted`: this key was deleted before", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(s): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require(MANAGE_KEYS)?;
     let id = parse_id(&id)?;
     let owner = caller.0.record.owner;
-    let actor = Actor::Key { user: owner, key: caller.0.record.id };
+    let who = origin.who(Actor::Key { user: owner, key: caller.0.record.id });
     let now = clock::now();
-    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, actor, now).await? {
+    match service::delete_key(s.store.as_ref(), Some(&s.verifier), Some(owner), &id, &who, now).await? {
         Some(k) => {
             s.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;
             Ok(StatusCode::NO_CONTENT)
@@ -221,4 +231,209 @@ pub async fn usage(
     s.store.get_key(caller.0.record.owner, &id).await?.ok_or_else(ApiError::no_such_key)?;
     let buckets = timeline::series(s.store.as_ref(), Some(s.verifier.usage()), &id, granularity, from, to).await?;
     Ok(Json(UsageSeries::new(granularity, buckets)))
+}
+
+/// Roll a key: a new key with the same scopes and rules (and the old key's lifetime as its expiry) replaces it; the old
+/// key keeps working until the overlap ends, then answers `key_expired`.
+#[utoipa::path(post, path = "/v1/keys/{id}/roll", tag = "keys", request_body(content = RollKey, description = "Optional; an empty body rolls with a day's overlap"),
+    params(("id" = String, Path, description = "Credential ID of the key to roll")),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 201, description = "Rolled; `secret` (the new key's) is shown this once, `old_key` is the old key as it now is", body = RolledKey),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, `scope_not_held` (the key to roll has scopes the calling key lacks), or `ip_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`key_already_rolled`: roll its successor instead; `name_taken`: no free name", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_overlap` (0 to 2592000 seconds) or an unknown member", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn roll(
+    State(s): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> ApiResult<Response> {
+    caller.require(MANAGE_KEYS)?;
+    let id = parse_id(&id)?;
+    let req: RollKey =
+        if body.iter().all(u8::is_ascii_whitespace) { RollKey::default() } else { json_body(&headers, &body, false)? };
+    let me = &caller.0.record;
+    let now = clock::now();
+    let spec = RollSpec {
+        overlap_secs: req.overlap_seconds.unwrap_or(lifecycle::DEFAULT_OVERLAP_SECS),
+        name: None,
+        by_key: Some(me),
+        once: None,
+        policy: &s.settings.policy,
+    };
+    let who = origin.who(Actor::Key { user: me.owner, key: me.id });
+    let present = |old: &KeyRecord, new: &KeyRecord, secret: &ApiKeySecret| {
+        let body =
+            RolledKey { key: Key::new(new, now), secret: secret.expose().to_owned(), old_key: Key::new(old, now) };
+        let json = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+        let location = HeaderValue::from_str(&format!("/v1/keys/{}", new.id)).map_err(|_| ApiError::internal())?;
+        Ok::<_, ApiError>(
+            (
+                StatusCode::CREATED,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                ],
+                json,
+            )
+                .into_response(),
+        )
+    };
+    let owner = Some(me.owner);
+    let (response, old) =
+        lifecycle::roll_key(s.store.as_ref(), Some(&s.verifier), owner, &id, who, spec, now, present).await?;
+    s.notifier.enqueue_logged(&old, atna_domain::ReminderKind::Rolled, now).await;
+    response
+}
+
+/// Change a key: disable or enable it, rename it, change its scopes, expiry, IP allowlist, rate limit or quota. Takes
+/// effect on every node at once.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys",
+    request_body(content = KeyMergePatch, content_type = "application/merge-patch+json", description = "A JSON merge patch (`application/json` is accepted too)"),
+    params(("id" = String, Path, description = "Credential ID")),
+    security(("bearer" = ["keys:manage"])),
+    responses(
+        (status = 200, description = "The key as it now is", body = Key),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or bad key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks `keys:manage`, `scope_not_held`, or `ip_not_allowed`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`name_taken`: you have a key with this name", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither `application/merge-patch+json` nor `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_member`, `invalid_body` (a member of the wrong type), `invalid_status`, `key_expired` (enabling an expired key), `invalid_name`, `invalid_scopes`, `invalid_expiry`, `expiry_beyond_caller`, `invalid_ip_allowlist`, `ip_allowlist_beyond_caller`, `invalid_rate_limit`, `invalid_quota`, `lifetime_exceeds_policy` (an expiry beyond the policy's maximum lifetime, or none when it has one)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch(
+    State(s): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> ApiResult<Json<Key>> {
+    caller.require(MANAGE_KEYS)?;
+    let id = parse_id(&id)?;
+    let doc: serde_json::Value = json_body(&headers, &body, true)?;
+    let changes = merge_patch(doc)?;
+    let me = &caller.0.record;
+    let who = origin.who(Actor::Key { user: me.owner, key: me.id });
+    let now = clock::now();
+    let mut rec = lifecycle::update_key(
+        s.store.as_ref(),
+        Some(&s.verifier),
+        Some(me.owner),
+        &id,
+        changes,
+        &who,
+        Some(me),
+        &s.settings.policy,
+        now,
+    )
+    .await?;
+    s.verifier.overlay_usage(&mut rec);
+    Ok(Json(Key::new(&rec, now)))
+}
+
+/// A JSON body: `application/json`, or with `merge_patch` also `application/merge-patch+json`.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    merge_patch: bool,
+) -> ApiResult<T> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ok = mime == "application/json" || (merge_patch && mime == "application/merge-patch+json");
+    if !ok {
+        let want =
+            if merge_patch { "`application/merge-patch+json` or `application/json`" } else { "`application/json`" };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Send a JSON body with `Content-Type: {}`.", want.trim_matches('`')).replace("` or `", " or "),
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") {
+            ApiError::unprocessable("unknown_member", msg)
+        } else {
+            ApiError::unprocessable("invalid_body", msg.replace("struct RollKey", "a JSON object"))
+        }
+    })
+}
+
+/// Reads a merge patch of a key: each member present is a change, `null` removes what can be removed.
+fn merge_patch(doc: serde_json::Value) -> ApiResult<KeyChanges> {
+    use serde_json::Value;
+    let Value::Object(members) = doc else {
+        return Err(ApiError::unprocessable("invalid_body", "A merge patch of a key is a JSON object."));
+    };
+    let bad = |member: &str, what: &str| ApiError::unprocessable("invalid_body", format!("`{member}` must be {what}."));
+    let mut c = KeyChanges::default();
+    for (k, v) in members {
+        match k.as_str() {
+            "status" => c.status = Some(v.as_str().ok_or_else(|| bad("status", "`active` or `disabled`"))?.to_owned()),
+            "name" => c.name = Some(v.as_str().ok_or_else(|| bad("name", "a string"))?.to_owned()),
+            "scopes" => c.scopes = Some(string_list(&v).ok_or_else(|| bad("scopes", "a list of strings or null"))?),
+            "expires_at" => {
+                c.expires_at = Some(match v {
+                    Value::Null => None,
+                    Value::String(t) => Some(
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .map_err(|_| bad("expires_at", "an RFC 3339 date-time or null"))?
+                            .timestamp_millis(),
+                    ),
+                    _ => return Err(bad("expires_at", "an RFC 3339 date-time or null")),
+                })
+            }
+            "ip_allowlist" => {
+                let list = string_list(&v).ok_or_else(|| bad("ip_allowlist", "a list of CIDR ranges or null"))?;
+                c.ip_allowlist = Some(Some(list).filter(|l| !l.is_empty()));
+            }
+            "rate_limit" => {
+                c.rate_limit = Some(
+                    serde_json::from_value(v)
+                        .map_err(|_| bad("rate_limit", "`{\"limit\": N, \"period_seconds\": S}` or null"))?,
+                )
+            }
+            "quota" => {
+                c.quota = Some(serde_json::from_value(v).map_err(|_| {
+                    bad("quota", "`{\"remaining\": N, \"refill\": {\"amount\": N, \"interval\": \"daily\"}}` or null")
+                })?)
+            }
+            other => {
+                return Err(ApiError::unprocessable(
+                    "unknown_member",
+                    format!(
+                        "`{}` cannot be changed: a key's patch may hold `status`, `name`, `scopes`, `expires_at`, \
+                         `ip_allowlist`, `rate_limit` and `quota`.",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// A JSON list of strings; `null` is the empty list.
+fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
+    match v {
+        serde_json::Value::Null => Some(Vec::new()),
+        serde_json::Value::Array(items) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+        _ => None,
+    }
 }

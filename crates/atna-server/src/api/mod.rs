@@ -1,5 +1,6 @@
 //! The REST API (`/v1`), health probes and `/openapi.json`.
 
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod dto;
@@ -11,7 +12,7 @@ pub mod openapi;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -41,8 +42,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/whoami", get(auth::whoami))
         .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
-        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete))
+        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete).merge(patch(keys::patch).layer(limit)))
+        .route("/v1/keys/{id}/roll", post(keys::roll).layer(limit))
         .route("/v1/keys/{id}/usage", get(keys::usage))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/credentials/status", post(credentials::status).layer(holders))
         .route("/v1/credentials/revoke", post(credentials::revoke).layer(holders))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))

@@ -1,5 +1,7 @@
 //! The Account page: change password (needs the current one; signs out other sessions) and sign out everywhere.
 
+use crate::audit::{self, Origin};
+use atna_store::{audit_kind, Actor};
 use std::time::Duration;
 
 use askama::Template;
@@ -76,6 +78,7 @@ pub struct PasswordForm {
 pub async fn change_password(
     State(s): State<DashState>,
     si: SignedIn,
+    origin: Origin,
     DashForm(f): DashForm<PasswordForm>,
 ) -> DashResult {
     si.check_csrf(&f.csrf)?;
@@ -108,7 +111,10 @@ pub async fn change_password(
     };
     let hash = hash_password(new).await?;
     s.app.store.set_password(si.user.id, &hash).await?;
-    s.app.store.delete_user_sessions(si.user.id).await?;
+    let ended = s.app.store.delete_user_sessions(si.user.id).await?;
+    let who = origin.who(Actor::User(si.user.id));
+    let detail = Some(serde_json::json!({ "sessions_ended": ended }));
+    audit::record(&*s.app.store, si.user.id, who, audit_kind::PASSWORD_CHANGED, detail).await?;
     let set = session::start(&s, si.user.id, si.secure).await?;
     let mut res = Redirect::to("/account?done=password").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);
@@ -119,10 +125,14 @@ pub async fn change_password(
 pub async fn sign_out_everywhere(
     State(s): State<DashState>,
     si: SignedIn,
+    origin: Origin,
     DashForm(f): DashForm<CsrfOnly>,
 ) -> DashResult {
     si.check_csrf(&f.csrf)?;
-    s.app.store.delete_user_sessions(si.user.id).await?;
+    let ended = s.app.store.delete_user_sessions(si.user.id).await?;
+    let detail = Some(serde_json::json!({ "how": "everywhere", "sessions_ended": ended }));
+    audit::record(&*s.app.store, si.user.id, origin.who(Actor::User(si.user.id)), audit_kind::SESSION_ENDED, detail)
+        .await?;
     let mut res = Redirect::to("/login?signed_out=all").into_response();
     res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", None, si.secure));
     Ok(res)

@@ -1,8 +1,10 @@
 //! Admin → Users: create users, disable them (their sessions end and their keys stop working at once), re-enable.
 //! Only administrators get here; anyone else gets a 404.
 
+use crate::audit::{self, Origin};
 use askama::Template;
 use atna_domain::{Email, Password, UserId};
+use atna_store::{audit_kind, Actor};
 use atna_store::{NewUser, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -40,6 +42,9 @@ struct UsersPage {
 pub struct Done {
     #[serde(default)]
     done: String,
+    /// After a bulk revocation: how many keys it took.
+    #[serde(default)]
+    revoked: Option<u64>,
 }
 
 async fn page(
@@ -78,7 +83,13 @@ pub async fn list(State(s): State<DashState>, Admin(si): Admin, DashQuery(q): Da
         "enabled" => "User re-enabled: their API keys work again.",
         _ => "",
     };
-    page(&s, &si, StatusCode::OK, notice.to_owned(), String::new(), String::new(), false).await
+    let notice = match q.revoked {
+        Some(n) => {
+            format!("Revoked {n} {}: they stopped working on every server.", if n == 1 { "key" } else { "keys" })
+        }
+        None => notice.to_owned(),
+    };
+    page(&s, &si, StatusCode::OK, notice, String::new(), String::new(), false).await
 }
 
 #[derive(Deserialize)]
@@ -94,7 +105,12 @@ pub struct CreateForm {
 }
 
 /// `POST /admin/users`: creates a user.
-pub async fn create(State(s): State<DashState>, Admin(si): Admin, DashForm(f): DashForm<CreateForm>) -> DashResult {
+pub async fn create(
+    State(s): State<DashState>,
+    Admin(si): Admin,
+    origin: Origin,
+    DashForm(f): DashForm<CreateForm>,
+) -> DashResult {
     si.check_csrf(&f.csrf)?;
     let admin = f.admin.is_some();
     let email_typed = f.email.trim().to_owned();
@@ -114,7 +130,12 @@ pub async fn create(State(s): State<DashState>, Admin(si): Admin, DashForm(f): D
     };
     let password_hash = hash_password(password).await?;
     match s.app.store.create_user(NewUser { email, password_hash, is_admin: admin, created_at: clock::now() }).await {
-        Ok(_) => Ok(Redirect::to("/admin/users?done=created").into_response()),
+        Ok(u) => {
+            let detail = Some(serde_json::json!({ "email": u.email.as_str(), "admin": u.is_admin }));
+            audit::record(&*s.app.store, u.id, origin.who(Actor::User(si.user.id)), audit_kind::USER_CREATED, detail)
+                .await?;
+            Ok(Redirect::to("/admin/users?done=created").into_response())
+        }
         Err(StoreError::Conflict(_)) => {
             let msg = "A user with this e-mail address already exists.".to_owned();
             page(&s, &si, StatusCode::CONFLICT, String::new(), msg, email_typed, admin).await
@@ -123,7 +144,7 @@ pub async fn create(State(s): State<DashState>, Admin(si): Admin, DashForm(f): D
     }
 }
 
-async fn set_disabled(s: &DashState, si: &SignedIn, id: &str, disabled: bool) -> DashResult<()> {
+async fn set_disabled(s: &DashState, si: &SignedIn, origin: &Origin, id: &str, disabled: bool) -> DashResult<()> {
     let id: i64 = id.parse().map_err(|_| DashError::not_found())?;
     if disabled && si.user.id.0 == id {
         return Err(DashError::new(
@@ -141,6 +162,8 @@ async fn set_disabled(s: &DashState, si: &SignedIn, id: &str, disabled: bool) ->
         s.app.store.delete_user_sessions(uid).await?;
     }
     s.app.verifier.evict_all();
+    let kind = if disabled { audit_kind::USER_DISABLED } else { audit_kind::USER_ENABLED };
+    audit::record(&*s.app.store, uid, origin.who(Actor::User(si.user.id)), kind, None).await?;
     Ok(())
 }
 
@@ -148,11 +171,12 @@ async fn set_disabled(s: &DashState, si: &SignedIn, id: &str, disabled: bool) ->
 pub async fn disable(
     State(s): State<DashState>,
     Admin(si): Admin,
+    origin: Origin,
     Path(id): Path<String>,
     DashForm(f): DashForm<CsrfOnly>,
 ) -> DashResult {
     si.check_csrf(&f.csrf)?;
-    set_disabled(&s, &si, &id, true).await?;
+    set_disabled(&s, &si, &origin, &id, true).await?;
     Ok(Redirect::to("/admin/users?done=disabled").into_response())
 }
 
@@ -160,12 +184,13 @@ pub async fn disable(
 pub async fn enable(
     State(s): State<DashState>,
     Admin(si): Admin,
+    origin: Origin,
     Path(id): Path<String>,
     DashForm(f): DashForm<CsrfOnly>,
 ) -> Response {
     match si.check_csrf(&f.csrf) {
         Err(e) => e.into_response(),
-        Ok(()) => match set_disabled(&s, &si, &id, false).await {
+        Ok(()) => match set_disabled(&s, &si, &origin, &id, false).await {
             Ok(()) => Redirect::to("/admin/users?done=enabled").into_response(),
             Err(e) => e.into_response(),
         },

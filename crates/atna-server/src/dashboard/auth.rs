@@ -12,7 +12,9 @@ use super::csrf::{tokens_match, LOGIN_COOKIE};
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
 use super::{device, random_token, throttle, DashState};
+use crate::audit::{self, Origin};
 use crate::clock;
+use atna_store::{audit_kind, Actor, NO_USER};
 
 /// How long the pre-session CSRF cookie lives.
 const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
@@ -136,6 +138,7 @@ pub async fn login(
     State(s): State<DashState>,
     ClientAddr(ip): ClientAddr,
     Https(secure): Https,
+    origin: Origin,
     headers: HeaderMap,
     DashForm(f): DashForm<LoginForm>,
 ) -> DashResult {
@@ -177,15 +180,28 @@ pub async fn login(
     let user = match user {
         Some(u) if ok => u,
         // The attempt was already counted as a failure by `begin`.
-        _ => {
+        other => {
+            // Nobody signed in: no actor, but the address and agent. An unknown account's address is kept only when it
+            // is an e-mail address (a password typed into the wrong box must not land in the trail).
+            let owner = other.as_ref().map_or(NO_USER, |u| u.id);
+            let detail = match (&other, Email::parse(&f.email)) {
+                (None, Ok(e)) => Some(serde_json::json!({ "email": e.as_str(), "reason": "unknown_account" })),
+                (None, Err(_)) => Some(serde_json::json!({ "reason": "unknown_account" })),
+                (Some(_), _) => Some(serde_json::json!({ "reason": "wrong_password" })),
+            };
+            audit::record(&*s.app.store, owner, origin.who(Actor::Operator), audit_kind::SIGN_IN_FAILED, detail)
+                .await?;
             return again(StatusCode::UNAUTHORIZED, "Wrong e-mail address or password.".into());
         }
     };
     if user.disabled {
+        let detail = Some(serde_json::json!({ "reason": "account_disabled" }));
+        audit::record(&*s.app.store, user.id, origin.who(Actor::Operator), audit_kind::SIGN_IN_FAILED, detail).await?;
         return again(StatusCode::FORBIDDEN, "This account is disabled. Ask an administrator to re-enable it.".into());
     }
     attempt.succeed(&*s.app.store).await?;
     let set = session::start(&s, user.id, secure).await?;
+    audit::record(&*s.app.store, user.id, origin.who(Actor::User(user.id)), audit_kind::SIGNED_IN, None).await?;
     let mut res = Redirect::to("/keys").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);
     res.headers_mut().append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", None, secure));
@@ -202,9 +218,17 @@ pub struct CsrfOnly {
 }
 
 /// `POST /logout`: ends the session in the store, not just in the browser.
-pub async fn logout(State(s): State<DashState>, si: SignedIn, DashForm(f): DashForm<CsrfOnly>) -> DashResult {
+pub async fn logout(
+    State(s): State<DashState>,
+    si: SignedIn,
+    origin: Origin,
+    DashForm(f): DashForm<CsrfOnly>,
+) -> DashResult {
     si.check_csrf(&f.csrf)?;
     s.app.store.delete_session(&si.token_hash).await?;
+    let detail = Some(serde_json::json!({ "how": "logged_out" }));
+    audit::record(&*s.app.store, si.user.id, origin.who(Actor::User(si.user.id)), audit_kind::SESSION_ENDED, detail)
+        .await?;
     let mut res = Redirect::to("/login?signed_out=1").into_response();
     res.headers_mut().append(header::SET_COOKIE, set_cookie(session::COOKIE, "", None, si.secure));
     Ok(res)
@@ -284,6 +308,7 @@ pub struct SetupForm {
 pub async fn setup(
     State(s): State<DashState>,
     Https(secure): Https,
+    origin: Origin,
     headers: HeaderMap,
     DashForm(f): DashForm<SetupForm>,
 ) -> DashResult {
@@ -319,6 +344,9 @@ pub async fn setup(
         return Err(DashError::new(StatusCode::CONFLICT, "Setup is finished", "Sign in instead."));
     };
     tracing::info!(user = %user.email, "first administrator created through the setup link");
+    let detail = Some(serde_json::json!({ "email": user.email.as_str() }));
+    audit::record(&*s.app.store, user.id, origin.who(Actor::User(user.id)), audit_kind::SETUP_COMPLETED, detail)
+        .await?;
     let set = session::start(&s, user.id, secure).await?;
     let mut res = Redirect::to("/keys").into_response();
     res.headers_mut().append(header::SET_COOKIE, set);

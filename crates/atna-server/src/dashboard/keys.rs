@@ -16,6 +16,7 @@ use super::timefmt::{absolute, age, ago, relative};
 use super::usage::{recent_use, Sparkline};
 use super::{random_token, DashState};
 use crate::api::dto::{QuotaRefill, QuotaRule, RateLimitRule};
+use crate::audit::Origin;
 use crate::service::{self, CreateKeyError, KeySpec};
 use crate::{clock, timeline};
 
@@ -48,6 +49,8 @@ pub(super) struct KeyRow {
     pub(super) quota: String,
     /// The rendered 7-day sparkline of allowed calls (My API Keys); empty elsewhere.
     pub(super) spark: String,
+    /// For a rolled key: "rolled → <new name>, stops working in 23 hours" (filled in by the list); else empty.
+    pub(super) rolled: String,
 }
 
 /// A rate limit as people read it.
@@ -94,8 +97,20 @@ impl KeyRow {
             rate_limit: rate_text(r.rules.rate_limit),
             quota: r.rules.quota.map(|q| q.describe(now)).unwrap_or_default(),
             spark: String::new(),
+            rolled: String::new(),
         }
     }
+}
+
+/// "rolled → <new name>, stops working in 23 hours" (or "stopped working … ago").
+async fn rolled_note(s: &DashState, r: &KeyRecord, now: i64) -> DashResult<String> {
+    let Some(next) = r.rolled_to else { return Ok(String::new()) };
+    let name = s.app.store.auth_record(&next).await?.map_or_else(|| next.to_string(), |a| a.key.name.to_string());
+    Ok(match r.expires_at {
+        Some(t) if t > now => format!("rolled → {name}, stops working {}", relative(t, now)),
+        Some(t) => format!("rolled → {name}, stopped working {}", ago(t, now)),
+        None => format!("rolled → {name}"),
+    })
 }
 
 /// The first range and how many more: a list row has room for one.
@@ -128,6 +143,8 @@ struct ListPage {
     next: String,
     is_first_page: bool,
     deleted: String,
+    /// After an edit, disable or enable: what happened.
+    notice: String,
     /// Banners for keys that secret scanners found in public in the last [`LEAK_BANNER_DAYS`] days.
     leaks: Vec<LeakBanner>,
 }
@@ -175,6 +192,12 @@ pub struct ListQuery {
     after: String,
     #[serde(default)]
     deleted: String,
+    #[serde(default)]
+    edited: String,
+    #[serde(default)]
+    disabled: String,
+    #[serde(default)]
+    enabled: String,
 }
 
 fn parse_cursor(c: &str) -> Option<(i64, CredentialId)> {
@@ -217,12 +240,22 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         let mut row = KeyRow::new(r, now, &s.app.settings.policy);
         let week = weeks.remove(&r.id).unwrap_or_else(|| vec![0; 7]);
         row.spark = Sparkline::new(&week, now).render().map_err(|_| DashError::internal())?;
+        row.rolled = rolled_note(&s, r, now).await?;
         rows.push(row);
     }
     let deleted = if CredentialId::parse(&q.deleted).is_ok() { q.deleted } else { String::new() };
     let since = now - LEAK_BANNER_DAYS * 24 * 60 * 60 * 1000;
     let leaks = s.app.store.leak_reports(owner, 5).await?;
     let leaks = leaks.iter().filter(|r| r.reported_at >= since).map(LeakBanner::new).collect();
+    let notice = [
+        (&q.edited, "was changed"),
+        (&q.disabled, "is disabled: it stops working at once, on every server, until you enable it again"),
+        (&q.enabled, "is enabled again"),
+    ]
+    .iter()
+    .find(|(id, _)| CredentialId::parse(id).is_ok())
+    .map(|(id, what)| format!("The key {id} {what}."))
+    .unwrap_or_default();
     let page = ListPage {
         c: Chrome::signed_in(&si, "keys", "My API Keys"),
         rows,
@@ -233,6 +266,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
         is_first_page: after.is_none(),
         deleted,
         leaks,
+        notice,
     };
     Ok(render(StatusCode::OK, &page))
 }
@@ -264,16 +298,16 @@ struct NewPage {
 pub struct LimitFields {
     /// Requests…
     #[serde(default)]
-    rate_limit: String,
-    /// …per `second`, `minute`, `hour` or `day`.
+    pub(super) rate_limit: String,
+    /// …per `second`, `minute`, `hour` or `day` (or a number of seconds).
     #[serde(default)]
-    rate_period: String,
+    pub(super) rate_period: String,
     /// Uses.
     #[serde(default)]
-    quota: String,
+    pub(super) quota: String,
     /// `never`, `daily` or `monthly`.
     #[serde(default)]
-    quota_refill: String,
+    pub(super) quota_refill: String,
 }
 
 impl LimitFields {
@@ -283,7 +317,7 @@ impl LimitFields {
 
     /// The rules they describe; an empty field is none. A number that does not parse becomes an out-of-range one, so
     /// the service's message (which gives the range) is shown.
-    fn rules(&self) -> (Option<RateLimitRule>, Option<QuotaRule>) {
+    pub(super) fn rules(&self) -> (Option<RateLimitRule>, Option<QuotaRule>) {
         let number = |s: &str| s.trim().replace([',', '_', ' '], "").parse::<i64>().unwrap_or(-1);
         let rate = (!self.rate_limit.trim().is_empty()).then(|| RateLimitRule {
             limit: number(&self.rate_limit),
@@ -291,7 +325,8 @@ impl LimitFields {
                 "second" => 1,
                 "hour" => 3600,
                 "day" => 86400,
-                _ => 60,
+                // The edit page offers a key's own period when it is none of the four (set through the API).
+                other => other.parse().unwrap_or(60),
             },
         });
         let quota = (!self.quota.trim().is_empty()).then(|| {
@@ -371,20 +406,58 @@ pub struct CreateForm {
 
 #[derive(Template)]
 #[template(path = "key_created.html")]
-struct CreatedPage {
-    c: Chrome,
-    id: String,
-    name: String,
-    secret: String,
-    follows_convention: bool,
-    whoami_url: String,
-    expires: String,
-    scopes: String,
+pub(super) struct CreatedPage {
+    pub(super) c: Chrome,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) secret: String,
+    pub(super) follows_convention: bool,
+    pub(super) whoami_url: String,
+    pub(super) expires: String,
+    pub(super) scopes: String,
     /// The whole IP allowlist, comma-separated; empty for none.
-    ip_allowlist: String,
+    pub(super) ip_allowlist: String,
     /// As in the list; empty for none.
-    rate_limit: String,
-    quota: String,
+    pub(super) rate_limit: String,
+    pub(super) quota: String,
+    /// After a roll: what happens to the old key ("The old key … keeps working until …"); else empty.
+    pub(super) rolled_note: String,
+}
+
+impl CreatedPage {
+    /// The page that shows a new key's secret, once.
+    pub(super) fn new(c: Chrome, rec: &KeyRecord, secret: &ApiKeySecret, whoami_url: String) -> Self {
+        CreatedPage {
+            c,
+            id: rec.id.to_string(),
+            name: rec.name.to_string(),
+            secret: secret.expose().to_owned(),
+            follows_convention: rec.name.follows_convention(),
+            whoami_url,
+            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
+            scopes: if rec.scopes.is_empty() {
+                "none".into()
+            } else {
+                rec.scopes.iter().collect::<Vec<_>>().join(", ")
+            },
+            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
+            rate_limit: rate_text(rec.rules.rate_limit),
+            quota: rec.rules.quota.map(|q| q.describe(clock::now())).unwrap_or_default(),
+            rolled_note: String::new(),
+        }
+    }
+}
+
+/// The address of `/v1/whoami` as the person's browser reaches this server (for the page's curl snippet).
+pub(super) fn whoami_url(si: &SignedIn, trusted: bool, headers: &HeaderMap) -> String {
+    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
+    let host = forwarded
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next_back())
+        .map_or("localhost:8080", str::trim);
+    let scheme = if si.secure { "https" } else { "http" };
+    format!("{scheme}://{host}/v1/whoami")
 }
 
 #[derive(Template)]
@@ -397,7 +470,7 @@ struct AlreadyPage {
 }
 
 /// "This key was already created": what a form sent twice gets instead of a second key or the secret again.
-fn already_created(si: &SignedIn, done: &KeyRecord) -> Response {
+pub(super) fn already_created(si: &SignedIn, done: &KeyRecord) -> Response {
     let page = AlreadyPage {
         c: Chrome::signed_in(si, "keys", "Key already created"),
         id: done.id.to_string(),
@@ -416,7 +489,7 @@ fn expiry_days(v: &str) -> Option<i64> {
     }
 }
 
-fn no_store(mut res: Response) -> Response {
+pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -428,6 +501,7 @@ pub async fn create(
     State(s): State<DashState>,
     si: SignedIn,
     Forwarded(trusted): Forwarded,
+    origin: Origin,
     headers: HeaderMap,
     DashForm(f): DashForm<CreateForm>,
 ) -> DashResult {
@@ -463,37 +537,15 @@ pub async fn create(
         ip_allowlist: &ip_allowlist,
         by_key: None,
     };
-    let forwarded = trusted.then(|| headers.get("x-forwarded-host")).flatten();
-    let host = forwarded
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split(',').next_back())
-        .map_or("localhost:8080", str::trim);
-    let scheme = if si.secure { "https" } else { "http" };
+    let url = whoami_url(&si, trusted, &headers);
     // The page that shows the secret is rendered before the key is committed: nothing can fail between the commit and
     // the secret leaving.
     let present = |rec: &KeyRecord, secret: &ApiKeySecret| {
-        let page = CreatedPage {
-            c: Chrome::signed_in(&si, "keys", "Your new API key"),
-            id: rec.id.to_string(),
-            name: rec.name.to_string(),
-            secret: secret.expose().to_owned(),
-            follows_convention: rec.name.follows_convention(),
-            whoami_url: format!("{scheme}://{host}/v1/whoami"),
-            expires: rec.expires_at.map_or_else(|| "never".to_owned(), absolute),
-            scopes: if rec.scopes.is_empty() {
-                "none".into()
-            } else {
-                rec.scopes.iter().collect::<Vec<_>>().join(", ")
-            },
-            ip_allowlist: full_allowlist(&rec.rules.ip_allowlist),
-            rate_limit: rate_text(rec.rules.rate_limit),
-            quota: rec.rules.quota.map(|q| q.describe(now)).unwrap_or_default(),
-        };
+        let page = CreatedPage::new(Chrome::signed_in(&si, "keys", "Your new API key"), rec, secret, url.clone());
         no_store(render(StatusCode::CREATED, &page))
     };
-    match service::create_key_under(s.app.store.as_ref(), owner, Actor::User(owner), spec, lifetime, now, present).await
-    {
+    let who = origin.who(Actor::User(owner));
+    match service::create_key_under(s.app.store.as_ref(), owner, who, spec, lifetime, now, present).await {
         Ok(page) => Ok(page),
         Err(CreateKeyError::Store(e)) => Err(e.into()),
         Err(e) => {
@@ -554,9 +606,11 @@ pub async fn confirm_delete(State(s): State<DashState>, si: SignedIn, Path(id): 
         (None, _) => "never used".to_owned(),
     };
     let week = super::usage::last_week(&s, rec.id, now).await?;
+    let mut row = KeyRow::new(&rec, now, &s.app.settings.policy);
+    row.rolled = rolled_note(&s, &rec, now).await?;
     let page = DeletePage {
         c: Chrome::signed_in(&si, "keys", "Delete API key"),
-        row: KeyRow::new(&rec, now, &s.app.settings.policy),
+        row,
         usage,
         recent: recent_use(&week),
         week_total: week.iter().sum(),
@@ -575,6 +629,7 @@ pub struct DeleteForm {
 pub async fn delete(
     State(s): State<DashState>,
     si: SignedIn,
+    origin: Origin,
     Path(id): Path<String>,
     DashForm(f): DashForm<DeleteForm>,
 ) -> DashResult {
@@ -582,9 +637,8 @@ pub async fn delete(
     let id = CredentialId::parse(&id).map_err(|_| DashError::no_such_key())?;
     let owner = si.user.id;
     let now = clock::now();
-    let gone =
-        service::delete_key(s.app.store.as_ref(), Some(&s.app.verifier), Some(owner), &id, Actor::User(owner), now)
-            .await?;
+    let who = origin.who(Actor::User(owner));
+    let gone = service::delete_key(s.app.store.as_ref(), Some(&s.app.verifier), Some(owner), &id, &who, now).await?;
     match gone {
         Some(k) => {
             s.app.notifier.enqueue_logged(&k, atna_domain::ReminderKind::Deleted, now).await;

@@ -3,12 +3,14 @@
 //! `app.rs` but carries its own layers, so nothing here slows down `/v1`.
 
 mod account;
+mod activity;
 mod admin;
 mod assets;
 mod auth;
 mod csrf;
 mod device;
 mod keys;
+mod lifecycle;
 mod pages;
 mod reminders;
 pub(crate) mod session;
@@ -67,6 +69,13 @@ pub fn router(app: AppState) -> Router {
         .route("/keys", get(keys::list))
         .route("/keys/new", get(keys::new_form).post(keys::create))
         .route("/keys/{id}/delete", get(keys::confirm_delete).post(keys::delete))
+        .route("/keys/{id}/roll", get(lifecycle::roll_form).post(lifecycle::roll))
+        .route("/keys/{id}/edit", get(lifecycle::edit_form).post(lifecycle::edit))
+        .route("/keys/{id}/disable", post(lifecycle::disable))
+        .route("/keys/{id}/enable", post(lifecycle::enable))
+        .route("/activity", get(activity::own))
+        .route("/admin/activity", get(activity::all))
+        .route("/admin/revoke", get(activity::revoke_preview).post(activity::revoke))
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/sessions", post(account::sign_out_everywhere))

@@ -111,14 +111,21 @@ pub async fn scan(n: &Notifier, policy: &Policy, now: Millis) -> StoreResult<()>
     send_digests(n, now).await
 }
 
-/// Disables a key the policy's `auto_disable_unused_days` caught; true when it did.
-///
-/// TODO(lead): key disabling (issue 10 §2) is another branch. Wire it here: disable the key through the lifecycle
-/// service (so every node's cache learns it like a deletion), return true, and the owner is told at once
-/// (`ReminderKind::AutoDisabled`). Until then the check runs and logs what it would disable.
-async fn auto_disable(_store: &dyn Store, k: &KeyRecord, _now: Millis) -> StoreResult<bool> {
-    tracing::info!(key = %k.id, "policy: this key is unused long enough to be disabled automatically (disabling is not wired in yet)");
-    Ok(false)
+/// Disables a key the policy's `auto_disable_unused_days` caught; true when it did. Written like any disable (one
+/// store transaction with its `key.disabled` audit event, published on the change feed, so every node refuses the key
+/// with `key_disabled` at its next poll); the actor is the installation (the operator), and the event's detail says
+/// why.
+async fn auto_disable(store: &dyn Store, k: &KeyRecord, now: Millis) -> StoreResult<bool> {
+    if k.status != atna_domain::KeyStatus::Active {
+        return Ok(false);
+    }
+    let patch = atna_store::KeyPatch { status: Some(atna_domain::KeyStatus::Disabled), ..Default::default() };
+    let who = atna_store::Who::from(atna_store::Actor::Operator);
+    let done = store.update_key(None, &k.id, &patch, &who, now).await?.is_some();
+    if done {
+        tracing::info!(key = %k.id, owner = k.owner.0, "policy: disabled a key unused for auto_disable_unused_days");
+    }
+    Ok(done)
 }
 
 /// Sends the digest of every user whose last one is at least `digest_interval` old.
@@ -238,6 +245,8 @@ mod tests {
             last_used_ip: None,
             use_count: 0,
             created_by_key: None,
+            rolled_from: None,
+            rolled_to: None,
             rules: Default::default(),
         }
     }

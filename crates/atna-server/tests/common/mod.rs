@@ -132,7 +132,8 @@ impl TestApp {
                 scopes: atna_domain::Scopes::default(),
                 created_at: now - 10_000,
                 expires_at: Some(now - 1),
-                actor: atna_store::Actor::Operator,
+                actor: atna_store::Actor::Operator.into(),
+                rolled_from: None,
             })
             .await
             .unwrap();

@@ -155,7 +155,7 @@ pub async fn the_scan_pages_through_live_keys_of_enabled_users(s: &dyn Store) {
     let (b, _) = new_key(bob.id, "bobs", T0);
     s.insert_key(b).await.unwrap();
     s.set_user_disabled(bob.id, true, T0).await.unwrap();
-    s.revoke_key(None, &ids[4], Actor::Operator, T0).await.unwrap();
+    s.revoke_key(None, &ids[4], &Actor::Operator.into(), T0).await.unwrap();
     let mut want: Vec<CredentialId> = ids[..4].to_vec();
     want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let mut seen = Vec::new();
