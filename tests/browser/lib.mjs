@@ -39,7 +39,7 @@ function envFor(server, extra = {}) {
  * `atna export` writes, as an object) the database is first loaded with `atna import`, for states no click can make
  * (keys months old, keys past their expiry).
  */
-export async function startServer({ snapshot = null } = {}) {
+export async function startServer({ snapshot = null, env = {} } = {}) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "atna-browser-"));
   let databaseUrl = null;
   if (pgServer) {
@@ -57,7 +57,7 @@ export async function startServer({ snapshot = null } = {}) {
   }
   const child = spawn(atnaBin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: envFor({ databaseUrl }, { ATNA_LOG: "warn" }),
+    env: envFor({ databaseUrl }, { ATNA_LOG: "warn", ...env }),
   });
   let stderr = "";
   child.stderr.on("data", (d) => { stderr += d; });

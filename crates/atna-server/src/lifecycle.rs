@@ -176,9 +176,11 @@ pub async fn roll_key<R>(
         None => old.name.rolled(&chrono::Utc::now()),
     };
     let old_expires_at = now.saturating_add(spec.overlap_secs * 1000);
+    // The installation's prefix as recorded now, as for any new key.
+    let prefix = store.key_prefixes().await?.current.unwrap_or_default();
     for n in 1..=NAME_TRIES {
         let name = KeyName::parse(&KeyName::numbered(&base, n))?;
-        let g = GeneratedKey::generate();
+        let g = GeneratedKey::generate_with(&prefix);
         let new = NewKey {
             id: g.id,
             owner: old.owner,
@@ -194,13 +196,22 @@ pub async fn roll_key<R>(
             rules: old.rules.clone(),
             rolled_from: Some(old.id),
         };
+        let mut new = new;
+        // The quota left as this node counts it (uses not yet synced included), not only as stored.
+        if let (Some(q), Some(v)) = (new.rules.quota.as_mut(), verifier) {
+            if let (_, Some(left)) = v.limits().peek(&old.id, now) {
+                q.remaining = q.remaining.min(left);
+            }
+        }
         let mut old_after = old.clone();
         old_after.rolled_to = Some(new.id);
         old_after.expires_at = Some(old.expires_at.map_or(old_expires_at, |t| t.min(old_expires_at)));
         let shown = present(&old_after, &new.record(), &g.secret);
+        let new_id = new.id;
         match store.roll_key(owner, &old.id, new, old_expires_at).await {
             Ok(Some(_)) => {
                 if let Some(v) = verifier {
+                    v.limits().carry_over(&old.id, new_id, now);
                     v.evict(&old.id);
                 }
                 return Ok((shown, old_after));

@@ -169,6 +169,26 @@ impl Limiter {
         Ok(admitted)
     }
 
+    /// A roll from `old` to `new`: the successor takes over what the old key used on this node (the rate allowance
+    /// spent, the quota left), so from now on the two share one allowance (the old key, in its overlap, is admitted
+    /// against its successor's state). Returns the quota left, to store as the successor's. Other nodes start the
+    /// pair from the stored quota and a whole rate allowance: across nodes a roll can give one period's allowance
+    /// more, never a doubled limit for the overlap.
+    pub fn carry_over(&self, old: &CredentialId, new: CredentialId, now: Millis) -> Option<i64> {
+        let (tat, rate, quota) = {
+            let shard = self.shard(old);
+            let st = shard.get(old)?;
+            (st.tat, st.rate, st.quota)
+        };
+        let mut shard = self.shard(&new);
+        let st = shard.entry(new).or_default();
+        st.tat = tat;
+        st.rate = rate;
+        st.quota = quota.map(|q| QuotaState { pending: 0, ..q });
+        st.last_used = now;
+        quota.map(|q| q.left.max(0))
+    }
+
     /// What a key has left on this node now, without using it (for showing).
     pub fn peek(&self, id: &CredentialId, now: Millis) -> (Option<u32>, Option<i64>) {
         let shard = self.shard(id);

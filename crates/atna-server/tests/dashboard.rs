@@ -209,7 +209,7 @@ async fn form_errors_are_shown_inline_keeping_the_input() {
     let r = save_and_add(&c, &s.base, "   ").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // Mistyped addresses and unreadable query strings get HTML error pages.
-    let r = c.get(format!("{}/keys/nope/edit", s.base)).header("accept", "text/html").send().await.unwrap();
+    let r = c.get(format!("{}/keys/nope/no-such-page", s.base)).header("accept", "text/html").send().await.unwrap();
     let (status, html) = (r.status(), r.text().await.unwrap());
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(html.contains("<h1>Not found</h1>"));

@@ -143,6 +143,18 @@ async fn a_signed_github_report_revokes_a_live_key_on_every_node_within_a_second
     let reports = t.store.leak_reports(t.alice, 10).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert_eq!((reports[0].url.as_str(), reports[0].outcome), (url, atna_store::LeakOutcome::Revoked));
+    // The owner is told at once (a message of its own, not the daily digest), and once: the replay added nothing.
+    let told: Vec<_> = t
+        .store
+        .reminders(t.alice, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(r, _)| r.kind == atna_domain::ReminderKind::Leaked)
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0.key_name, "leaky");
+    assert!(told[0].0.message.is_some(), "sent at once, not left for the digest");
     t.stop().await;
 }
 

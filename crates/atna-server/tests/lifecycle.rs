@@ -279,3 +279,116 @@ async fn the_openapi_document_lists_the_lifecycle_endpoints() {
     );
     app.stop().await;
 }
+
+/// A roll never doubles a key's limits: during the overlap the old key and its successor draw on one rate allowance
+/// and one quota, and what the old key used before the roll stays used.
+#[tokio::test]
+async fn a_rolled_key_and_its_successor_share_one_rate_limit_and_one_quota() {
+    let app = TestApp::spawn().await;
+    let create = |name: &str, rules: Value| {
+        let mut body = json!({"name": name});
+        body.as_object_mut().unwrap().extend(rules.as_object().unwrap().clone());
+        app.http.post(app.url("/v1/keys")).bearer_auth(&app.admin_key).json(&body).send()
+    };
+    // The rate limit: 4 an hour, 2 used before the roll.
+    let res = create("rated", json!({"rate_limit": {"limit": 4, "period_seconds": 3600}})).await.unwrap();
+    assert_eq!(res.status(), 201);
+    let old = res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(app.whoami(&old).await.status(), 200);
+    }
+    let body: Value = roll(&app, &app.admin_key, key_id(&old), None).await.json().await.unwrap();
+    assert_eq!(body["rate_limit"], json!({"limit": 4, "period_seconds": 3600}), "the rules carry over");
+    let new = body["secret"].as_str().unwrap().to_owned();
+    assert_eq!(app.whoami(&new).await.status(), 200);
+    assert_eq!(app.whoami(&old).await.status(), 200);
+    for key in [&new, &old] {
+        let (status, p) = problem(app.whoami(key).await).await;
+        assert_eq!((status, p["code"].as_str().unwrap()), (429, "rate_limited"), "4 in all, not 4 each");
+    }
+
+    // The quota: 5 uses, 2 before the roll, 3 left for both keys together.
+    let res = create("metered", json!({"quota": {"remaining": 5}})).await.unwrap();
+    let old = res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(app.whoami(&old).await.status(), 200);
+    }
+    let body: Value = roll(&app, &app.admin_key, key_id(&old), None).await.json().await.unwrap();
+    assert_eq!(body["quota"]["remaining"], 3, "the successor starts with what is left");
+    let new = body["secret"].as_str().unwrap().to_owned();
+    let mut allowed = 0;
+    for key in [&old, &new, &old, &new, &old] {
+        if app.whoami(key).await.status() == 200 {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3);
+    let (status, p) = problem(app.whoami(&new).await).await;
+    assert_eq!((status, p["code"].as_str().unwrap()), (429, "usage_exceeded"));
+    app.stop().await;
+}
+
+/// `PATCH` changes a key's rate limit and quota too, and takes effect at once; a bad rule is a precise 422.
+#[tokio::test]
+async fn a_merge_patch_sets_and_removes_rate_limits_and_quotas() {
+    let app = TestApp::spawn().await;
+    let k = app.key_for(app.alice, "patched", &[]).await;
+    let id = key_id(&k);
+    let body = r#"{"rate_limit":{"limit":2,"period_seconds":3600},"quota":{"remaining":100,"refill":{"amount":100,"interval":"daily"}}}"#;
+    let res = patch(&app, &app.admin_key, id, "application/merge-patch+json", body).await;
+    assert_eq!(res.status(), 200);
+    let got: Value = res.json().await.unwrap();
+    assert_eq!(got["rate_limit"], json!({"limit": 2, "period_seconds": 3600}));
+    assert_eq!(got["quota"]["remaining"], 100);
+    assert_eq!(got["quota"]["refill"], json!({"amount": 100, "interval": "daily"}));
+    assert_eq!(app.whoami(&k).await.status(), 200);
+    assert_eq!(app.whoami(&k).await.status(), 200);
+    assert_eq!(app.whoami(&k).await.status(), 429, "the new limit holds at once");
+    // Changing something else leaves the limits' counts alone.
+    let got: Value =
+        patch(&app, &app.admin_key, id, "application/json", r#"{"name":"patched-2"}"#).await.json().await.unwrap();
+    assert_eq!(got["rate_limit"]["limit"], 2);
+    assert_eq!(got["quota"]["refill"]["interval"], "daily");
+    assert_eq!(app.whoami(&k).await.status(), 429, "an edit does not hand out a new allowance");
+    let got: Value = patch(&app, &app.admin_key, id, "application/json", r#"{"rate_limit":null,"quota":null}"#)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((got["rate_limit"].clone(), got["quota"].clone()), (Value::Null, Value::Null));
+    assert_eq!(app.whoami(&k).await.status(), 200, "no limit any more");
+    for (body, code) in [
+        (r#"{"rate_limit":{"limit":0,"period_seconds":60}}"#, "invalid_rate_limit"),
+        (r#"{"rate_limit":{"limit":5}}"#, "invalid_body"),
+        (r#"{"quota":{"remaining":-1}}"#, "invalid_quota"),
+        (r#"{"quota":{"remaining":5,"refill":{"amount":5,"interval":"hourly"}}}"#, "invalid_quota"),
+    ] {
+        let (status, p) = problem(patch(&app, &app.admin_key, id, "application/json", body).await).await;
+        assert_eq!((status, p["code"].as_str().unwrap()), (422, code), "{body}");
+    }
+    let trail = app.get_json(&format!("/v1/audit?key_id={id}&kind=key.edited&limit=10"), &app.admin_key).await;
+    let details: Vec<String> = trail["data"].as_array().unwrap().iter().map(|e| e["detail"].to_string()).collect();
+    assert!(details.iter().any(|d| d.contains("rate_limit") && d.contains("quota")), "{details:?}");
+    app.stop().await;
+}
+
+/// Under a policy with a maximum lifetime, a roll caps the successor's expiry at it, and `PATCH` refuses an expiry
+/// beyond it (or none) with `lifetime_exceeds_policy`.
+#[tokio::test]
+async fn the_policy_caps_rolls_and_refuses_longer_lives_in_a_patch() {
+    let app = TestApp::spawn_with(|s| s.policy.max_lifetime_days = Some(30)).await;
+    let k = app.key_for(app.alice, "capped", &[]).await;
+    let id = key_id(&k);
+    let (status, p) =
+        problem(patch(&app, &app.admin_key, id, "application/json", r#"{"expires_at":"2099-01-01T00:00:00Z"}"#).await)
+            .await;
+    assert_eq!((status, p["code"].as_str().unwrap()), (422, "lifetime_exceeds_policy"));
+    let (status, p) =
+        problem(patch(&app, &app.admin_key, id, "application/json", r#"{"expires_at":null}"#).await).await;
+    assert_eq!((status, p["code"].as_str().unwrap()), (422, "lifetime_exceeds_policy"));
+    let body: Value = roll(&app, &app.admin_key, id, None).await.json().await.unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let days = (expires.timestamp() - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+    assert!((29.9..=30.0).contains(&days), "capped at 30 days, not never: {days}");
+    app.stop().await;
+}

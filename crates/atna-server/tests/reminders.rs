@@ -488,3 +488,41 @@ async fn with_two_nodes_on_one_database_each_message_is_sent_once() {
     task.await.unwrap().unwrap();
     app.stop().await;
 }
+
+/// The policy's `auto_disable_unused_days`: a key unused that long is disabled (refused with `key_disabled` at once,
+/// audited as `key.disabled` by the installation) and its owner is told at once; a used key and a key already
+/// disabled are left alone, and a second scan changes nothing.
+#[tokio::test]
+async fn keys_unused_past_the_policy_are_disabled_automatically_and_the_owner_told() {
+    let app = TestApp::spawn_with(fast).await;
+    let now = atna_server::clock::now();
+    let stale = key_at(&*app.store, app.alice, "stale-service", now - 40 * DAY_MS, None).await;
+    let fresh = key_at(&*app.store, app.alice, "fresh-service", now - DAY_MS, None).await;
+    let mut policy = app.state.settings.policy;
+    policy.auto_disable_unused_days = Some(30);
+    for _ in 0..2 {
+        atna_server::notify::worker::scan(&app.state.notifier, &policy, atna_server::clock::now()).await.unwrap();
+    }
+    let status = |id| {
+        let store = app.store.clone();
+        async move { store.get_key(app.alice, &id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(stale.id).await, atna_domain::KeyStatus::Disabled);
+    assert_eq!(status(fresh.id).await, atna_domain::KeyStatus::Active);
+    let events = app.store.audit_events(app.alice, 50).await.unwrap();
+    let disabled: Vec<_> = events.iter().filter(|e| e.action == "key.disabled").collect();
+    assert_eq!(disabled.len(), 1, "once, however many scans");
+    assert_eq!((disabled[0].key_id, disabled[0].actor), (Some(stale.id), atna_store::Actor::Operator));
+    let told: Vec<_> = app
+        .store
+        .reminders(app.alice, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(r, _)| r.kind == ReminderKind::AutoDisabled)
+        .collect();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0.key_id, stale.id);
+    assert!(told[0].0.message.is_some(), "told at once, not in the digest");
+    app.stop().await;
+}

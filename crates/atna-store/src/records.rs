@@ -303,6 +303,9 @@ pub struct Who {
     pub user_agent: Option<String>,
 }
 
+/// Longest audit detail an import accepts (a key's whole rules fit many times over).
+pub const MAX_AUDIT_DETAIL: usize = 64 * 1024;
+
 /// Longest user agent the audit trail keeps; longer ones are cut.
 pub const MAX_USER_AGENT: usize = 256;
 
@@ -935,8 +938,9 @@ impl Snapshot {
             if e.actor_key_id.as_deref().is_some_and(|id| CredentialId::parse(id).is_err()) {
                 return bad(format!("audit event {i}: actor_key_id is not a Credential ID"));
             }
-            if e.detail.as_deref().is_some_and(|d| !d.starts_with('{')) {
-                return bad(format!("audit event {i}: detail is not a JSON object"));
+            // A JSON object for lifecycle events, plain text for leaks and prefix changes: any text, but bounded.
+            if e.detail.as_deref().is_some_and(|d| d.len() > MAX_AUDIT_DETAIL) {
+                return bad(format!("audit event {i}: detail is longer than {MAX_AUDIT_DETAIL} bytes"));
             }
             if e.action.is_empty() {
                 return bad(format!("audit event {i}: empty action"));

@@ -102,7 +102,7 @@ fn export_force_replaces_another_users_file_with_a_new_private_one() {
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), mode(&file)), (0, 0o600), "a new file of ours, private");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(v["format"], "atna-export/4");
+    assert_eq!(v["format"], "atna-export/5");
     let names: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["export.json"], "no temporary file left behind");
 

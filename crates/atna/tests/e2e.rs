@@ -191,7 +191,7 @@ async fn an_installation_moves_to_a_new_database_and_its_keys_keep_working() {
     assert_eq!(mode(&file), 0o600, "the export holds password and key hashes");
     let text = std::fs::read_to_string(&file).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["format"], "atna-export/4");
+    assert_eq!(v["format"], "atna-export/5");
     assert!(v.get("sessions").is_none());
     for s in [&secret, &gone_secret] {
         assert!(!text.contains(&s[22..65]), "only hashes are exported, never a secret");
@@ -266,7 +266,7 @@ fn import_refuses_bad_files_and_non_empty_databases() {
     fail(&fresh, &write("garbage.json", "this is not JSON"), "not valid JSON (expected ident at line 1 column 2)");
     fail(&fresh, &write("truncated.json", &text[..text.len() / 2]), "line ");
     fail(&fresh, &write("other.json", "{\"users\": []}"), "not an atna export");
-    fail(&fresh, &write("future.json", &text.replace("atna-export/4", "atna-export/9")), "atna-export/9");
+    fail(&fresh, &write("future.json", &text.replace("atna-export/5", "atna-export/9")), "atna-export/9");
     fail(&fresh, &write("typo.json", &text.replace("\"is_admin\"", "\"admin\"")), "unknown field `admin`");
     fail(&fresh, &write("edited.json", &text.replace("\"owner_id\": 1", "\"owner_id\": 2")), "owner 2");
     fail(&fresh, &dir.path().join("missing.json"), "cannot read");

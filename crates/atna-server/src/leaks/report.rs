@@ -116,7 +116,8 @@ pub async fn act(state: &AppState, source: &'static str, found: &[(&str, &str)])
     }
     let misses = labels.iter().filter(|h| !**h).count();
     if !reports.is_empty() {
-        let outcomes = state.store.record_leaks(&reports, state.settings.leaks.action, crate::clock::now()).await?;
+        let now = crate::clock::now();
+        let outcomes = state.store.record_leaks(&reports, state.settings.leaks.action, now).await?;
         for ((rec, outcome), r) in outcomes.iter().zip(&reports) {
             if matches!(outcome, LeakOutcome::Revoked | LeakOutcome::Disabled) {
                 state.verifier.evict(&rec.id);
@@ -132,6 +133,8 @@ pub async fn act(state: &AppState, source: &'static str, found: &[(&str, &str)])
                     action = state.settings.leaks.action.as_str(),
                     "key found in public"
                 );
+                // The owner is told at once (e-mail, webhooks), whatever the action was.
+                state.notifier.enqueue_logged(rec, atna_domain::ReminderKind::Leaked, now).await;
             }
         }
     }
