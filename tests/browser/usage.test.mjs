@@ -86,6 +86,12 @@ describe("usage over time", () => {
       assert.equal(await page.locator(".alert svg.sparkline").count(), 1);
       await audit.check(page, "delete page with recent calls");
       await shot(page, "usage-delete-page");
+
+      // So does the roll page: whatever makes these calls must move to the new key.
+      await page.goto(`${base}/keys/${billing.id}/roll`);
+      assert.equal(await page.locator("#recent-use").textContent(), "12 calls today — something still uses this key");
+      assert.equal(await page.locator("p.recent-use svg.sparkline").count(), 1);
+      await audit.check(page, "roll page with recent calls");
       audit.assertClean();
     } finally {
       await context.close();

@@ -152,6 +152,61 @@ async fn disabling_a_user_reaches_every_node_within_a_second() {
     c.stop();
 }
 
+/// Every lifecycle change made through one node (API) or the CLI is obeyed by every other node within a second, like
+/// a deletion: disable and enable, an edit that narrows the allowlist, a roll whose overlap ends now, and an
+/// administrator's bulk revocation.
+#[tokio::test]
+async fn disable_enable_edit_roll_and_bulk_revocation_reach_every_node_within_a_second() {
+    let Some(c) = Cluster::start(2, "").await else { return };
+    let http = reqwest::Client::new();
+    let patch = |node: usize, id: &str, body: &str| {
+        http.patch(format!("{}/v1/keys/{id}", c.nodes[node].base))
+            .bearer_auth(&c.admin)
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_owned())
+            .send()
+    };
+    let (id, secret) = c.create_key(0, "worker").await;
+    for n in &c.nodes {
+        assert_eq!(n.whoami(&secret).await, 200, "cached on every node first");
+    }
+    assert_eq!(patch(0, &id, r#"{"status":"disabled"}"#).await.unwrap().status(), 200);
+    until_status(&c.nodes[1], &secret, 401, Duration::from_secs(1)).await;
+    c.cli(&["key", "enable", &id], None);
+    until_status(&c.nodes[1], &secret, 200, Duration::from_secs(1)).await;
+    // An allowlist that leaves out the loopback: refused (403) on the other node.
+    assert_eq!(patch(0, &id, r#"{"ip_allowlist":["203.0.113.0/24"]}"#).await.unwrap().status(), 200);
+    until_status(&c.nodes[1], &secret, 403, Duration::from_secs(1)).await;
+    assert_eq!(patch(1, &id, r#"{"ip_allowlist":null}"#).await.unwrap().status(), 200);
+    until_status(&c.nodes[0], &secret, 200, Duration::from_secs(1)).await;
+    // A roll through node 0 with no overlap: the old key stops on node 1, the new one works there.
+    let res = http
+        .post(format!("{}/v1/keys/{id}/roll", c.nodes[0].base))
+        .bearer_auth(&c.admin)
+        .json(&serde_json::json!({"overlap_seconds": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let rolled: Value = res.json().await.unwrap();
+    let new_secret = rolled["secret"].as_str().unwrap().to_owned();
+    until_status(&c.nodes[1], &secret, 401, Duration::from_secs(1)).await;
+    assert_eq!(c.nodes[1].whoami(&new_secret).await, 200);
+    // Bulk revocation from the CLI: every key of Alice's made before now, on every node.
+    let (_, other) = c.create_key(1, "other").await;
+    for n in &c.nodes {
+        assert_eq!(n.whoami(&other).await, 200);
+    }
+    let out = c.cli(&["key", "revoke-all", "--user", "alice@example.com", "--json"], None);
+    assert!(out.contains("\"revoked\""), "{out}");
+    for n in &c.nodes {
+        for key in [&new_secret, &other, &c.admin] {
+            until_status(n, key, 401, Duration::from_secs(1)).await;
+        }
+    }
+    c.stop();
+}
+
 #[tokio::test]
 async fn a_node_whose_notification_connection_is_cut_catches_up_before_trusting_its_cache() {
     // Polling and TTL far away: only notifications, or the loss of them, can make this node re-read a key.

@@ -32,6 +32,22 @@ struct RollPage {
     nonce: String,
     overlap: String,
     error: String,
+    /// The last 7 days of allowed calls, as on the delete page: the sentence, the sparkline and the total.
+    recent: String,
+    spark: String,
+    week_total: i64,
+}
+
+impl RollPage {
+    /// Fills in the key's last 7 days of traffic (allowed calls only: refused attempts are not use).
+    async fn with_traffic(mut self, s: &DashState, id: CredentialId) -> DashResult<Self> {
+        let now = clock::now();
+        let week = super::usage::last_week(s, id, now).await?;
+        self.recent = super::usage::recent_use(&week);
+        self.week_total = week.iter().sum();
+        self.spark = super::usage::Sparkline::new(&week, now).render().map_err(|_| DashError::internal())?;
+        Ok(self)
+    }
 }
 
 /// The overlaps the page offers, in seconds: now, an hour, a day (the default), a week.
@@ -57,6 +73,9 @@ fn roll_page(si: &SignedIn, rec: &KeyRecord, nonce: String, name: String, overla
         nonce,
         overlap,
         error,
+        recent: String::new(),
+        spark: String::new(),
+        week_total: 0,
     }
 }
 
@@ -66,7 +85,8 @@ pub async fn roll_form(State(s): State<DashState>, si: SignedIn, Path(id): Path<
     if rec.rolled_to.is_some() {
         return Err(already_rolled());
     }
-    Ok(render(StatusCode::OK, &roll_page(&si, &rec, random_token(), String::new(), "86400".into(), String::new())))
+    let page = roll_page(&si, &rec, random_token(), String::new(), "86400".into(), String::new());
+    Ok(render(StatusCode::OK, &page.with_traffic(&s, rec.id).await?))
 }
 
 fn already_rolled() -> DashError {
@@ -149,7 +169,9 @@ pub async fn roll(
                     return Ok(already_created(&si, &done));
                 }
             }
-            let page = roll_page(&si, &rec, f.nonce.clone(), f.name.clone(), f.overlap.clone(), e.to_string());
+            let page = roll_page(&si, &rec, f.nonce.clone(), f.name.clone(), f.overlap.clone(), e.to_string())
+                .with_traffic(&s, rec.id)
+                .await?;
             Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
     }
