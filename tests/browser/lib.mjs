@@ -30,6 +30,7 @@ function psql(sql) {
 function envFor(server, extra = {}) {
   const env = { ...process.env, ...extra };
   delete env.ATNA_DATABASE_URL;
+  delete env.ATNA_BIN; // the suite's own setting, not atna's (atna warns of unknown ATNA_ variables)
   if (server.databaseUrl) env.ATNA_DATABASE_URL = server.databaseUrl;
   return env;
 }

@@ -76,11 +76,23 @@ fn channel_line(d: &Delivery, now: i64) -> String {
 /// `GET /reminders`: what atna reminded this person of, and how each reminder went out.
 pub async fn list(State(s): State<DashState>, si: SignedIn) -> DashResult {
     let now = clock::now();
-    let rows = s
-        .app
-        .store
-        .reminders(si.user.id, SHOWN)
-        .await?
+    let reminders = s.app.store.reminders(si.user.id, SHOWN).await?;
+    // Roll and Delete only for keys that still exist now (a reminder may outlive its key: a leak revoked it, the
+    // owner deleted it since).
+    let ids: Vec<_> = reminders.iter().map(|(r, _)| r.key_id).collect();
+    let live: std::collections::HashSet<_> = if ids.is_empty() {
+        Default::default()
+    } else {
+        s.app
+            .store
+            .auth_records(&ids)
+            .await?
+            .into_iter()
+            .filter(|a| a.key.owner == si.user.id && a.key.status != atna_domain::KeyStatus::Revoked)
+            .map(|a| a.key.id)
+            .collect()
+    };
+    let rows = reminders
         .into_iter()
         .map(|(r, deliveries)| ReminderRow {
             sentence: r.kind.sentence(&r.key_name),
@@ -92,7 +104,7 @@ pub async fn list(State(s): State<DashState>, si: SignedIn) -> DashResult {
                 None => "waiting for your daily digest".to_owned(),
             },
             channels: deliveries.iter().map(|d| channel_line(d, now)).collect(),
-            live: r.kind.key_still_live(),
+            live: r.kind.key_still_live() && live.contains(&r.key_id),
         })
         .collect();
     let webhook = s.app.store.webhook(Some(si.user.id)).await?.map(|w| w.url).unwrap_or_default();
