@@ -40,8 +40,15 @@ function envFor(server, extra = {}) {
  * `atna export` writes, as an object) the database is first loaded with `atna import`, for states no click can make
  * (keys months old, keys past their expiry).
  */
-export async function startServer({ snapshot = null, env = {} } = {}) {
+export async function startServer({ snapshot = null, env = {}, config = "" } = {}) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "atna-browser-"));
+  const serveArgs = ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"];
+  if (config) {
+    // A configuration file of the test's own (TOML), e.g. fast reminder scans.
+    const file = path.join(dataDir, "atna.toml");
+    writeFileSync(file, config);
+    serveArgs.push("--config", file);
+  }
   let databaseUrl = null;
   if (pgServer) {
     const name = `atna_b_${process.pid}_${Math.random().toString(16).slice(2, 10)}`;
@@ -56,7 +63,7 @@ export async function startServer({ snapshot = null, env = {} } = {}) {
     execFileSync(atnaBin, ["--data-dir", dataDir, "import", file], { stdio: ["ignore", "pipe", "pipe"], env: envFor({ databaseUrl }) });
     rmSync(file);
   }
-  const child = spawn(atnaBin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
+  const child = spawn(atnaBin, serveArgs, {
     stdio: ["ignore", "pipe", "pipe"],
     env: envFor({ databaseUrl }, { ATNA_LOG: "warn", ...env }),
   });
