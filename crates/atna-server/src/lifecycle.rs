@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 
 use crate::api::dto::{QuotaRule, RateLimitRule};
 use crate::error::ApiError;
-use crate::service::{quota_of, rate_limit_of};
+use crate::service::{quota_of, quota_within, rate_limit_of, rate_limit_within, CreateKeyError};
 use crate::verify::Verifier;
 
 /// The overlap a roll gets when none is asked for: a day, so every service has time to switch.
@@ -64,6 +64,9 @@ pub enum LifecycleError {
     Quota(LimitError),
     #[error(transparent)]
     LifetimeExceedsPolicy(#[from] LifetimeExceedsPolicy),
+    /// A rate limit or quota beyond the calling key's own.
+    #[error(transparent)]
+    LimitBeyondCaller(CreateKeyError),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -95,6 +98,7 @@ impl From<LifecycleError> for ApiError {
             RateLimit(_) => ApiError::unprocessable("invalid_rate_limit", detail),
             Quota(_) => ApiError::unprocessable("invalid_quota", detail),
             LifetimeExceedsPolicy(_) => ApiError::unprocessable("lifetime_exceeds_policy", detail),
+            LimitBeyondCaller(e) => e.into(),
             Store(e) => e.into(),
         }
     }
@@ -314,11 +318,25 @@ pub async fn update_key(
         patch.rules.get_or_insert_with(|| current.rules.clone()).ip_allowlist = list;
     }
     if let Some(rate) = changes.rate_limit {
-        let rate = rate.map(rate_limit_of).transpose().map_err(LifecycleError::RateLimit)?;
+        let mut rate = rate.map(rate_limit_of).transpose().map_err(LifecycleError::RateLimit)?;
+        if let Some(limit) = by_key.and_then(|k| k.rules.rate_limit) {
+            // Removing the limit is asking for more than a limited caller has.
+            let beyond = || LifecycleError::LimitBeyondCaller(CreateKeyError::RateLimitBeyondCaller(limit.to_string()));
+            rate = rate_limit_within(Some(rate.ok_or_else(beyond)?), Some(limit))
+                .map_err(LifecycleError::LimitBeyondCaller)?;
+        }
         patch.rules.get_or_insert_with(|| current.rules.clone()).rate_limit = rate;
     }
     if let Some(quota) = &changes.quota {
-        let quota = quota.as_ref().map(|q| quota_of(q, now)).transpose().map_err(LifecycleError::Quota)?;
+        let mut quota = quota.as_ref().map(|q| quota_of(q, now)).transpose().map_err(LifecycleError::Quota)?;
+        if let Some(caller) = by_key.filter(|k| k.rules.quota.is_some()) {
+            let Some(q) = quota else {
+                let left = caller.rules.quota.map_or(0, |q| q.remaining_at(now).max(0));
+                return Err(LifecycleError::LimitBeyondCaller(CreateKeyError::QuotaBeyondCaller(left)));
+            };
+            quota =
+                quota_within(Some(q), caller.rules.quota.as_ref(), now).map_err(LifecycleError::LimitBeyondCaller)?;
+        }
         patch.rules.get_or_insert_with(|| current.rules.clone()).quota = quota;
     }
     if patch.rules.as_ref() == Some(&current.rules) {

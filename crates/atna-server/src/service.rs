@@ -40,6 +40,16 @@ pub enum CreateKeyError {
     RateLimit(atna_domain::LimitError),
     #[error("Invalid quota: {0}.")]
     Quota(atna_domain::LimitError),
+    #[error(
+        "A key cannot make a key that may call faster than itself: this key's rate limit is {0}, so the other key's must \
+         allow no more (leave `rate_limit` out to get the same)."
+    )]
+    RateLimitBeyondCaller(String),
+    #[error(
+        "A key cannot make a key with more uses than it has left ({0}), or a larger refill (leave `quota` out to get \
+         what it has left)."
+    )]
+    QuotaBeyondCaller(i64),
     #[error("You already have a key with this name: choose another.")]
     NameTaken,
     #[error(transparent)]
@@ -63,6 +73,8 @@ impl From<CreateKeyError> for ApiError {
             }
             CreateKeyError::RateLimit(_) => ApiError::unprocessable("invalid_rate_limit", detail),
             CreateKeyError::Quota(_) => ApiError::unprocessable("invalid_quota", detail),
+            CreateKeyError::RateLimitBeyondCaller(_) => ApiError::unprocessable("rate_limit_beyond_caller", detail),
+            CreateKeyError::QuotaBeyondCaller(_) => ApiError::unprocessable("quota_beyond_caller", detail),
             CreateKeyError::NameTaken => ApiError::new(StatusCode::CONFLICT, "name_taken", detail),
             CreateKeyError::LifetimeExceedsPolicy(_) => ApiError::unprocessable("lifetime_exceeds_policy", detail),
             CreateKeyError::Store(e) => e.into(),
@@ -170,8 +182,12 @@ pub async fn create_key_under<R>(
         }
         ip_allowlist = ip_allowlist_within(ip_allowlist, &parent.rules.ip_allowlist)?;
     }
-    let rate_limit = spec.rate_limit.map(rate_limit_of).transpose().map_err(CreateKeyError::RateLimit)?;
-    let quota = spec.quota.map(|q| quota_of(q, now)).transpose().map_err(CreateKeyError::Quota)?;
+    let mut rate_limit = spec.rate_limit.map(rate_limit_of).transpose().map_err(CreateKeyError::RateLimit)?;
+    let mut quota = spec.quota.map(|q| quota_of(q, now)).transpose().map_err(CreateKeyError::Quota)?;
+    if let Some(parent) = spec.by_key {
+        rate_limit = rate_limit_within(rate_limit, parent.rules.rate_limit)?;
+        quota = quota_within(quota, parent.rules.quota.as_ref(), now)?;
+    }
     // The installation's prefix as recorded now, so every node and the CLI issue the same one.
     let prefix = store.key_prefixes().await.map_err(CreateKeyError::Store)?.current.unwrap_or_default();
     let g = GeneratedKey::generate_with(&prefix);
@@ -212,6 +228,44 @@ pub fn quota_of(q: &QuotaRule, now: Millis) -> Result<Quota, LimitError> {
         .map(|r| RefillInterval::parse(&r.interval).and_then(|i| Refill::new(r.amount, i)))
         .transpose()?;
     Quota::new(q.remaining, refill, now)
+}
+
+/// The rate limit of a key made (or changed) by a key whose own limit is `parent`: the parent's when none is given,
+/// else the one given if it allows no more at once (`limit`) and no more over time (requests per second) than the
+/// parent's. A limited key cannot make an unlimited one.
+pub fn rate_limit_within(
+    child: Option<RateLimit>,
+    parent: Option<RateLimit>,
+) -> Result<Option<RateLimit>, CreateKeyError> {
+    let Some(p) = parent else { return Ok(child) };
+    let Some(c) = child else { return Ok(Some(p)) };
+    // c.limit / c.period <= p.limit / p.period, in integers.
+    let slower =
+        u64::from(c.limit()) * u64::from(p.period_seconds()) <= u64::from(p.limit()) * u64::from(c.period_seconds());
+    if c.limit() <= p.limit() && slower {
+        Ok(Some(c))
+    } else {
+        Err(CreateKeyError::RateLimitBeyondCaller(p.to_string()))
+    }
+}
+
+/// The quota of a key made (or changed) by a key whose own quota is `parent`: at most the uses the parent has left now
+/// (with the parent's refill when none is given); leave it out and the new key gets that. A key with a quota cannot
+/// make a key without one.
+pub fn quota_within(
+    child: Option<Quota>,
+    parent: Option<&Quota>,
+    now: Millis,
+) -> Result<Option<Quota>, CreateKeyError> {
+    let Some(p) = parent else { return Ok(child) };
+    let left = p.remaining_at(now).max(0);
+    match child {
+        None => Quota::new(left, p.refill, now).map(Some).map_err(CreateKeyError::Quota),
+        Some(c) if c.remaining <= left && c.refill.is_none_or(|r| p.refill.is_some_and(|pr| r.amount <= pr.amount)) => {
+            Ok(Some(c))
+        }
+        Some(_) => Err(CreateKeyError::QuotaBeyondCaller(left)),
+    }
 }
 
 /// The allowlist of a key made by a key with allowlist `parent`: the parent's when none is given, else the one given

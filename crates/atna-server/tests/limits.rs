@@ -265,3 +265,58 @@ async fn a_daily_quota_is_shown_with_its_refill() {
     assert_eq!(rec.rules.quota.unwrap().describe(now), "1,234 of 10,000 left, refilled daily");
     t.stop().await;
 }
+
+/// A key never makes (or changes) a key that calls faster or more often than itself: a limited `keys:manage` key's
+/// children get its rate limit and what is left of its quota when none is asked for, a stricter one when asked, and
+/// a precise 422 for anything looser (creating, and `PATCH`, where removing a limit is asking for more).
+#[tokio::test]
+async fn keys_made_by_a_limited_key_stay_within_its_limits() {
+    let t = TestApp::spawn().await;
+    let (_, parent) = limited(&t, "parent", &["keys:manage"], Some(100), Some(50)).await;
+    let post = |body: Value| t.http.post(t.url("/v1/keys")).bearer_auth(&parent).json(&body).send();
+    let r = post(json!({"name": "child-default"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let child: Value = r.json().await.unwrap();
+    assert_eq!(child["rate_limit"], json!({"limit": 100, "period_seconds": 3600}), "the caller's limit");
+    let left = child["quota"]["remaining"].as_i64().unwrap();
+    assert!((45..=50).contains(&left), "what the caller has left: {left}");
+    let strict =
+        json!({"name": "child-strict", "rate_limit": {"limit": 10, "period_seconds": 3600}, "quota": {"remaining": 5}});
+    let r = post(strict).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    for (body, want) in [
+        // 10 a minute is 600 an hour: more over time than 100 an hour.
+        (json!({"name": "fast", "rate_limit": {"limit": 10, "period_seconds": 60}}), "rate_limit_beyond_caller"),
+        // 200 in two hours is the same rate, but a burst of 200 is more than 100 at once.
+        (json!({"name": "bursty", "rate_limit": {"limit": 200, "period_seconds": 7200}}), "rate_limit_beyond_caller"),
+        (json!({"name": "greedy", "quota": {"remaining": 51}}), "quota_beyond_caller"),
+    ] {
+        assert_eq!(
+            code(post(body.clone()).await.unwrap()).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, want.into()),
+            "{body}"
+        );
+    }
+    let patch = |body: &'static str| {
+        t.http
+            .patch(t.url(&format!("/v1/keys/{id}")))
+            .bearer_auth(&parent)
+            .header("content-type", "application/merge-patch+json")
+            .body(body)
+            .send()
+    };
+    for (body, want) in
+        [(r#"{"rate_limit":null}"#, "rate_limit_beyond_caller"), (r#"{"quota":null}"#, "quota_beyond_caller")]
+    {
+        assert_eq!(code(patch(body).await.unwrap()).await, (StatusCode::UNPROCESSABLE_ENTITY, want.into()), "{body}");
+    }
+    let r = patch(r#"{"rate_limit":{"limit":50,"period_seconds":3600}}"#).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A key without limits makes keys without limits, as before.
+    let r =
+        t.http.post(t.url("/v1/keys")).bearer_auth(&t.admin_key).json(&json!({"name": "free"})).send().await.unwrap();
+    let free: Value = r.json().await.unwrap();
+    assert_eq!((free["rate_limit"].clone(), free["quota"].clone()), (Value::Null, Value::Null));
+    t.stop().await;
+}

@@ -38,7 +38,7 @@ fn parse_id(id: &str) -> ApiResult<CredentialId> {
         (status = 409, description = "A key with this name exists", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, scopes, expiry, IP allowlist, rate limit or quota (`invalid_ip_allowlist` names the bad entry; `invalid_rate_limit`, `invalid_quota`; `expiry_beyond_caller` / `ip_allowlist_beyond_caller`: a key cannot make a key that outlives it or works from more addresses; `lifetime_exceeds_policy`: `expires_at` is beyond the installation's maximum key lifetime; left out, the policy's default lifetime applies)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, scopes, expiry, IP allowlist, rate limit or quota (`invalid_ip_allowlist` names the bad entry; `invalid_rate_limit`, `invalid_quota`; `expiry_beyond_caller` / `ip_allowlist_beyond_caller` / `rate_limit_beyond_caller` / `quota_beyond_caller`: a key cannot make a key that outlives it, works from more addresses, calls faster or has more uses than it has left; `lifetime_exceeds_policy`: `expires_at` is beyond the installation's maximum key lifetime; left out, the policy's default lifetime applies)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited` or `usage_exceeded`: the calling key's rate limit or quota (with `Retry-After`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -311,7 +311,7 @@ pub async fn roll(
         (status = 409, description = "`name_taken`: you have a key with this name", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither `application/merge-patch+json` nor `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unknown_member`, `invalid_body` (a member of the wrong type), `invalid_status`, `key_expired` (enabling an expired key), `invalid_name`, `invalid_scopes`, `invalid_expiry`, `expiry_beyond_caller`, `invalid_ip_allowlist`, `ip_allowlist_beyond_caller`, `invalid_rate_limit`, `invalid_quota`, `lifetime_exceeds_policy` (an expiry beyond the policy's maximum lifetime, or none when it has one)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_member`, `invalid_body` (a member of the wrong type), `invalid_status`, `key_expired` (enabling an expired key), `invalid_name`, `invalid_scopes`, `invalid_expiry`, `expiry_beyond_caller`, `invalid_ip_allowlist`, `ip_allowlist_beyond_caller`, `invalid_rate_limit`, `invalid_quota`, `rate_limit_beyond_caller`, `quota_beyond_caller`, `lifetime_exceeds_policy` (an expiry beyond the policy's maximum lifetime, or none when it has one)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is not reachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn patch(
