@@ -235,7 +235,7 @@ pub async fn usage(
 
 /// Roll a key: a new key with the same scopes and rules (and the old key's lifetime as its expiry) replaces it; the old
 /// key keeps working until the overlap ends, then answers `key_expired`.
-#[utoipa::path(post, path = "/v1/keys/{id}/roll", tag = "keys", request_body(content = RollKey, description = "Optional; an empty body rolls with a day's overlap"),
+#[utoipa::path(post, path = "/v1/keys/{id}/roll", tag = "keys", request_body(content = Option<RollKey>, description = "Optional; an empty body rolls with a day's overlap"),
     params(("id" = String, Path, description = "Credential ID of the key to roll")),
     security(("bearer" = ["keys:manage"])),
     responses(
