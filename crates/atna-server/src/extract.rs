@@ -100,7 +100,11 @@ impl FromRequestParts<AppState> for Caller {
         let ip = client_ip(parts, &state.settings);
         let result = authenticate(state, &parts.headers, ip).await;
         state.verifier.metrics().checked(crate::metrics::Entry::Api, started, &result);
-        result.map(|(entry, admitted)| Caller(entry, admitted))
+        let (entry, admitted) = result?;
+        if let Some(slot) = parts.extensions.get::<crate::limits::RateSlot>() {
+            slot.fill(&admitted, &entry);
+        }
+        Ok(Caller(entry, admitted))
     }
 }
 

@@ -8,7 +8,7 @@
 //! `docs/api.md` ("Rate limits and quotas across nodes") for the bound and the measured figure.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use atna_domain::{CredentialId, Millis, RateDecision, RateLimit};
 use atna_store::{LimitSync, LimitUses, Store, StoreError};
@@ -49,6 +49,35 @@ impl Admitted {
             headers.insert(STATE_HEADER, state_value(remaining, reset));
         }
     }
+}
+
+/// Where a Bearer route's [`Caller`](crate::extract::Caller) leaves its key's `RateLimit-Policy` and `RateLimit`
+/// values for [`rate_headers`] to put on the response: every allowed answer of a rate-limited key carries them, on the
+/// management routes as on whoami and forward-auth.
+#[derive(Clone, Default)]
+pub struct RateSlot(Arc<std::sync::OnceLock<(HeaderValue, HeaderValue)>>);
+
+impl RateSlot {
+    /// Records what `admitted` says of `entry`'s rate limit (nothing for a key without one).
+    pub fn fill(&self, admitted: &Admitted, entry: &KeyEntry) {
+        if let (Some((_, remaining, reset)), Some(policy)) = (admitted.rate, &entry.rate_policy) {
+            let _ = self.0.set((policy.clone(), state_value(remaining, reset)));
+        }
+    }
+}
+
+/// Middleware of the Bearer management routes: gives the route a [`RateSlot`] and copies what it recorded onto the
+/// response.
+pub async fn rate_headers(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut res = next.run(req).await;
+    if let Some((policy, state)) = slot.0.get() {
+        let h = res.headers_mut();
+        h.insert(POLICY_HEADER, policy.clone());
+        h.insert(STATE_HEADER, state.clone());
+    }
+    res
 }
 
 /// `"default";r=42;t=18`.

@@ -320,3 +320,28 @@ async fn keys_made_by_a_limited_key_stay_within_its_limits() {
     assert_eq!((free["rate_limit"].clone(), free["quota"].clone()), (Value::Null, Value::Null));
     t.stop().await;
 }
+
+/// Every allowed answer of a rate-limited key carries the RateLimit headers, on the management routes too (listing,
+/// getting, creating, the audit trail); a key without a limit gets none.
+#[tokio::test]
+async fn management_routes_carry_the_ratelimit_headers_of_a_limited_key() {
+    let t = TestApp::spawn().await;
+    let (rec, key) = limited(&t, "manager", &["keys:manage"], Some(10), None).await;
+    let get = |path: String, key: String| t.http.get(t.url(&path)).bearer_auth(key).send();
+    let r = get("/v1/keys".into(), key.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "ratelimit-policy"), r#""default";q=10;w=3600"#);
+    // `t` (seconds until the allowance is whole) depends on how long the requests took: only `r` is exact.
+    let remaining = |r: &reqwest::Response| header(r, "ratelimit").split(";t=").next().unwrap_or_default().to_owned();
+    assert_eq!(remaining(&r), r#""default";r=9"#);
+    let r = get(format!("/v1/keys/{}", rec.id), key.clone()).await.unwrap();
+    assert_eq!((r.status(), remaining(&r)), (StatusCode::OK, r#""default";r=8"#.into()));
+    let r = get("/v1/audit".into(), key.clone()).await.unwrap();
+    assert_eq!((r.status(), remaining(&r)), (StatusCode::OK, r#""default";r=7"#.into()));
+    let r = t.http.post(t.url("/v1/keys")).bearer_auth(&key).json(&json!({"name": "child"})).send().await.unwrap();
+    assert_eq!((r.status(), remaining(&r)), (StatusCode::CREATED, r#""default";r=6"#.into()));
+    let r = get("/v1/keys".into(), t.admin_key.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("ratelimit-policy").is_none() && r.headers().get("ratelimit").is_none());
+    t.stop().await;
+}

@@ -35,17 +35,21 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // 1,000 whole keys are over the API's usual limit.
     let holders = DefaultBodyLimit::max(credentials::BODY_LIMIT);
     let routes = if state.settings.metrics_listen.is_none() { metrics_router() } else { Router::new() };
+    // The Bearer management routes: a rate-limited key's allowed answers carry its RateLimit headers.
+    let managed = Router::new()
+        .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
+        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete).merge(patch(keys::patch).layer(limit)))
+        .route("/v1/keys/{id}/roll", post(keys::roll).layer(limit))
+        .route("/v1/keys/{id}/usage", get(keys::usage))
+        .route("/v1/audit", get(audit::list))
+        .route_layer(axum::middleware::from_fn(crate::limits::rate_headers));
     routes
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/openapi.json", get(openapi::json))
         .route("/v1/whoami", get(auth::whoami))
-        .route("/v1/keys", get(keys::list).merge(post(keys::create).layer(limit)))
         .route("/v1/keys/verify", post(auth::verify).layer(limit))
-        .route("/v1/keys/{id}", get(keys::get).delete(keys::delete).merge(patch(keys::patch).layer(limit)))
-        .route("/v1/keys/{id}/roll", post(keys::roll).layer(limit))
-        .route("/v1/keys/{id}/usage", get(keys::usage))
-        .route("/v1/audit", get(audit::list))
+        .merge(managed)
         .route("/v1/credentials/status", post(credentials::status).layer(holders))
         .route("/v1/credentials/revoke", post(credentials::revoke).layer(holders))
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
