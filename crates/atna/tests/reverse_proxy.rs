@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use common::{atna, free_port, ok, Server, BIN};
+use common::{atna_env, free_port, ok, Server, BIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,28 +95,53 @@ struct Proxy {
     admin_key: String,
     /// Its Credential ID.
     admin_id: String,
+    /// The environment that points the command line at its database.
+    db: Vec<(&'static str, String)>,
     _dir: tempfile::TempDir,
 }
 
-fn create_key(data: &Path, name: &str, scopes: &[&str]) -> Value {
+impl Proxy {
+    /// Runs `atna ARGS` on this proxy's database.
+    fn cli(&self, args: &[&str]) -> String {
+        let env: Vec<(&str, &str)> = self.db.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ok(atna_env(&env, args, None))
+    }
+}
+
+fn create_key(env: &[(&str, &str)], name: &str, scopes: &[&str]) -> Value {
     let mut args = vec!["key", "create", "--user", "alice@example.com", "--name", name, "--json"];
     for s in scopes {
         args.extend(["--scope", s]);
     }
-    serde_json::from_str(&ok(atna(data, &args, None))).unwrap()
+    serde_json::from_str(&ok(atna_env(env, &args, None))).unwrap()
 }
 
-/// Starts atna with the proxy in front of `upstream`, with `extra` TOML lines.
-fn start(upstream: &str, extra: &str) -> Proxy {
+/// The database of a test's atna: SQLite in `data`, or with `ATNA_TEST_BACKEND=postgres` (and
+/// `ATNA_TEST_POSTGRES_URL`) a fresh PostgreSQL schema.
+async fn database(data: &Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![("ATNA_DATA_DIR", data.to_str().unwrap().to_owned())];
+    if std::env::var("ATNA_TEST_BACKEND").as_deref() == Ok("postgres") {
+        let server =
+            atna_store_postgres::testdb::server_url().expect("ATNA_TEST_BACKEND=postgres needs ATNA_TEST_POSTGRES_URL");
+        env.push(("ATNA_DATABASE_URL", atna_store_postgres::testdb::fresh_schema_url(&server).await));
+    }
+    env
+}
+
+/// Starts atna with the proxy in front of `upstream`, with `extra` TOML lines, on the backend `ATNA_TEST_BACKEND`
+/// names.
+async fn start(upstream: &str, extra: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(atna(
-        &data,
+    let db = database(&data).await;
+    let env: Vec<(&str, &str)> = db.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(atna_env(
+        &env,
         &["user", "create", "--email", "alice@example.com", "--password-stdin"],
         Some("correct horse battery"),
     ));
-    let api = create_key(&data, "api", &["api"]);
-    let admin = create_key(&data, "admin", &["api", "admin:write"]);
+    let api = create_key(&env, "api", &["api"]);
+    let admin = create_key(&env, "admin", &["api", "admin:write"]);
     let config = dir.path().join("atna.toml");
     std::fs::write(
         &config,
@@ -130,7 +155,8 @@ fn start(upstream: &str, extra: &str) -> Proxy {
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .env_remove("ATNA_DATABASE_URL")
-        .envs([("ATNA_DATA_DIR", data.to_str().unwrap()), ("ATNA_LOG", "warn")]);
+        .envs(env.iter().copied())
+        .env("ATNA_LOG", "warn");
     let server = Server::spawn(cmd);
     let line = server.next_line(Duration::from_secs(10)).expect("the proxy's address is printed");
     let base = line
@@ -147,6 +173,7 @@ fn start(upstream: &str, extra: &str) -> Proxy {
         api_key: s(&api, "secret"),
         admin_key: s(&admin, "secret"),
         admin_id: s(&admin, "id"),
+        db: db.clone(),
         _dir: dir,
     }
 }
@@ -211,7 +238,7 @@ fn peak_rss(pid: u32) -> u64 {
 #[tokio::test]
 async fn good_keys_pass_and_the_rest_get_the_forward_auth_answers() {
     let (up, seen) = upstream().await;
-    let p = start(&format!("http://{up}"), "");
+    let p = start(&format!("http://{up}"), "").await;
     let http = reqwest::Client::new();
     let get = |path: &str, key: Option<&str>| {
         let mut r = http.get(format!("{}{path}", p.base));
@@ -244,7 +271,7 @@ async fn good_keys_pass_and_the_rest_get_the_forward_auth_answers() {
     assert_eq!(seen.requests.load(Relaxed), before + 1, "refused requests never reach the upstream");
 
     // A deleted key stops working at once.
-    ok(atna(&p._dir.path().join("data"), &["key", "delete", &p.admin_id], None));
+    p.cli(&["key", "delete", &p.admin_id]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = get("/x", Some(&p.admin_key)).await.unwrap().status();
@@ -268,7 +295,7 @@ async fn good_keys_pass_and_the_rest_get_the_forward_auth_answers() {
 #[tokio::test]
 async fn routes_require_their_scopes_on_the_normalised_path() {
     let (up, seen) = upstream().await;
-    let p = start(&format!("http://{up}"), "");
+    let p = start(&format!("http://{up}"), "").await;
     let api = format!("Authorization: Bearer {}", p.api_key);
     let admin = format!("Authorization: Bearer {}", p.admin_key);
     let post = |key: &str, target: &str| {
@@ -315,7 +342,7 @@ async fn routes_require_their_scopes_on_the_normalised_path() {
 #[tokio::test]
 async fn the_upstream_gets_the_identity_and_none_of_the_clients_own_or_hop_by_hop_headers() {
     let (up, _) = upstream().await;
-    let p = start(&format!("http://{up}"), "");
+    let p = start(&format!("http://{up}"), "").await;
     let (status, headers, body) = get_raw(
         &p,
         "/echo?q=1",
@@ -376,7 +403,8 @@ async fn the_upstream_gets_the_identity_and_none_of_the_clients_own_or_hop_by_ho
 async fn behind_a_trusted_proxy_the_forwarding_chain_is_kept_and_the_key_forwarded_when_configured() {
     let (up, _) = upstream().await;
     let p =
-        start(&format!("http://{up}"), "proxy_trusted_proxies = [\"127.0.0.1\"]\nproxy_forward_authorization = true");
+        start(&format!("http://{up}"), "proxy_trusted_proxies = [\"127.0.0.1\"]\nproxy_forward_authorization = true")
+            .await;
     let (status, _, body) = get_raw(
         &p,
         "/echo",
@@ -397,7 +425,6 @@ async fn behind_a_trusted_proxy_the_forwarding_chain_is_kept_and_the_key_forward
     assert_ne!(v["headers"]["x-atna-key-id"][0], "forged");
 
     // A key's IP allowlist applies to the client behind the trusted proxy, as at forward-auth.
-    let data = p._dir.path().join("data");
     let office = {
         let args = [
             "key",
@@ -412,7 +439,7 @@ async fn behind_a_trusted_proxy_the_forwarding_chain_is_kept_and_the_key_forward
             "203.0.113.0/24",
             "--json",
         ];
-        serde_json::from_str::<Value>(&ok(atna(&data, &args, None))).unwrap()["secret"].as_str().unwrap().to_owned()
+        serde_json::from_str::<Value>(&p.cli(&args)).unwrap()["secret"].as_str().unwrap().to_owned()
     };
     let bearer = format!("Authorization: Bearer {office}");
     let (status, _, _) = get_raw(&p, "/echo", &[&bearer, "X-Forwarded-For: 203.0.113.7"]).await;
@@ -425,7 +452,7 @@ async fn behind_a_trusted_proxy_the_forwarding_chain_is_kept_and_the_key_forward
 #[tokio::test]
 async fn a_hundred_megabytes_stream_up_and_down_without_being_held_in_memory() {
     let (up, _) = upstream().await;
-    let p = start(&format!("http://{up}"), "");
+    let p = start(&format!("http://{up}"), "").await;
     let pid = p.server.child.id();
     let http = reqwest::Client::new();
     // Warm up (the first request loads the key and opens the pool), then take the baseline.
@@ -470,7 +497,7 @@ async fn a_hundred_megabytes_stream_up_and_down_without_being_held_in_memory() {
 #[tokio::test]
 async fn body_limits_and_upstream_timeouts_have_their_own_answers() {
     let (up, seen) = upstream().await;
-    let p = start(&format!("http://{up}"), "proxy_max_body_bytes = 1000\nproxy_upstream_timeout_secs = 1");
+    let p = start(&format!("http://{up}"), "proxy_max_body_bytes = 1000\nproxy_upstream_timeout_secs = 1").await;
     let auth = format!("Authorization: Bearer {}", p.api_key);
     let head = format!("POST /upload HTTP/1.1\r\nHost: h\r\nConnection: close\r\n{auth}\r\nContent-Length: 2000");
     let (status, _, body) = raw(p.addr, &head, &[b'a'; 2000]).await;
@@ -496,7 +523,7 @@ async fn body_limits_and_upstream_timeouts_have_their_own_answers() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_a_502() {
-    let p = start(&format!("http://127.0.0.1:{}", free_port()), "");
+    let p = start(&format!("http://127.0.0.1:{}", free_port()), "").await;
     let (status, headers, body) = get_raw(&p, "/x", &[&format!("Authorization: Bearer {}", p.api_key)]).await;
     assert_eq!(status, 502);
     assert_eq!(headers["content-type"], "application/problem+json");
@@ -516,7 +543,7 @@ async fn websockets_pass_through_with_the_identity_and_outlive_the_idle_timeout(
     use tokio_tungstenite::tungstenite::Message as Ws;
     let (up, _) = upstream().await;
     // An idle timeout of one second: the upgraded connection must not be cut by it.
-    let p = start(&format!("http://{up}"), "idle_timeout_secs = 1");
+    let p = start(&format!("http://{up}"), "idle_timeout_secs = 1").await;
     let url = format!("{}/ws", p.base.replace("http://", "ws://"));
 
     let refused = tokio_tungstenite::connect_async(url.clone()).await.unwrap_err();
