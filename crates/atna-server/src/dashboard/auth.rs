@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::csrf::{tokens_match, LOGIN_COOKIE};
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
+use super::slots::Lane;
 use super::{device, random_token, throttle, DashState};
 use crate::audit::{self, Origin};
 use crate::clock;
@@ -19,14 +20,11 @@ use atna_store::{audit_kind, Actor, NO_USER};
 /// How long the pre-session CSRF cookie lives.
 const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
 
-/// At most this many argon2 computations run at once (each takes 19 MiB and tens of milliseconds of CPU), so a flood
-/// of sign-ins queues up instead of exhausting memory and threads.
-static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-
-/// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose. Without a hash (unknown
-/// account) it checks against a dummy one, so the answer takes as long and is always false.
-pub async fn verify_password(hash: Option<PasswordHash>, attempt: Password) -> bool {
-    let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
+/// Runs argon2 off the async threads, in one of the node's slots (waiting in `lane`'s queue): it takes tens of
+/// milliseconds of CPU on purpose. Without a hash (unknown account) it checks against a dummy one, so the answer
+/// takes as long and is always false.
+pub async fn verify_password(s: &DashState, lane: Lane, hash: Option<PasswordHash>, attempt: Password) -> bool {
+    let _slot = s.slots.acquire(lane).await;
     tokio::task::spawn_blocking(move || match hash {
         Some(h) => h.verify(&attempt),
         None => {
@@ -38,9 +36,10 @@ pub async fn verify_password(hash: Option<PasswordHash>, attempt: Password) -> b
     .unwrap_or(false)
 }
 
-/// Hashes a new password off the async threads.
-pub async fn hash_password(p: Password) -> DashResult<PasswordHash> {
-    let _slot = ARGON2_SLOTS.acquire().await.map_err(|_| DashError::internal())?;
+/// Hashes a new password off the async threads. Only people the node knows do (a signed-in user, the holder of a
+/// valid setup link), so it waits in the first queue.
+pub async fn hash_password(s: &DashState, p: Password) -> DashResult<PasswordHash> {
+    let _slot = s.slots.acquire(Lane::Known).await;
     tokio::task::spawn_blocking(move || PasswordHash::hash(&p)).await.map_err(|_| DashError::internal())
 }
 
@@ -175,8 +174,10 @@ pub async fn login(
         return Ok(res);
     }
     // Always run argon2, against a dummy hash for unknown accounts, so timing does not tell who has an account.
-    let ok =
-        verify_password(user.as_ref().map(|u| u.password_hash.clone()), Password::attempt(f.password.clone())).await;
+    // A browser holding the account's device cookie waits in the first queue, ahead of any flood of strangers.
+    let lane = if device.is_some() { Lane::Known } else { Lane::Anonymous };
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = verify_password(&s, lane, hash, Password::attempt(f.password.clone())).await;
     let user = match user {
         Some(u) if ok => u,
         // The attempt was already counted as a failure by `begin`.
@@ -335,7 +336,7 @@ pub async fn setup(
         Ok(p) => p,
         Err(e) => return again(e.to_string()),
     };
-    let hash = hash_password(password).await?;
+    let hash = hash_password(&s, password).await?;
     // Atomic across nodes: two people sending the form at once cannot both become "the first" administrator.
     let first = NewUser { email, password_hash: hash, is_admin: true, created_at: clock::now() };
     let Some(user) = s.app.store.create_first_admin(first, &session::hash_token(&f.token)).await? else {
