@@ -73,6 +73,8 @@ const PER_PEER: usize = 256;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+// Held across awaits on purpose: the other test waits on its own thread, outside any runtime.
+#[allow(clippy::await_holding_lock)]
 async fn hostile_clients_do_not_stop_a_normal_client_and_leave_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sizes = Sizes::get();
@@ -324,6 +326,8 @@ fn set_cookie(answer: &[u8], name: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+// Held across awaits on purpose: the other test waits on its own thread, outside any runtime.
+#[allow(clippy::await_holding_lock)]
 async fn a_flood_of_wrong_passwords_does_not_keep_real_users_out() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let total = if long_mode() { 10_000 } else { 500 };
@@ -370,7 +374,7 @@ async fn a_flood_of_wrong_passwords_does_not_keep_real_users_out() {
                         return statuses;
                     }
                     let client = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-                    let email = if i % 10 == 0 { USER.to_owned() } else { format!("guess{i}@example.com") };
+                    let email = if i.is_multiple_of(10) { USER.to_owned() } else { format!("guess{i}@example.com") };
                     let answer = sign_in(to, PROXY, &client, &email, "wrong password", "").await;
                     statuses.push(status_of(&answer));
                 }

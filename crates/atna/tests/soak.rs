@@ -149,7 +149,7 @@ async fn api_churn(run: Arc<Run>, tag: char) {
             1 => run.keys.lock().unwrap().for_cli.push(id),
             _ => {}
         }
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let res = http.get(format!("{}/v1/keys?limit=100", run.base)).bearer_auth(&run.admin).send().await.unwrap();
             run.tally.note("list", res.status().as_u16(), &[200], String::new);
         }
@@ -183,7 +183,7 @@ async fn uses(run: Arc<Run>, offset: usize) {
         turn += 1;
         let w = turn % WORKERS;
         let secret = &run.workers[w].1;
-        if turn % 2 == 0 {
+        if turn.is_multiple_of(2) {
             let res = http.get(format!("{}/v1/whoami", run.base)).bearer_auth(secret).send().await.unwrap();
             let status = res.status().as_u16();
             run.tally.note("whoami", status, &[200], String::new);

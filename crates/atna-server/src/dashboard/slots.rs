@@ -106,6 +106,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn queued(slots: &PasswordSlots) -> usize {
+        let inner = slots.lock();
+        inner.known.len() + inner.anonymous.len()
+    }
+
     #[tokio::test]
     async fn known_waiters_go_before_anonymous_ones_and_slots_come_back() {
         let slots = PasswordSlots::new(1);
@@ -113,13 +118,13 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (i, lane) in [Lane::Anonymous, Lane::Anonymous, Lane::Known].into_iter().enumerate() {
-            let (slots, order) = (slots.clone(), order.clone());
+            let (mine, order) = (slots.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _slot = slots.acquire(lane).await;
+                let _slot = mine.acquire(lane).await;
                 order.lock().unwrap().push(i);
             }));
             // Queued in this order.
-            while slots.lock().known.len() + slots.lock().anonymous.len() < i + 1 {
+            while queued(&slots) < i + 1 {
                 tokio::task::yield_now().await;
             }
         }
