@@ -24,12 +24,17 @@ const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 6
 /// milliseconds of CPU on purpose. Without a hash (unknown account) it checks against a dummy one, so the answer
 /// takes as long and is always false.
 pub async fn verify_password(s: &DashState, lane: Lane, hash: Option<PasswordHash>, attempt: Password) -> bool {
-    let _slot = s.slots.acquire(lane).await;
-    tokio::task::spawn_blocking(move || match hash {
-        Some(h) => h.verify(&attempt),
-        None => {
-            let _ = PasswordHash::dummy().verify(&attempt);
-            false
+    let slot = s.slots.acquire(lane).await;
+    // The slot goes with the work: a request that times out meanwhile stops waiting, but its argon2 run goes on to the
+    // end on its blocking thread, and must count against the slots until then.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        match hash {
+            Some(h) => h.verify(&attempt),
+            None => {
+                let _ = PasswordHash::dummy().verify(&attempt);
+                false
+            }
         }
     })
     .await
@@ -39,8 +44,13 @@ pub async fn verify_password(s: &DashState, lane: Lane, hash: Option<PasswordHas
 /// Hashes a new password off the async threads. Only people the node knows do (a signed-in user, the holder of a
 /// valid setup link), so it waits in the first queue.
 pub async fn hash_password(s: &DashState, p: Password) -> DashResult<PasswordHash> {
-    let _slot = s.slots.acquire(Lane::Known).await;
-    tokio::task::spawn_blocking(move || PasswordHash::hash(&p)).await.map_err(|_| DashError::internal())
+    let slot = s.slots.acquire(Lane::Known).await;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        PasswordHash::hash(&p)
+    })
+    .await
+    .map_err(|_| DashError::internal())
 }
 
 /// The pre-session CSRF token: the one in the browser's cookie, or a new one (and the cookie to set).
@@ -153,6 +163,13 @@ pub async fn login(
         };
         Ok(render(status, &page))
     };
+    // Anonymous sign-ins wait for their turn before they touch the database (see `slots.rs`): a browser that presents
+    // no device cookie is one, and so is one whose cookie turns out not to be the account's.
+    let presented = device::presented(&headers);
+    let early = match presented {
+        None => Some(s.slots.enter_anonymous().await),
+        Some(_) => None,
+    };
     // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
     let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
     let user: Option<User> = match Email::parse(&f.email) {
@@ -161,8 +178,14 @@ pub async fn login(
     };
     // A browser holding this account's device cookie is counted on its own (see `throttle.rs`).
     let device = match &user {
-        Some(u) => device::belongs_to(&*s.app.store, device::presented(&headers), u.id).await?,
+        Some(u) => device::belongs_to(&*s.app.store, presented, u.id).await?,
         None => None,
+    };
+    // Held until the answer.
+    let _anonymous = match (early, &device) {
+        (Some(a), _) => Some(a),
+        (None, Some(_)) => None,
+        (None, None) => Some(s.slots.enter_anonymous().await),
     };
     let attempt = throttle::SignIn::new(&account, ip, device.as_ref());
     if let Err(wait) = attempt.begin(&*s.app.store).await? {

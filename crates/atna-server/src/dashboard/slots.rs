@@ -4,11 +4,18 @@
 //! first; anonymous sign-ins in the second, served only when the first is empty. A flood of wrong passwords from
 //! many addresses then lengthens only its own queue: the owner's sign-in waits for one running check, not for the
 //! thousands queued behind it. (Queued requests still end at `request_timeout`, with a 503.)
+//!
+//! Anonymous sign-ins are also bounded as a whole, from their first database read to their answer: at most
+//! [`ANONYMOUS_PER_SLOT`] per slot at once; the others wait, parked, before they touch the database. Without that
+//! bound the argon2 queue protected only the CPU: every queued guess had already taken its turn at the database
+//! (throttle counters, written and synced), and on SQLite a burst of hundreds of those writes kept the owner's own
+//! sign-in waiting behind them for seconds. Refusing the excess at once would be worse: a refusal is cheap to
+//! repeat, and a flood of them takes the CPU; a parked request costs nothing until its turn or its timeout.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Which queue a request for a slot waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,10 +26,18 @@ pub enum Lane {
     Anonymous,
 }
 
+/// Anonymous sign-ins in progress at once, per argon2 slot: enough to keep the slots busy, few enough that their
+/// database work cannot crowd out everyone else's.
+pub const ANONYMOUS_PER_SLOT: usize = 2;
+
 /// The slots and their queues.
 pub struct PasswordSlots {
     inner: Mutex<Inner>,
+    anonymous: Arc<Semaphore>,
 }
+
+/// An anonymous sign-in's place among those in progress, given back on drop.
+pub struct Anonymous(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 struct Inner {
     free: usize,
@@ -46,8 +61,16 @@ impl Drop for Slot {
 impl PasswordSlots {
     /// `n` slots (at least one).
     pub fn new(n: usize) -> Arc<Self> {
-        let inner = Inner { free: n.max(1), known: VecDeque::new(), anonymous: VecDeque::new() };
-        Arc::new(Self { inner: Mutex::new(inner) })
+        let n = n.max(1);
+        let inner = Inner { free: n, known: VecDeque::new(), anonymous: VecDeque::new() };
+        let anonymous = Arc::new(Semaphore::new(n * ANONYMOUS_PER_SLOT));
+        Arc::new(Self { inner: Mutex::new(inner), anonymous })
+    }
+
+    /// Waits (first come, first served) for a place among the anonymous sign-ins in progress.
+    pub async fn enter_anonymous(&self) -> Anonymous {
+        // The semaphore is never closed.
+        Anonymous(self.anonymous.clone().acquire_owned().await.ok())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -134,6 +157,20 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), [2, 0, 1], "the known waiter first, then the anonymous ones in order");
         assert_eq!(slots.free(), 1);
+    }
+
+    #[tokio::test]
+    async fn anonymous_sign_ins_are_bounded_and_give_their_places_back() {
+        let slots = PasswordSlots::new(2);
+        let mut held = Vec::new();
+        for _ in 0..2 * ANONYMOUS_PER_SLOT {
+            held.push(slots.enter_anonymous().await);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(10), slots.enter_anonymous()).await;
+        assert!(more.is_err(), "one more waits");
+        drop(held);
+        let more = tokio::time::timeout(Duration::from_millis(10), slots.enter_anonymous()).await;
+        assert!(more.is_ok(), "places come back");
     }
 
     #[tokio::test]
