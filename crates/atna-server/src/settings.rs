@@ -52,6 +52,9 @@ pub struct Settings {
     pub max_connections_per_peer: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Most argon2 password hashes or checks running at once; the rest queue, sign-ins from unknown browsers last
+    /// (see `dashboard/slots.rs`).
+    pub password_hash_concurrency: usize,
     /// A dashboard session ends after this long without activity.
     pub session_idle_timeout: Duration,
     /// A dashboard session ends this long after sign-in, active or not.
@@ -94,6 +97,7 @@ impl Default for Settings {
             max_connections: None,
             max_connections_per_peer: 256,
             max_body_bytes: 64 * 1024,
+            password_hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             session_idle_timeout: Duration::from_secs(12 * 60 * 60),
             session_absolute_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             api_key_headers: vec![axum::http::HeaderName::from_static("x-api-key")],

@@ -155,7 +155,7 @@ const KEY_ORDER: &str = "id";
 /// IMMEDIATE takes the write lock before looking, so no other writer can slip in between the emptiness check and the
 /// inserts.
 async fn begin_import(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    begin_immediate(pool).await
 }
 
 /// Nothing to do: inserting explicit IDs also moves `sqlite_sequence`, so later users get IDs above the imported ones.
@@ -165,5 +165,19 @@ async fn after_import(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreRes
 
 /// Sign-in throttling decides under the database's write lock: no other process can count an attempt in between.
 async fn begin_throttle(pool: &SqlitePool, _keys: &[&str]) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    begin_immediate(pool).await
+}
+
+/// `BEGIN IMMEDIATE`, which waits (up to the busy timeout) for the write lock, in a task of its own. Cancelled while
+/// it waits — a request that reached its `request_timeout` is dropped — sqlx returns the connection to the pool
+/// believing a transaction open on it, and every later `begin` on that connection fails ("attempted to call
+/// begin_with at non-zero transaction depth"): under a flood of sign-ins the dashboard answered "Database
+/// unavailable" to everyone. In its own task the `BEGIN` always completes; a transaction nobody awaits any more is
+/// dropped, and sqlx rolls it back properly.
+async fn begin_immediate(pool: &SqlitePool) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+        .await
+        .map_err(|e| StoreError::Database(format!("beginning a transaction: {e}")))?
+        .map_err(db)
 }

@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub limits_sync_ms: Option<u64>,
     pub change_feed_max_lag_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    pub password_hash_concurrency: Option<usize>,
     pub session_idle_timeout_secs: Option<u64>,
     pub session_absolute_timeout_secs: Option<u64>,
     pub api_key_headers: Option<Vec<String>>,
@@ -252,6 +253,8 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
     let max_connections_per_peer =
         s.max_connections_per_peer.or(f.max_connections_per_peer).unwrap_or(d.max_connections_per_peer);
     anyhow::ensure!(max_connections_per_peer >= 1, "max_connections_per_peer must be at least 1");
+    let password_hash_concurrency = f.password_hash_concurrency.unwrap_or(d.password_hash_concurrency);
+    anyhow::ensure!(password_hash_concurrency >= 1, "password_hash_concurrency must be at least 1");
     let listen = match s.listen.as_ref().or(f.listen.as_ref()) {
         Some(text) => listen_address(text)?,
         None => d.listen,
@@ -301,6 +304,7 @@ pub fn settings(r: &Resolved, s: &Serve) -> anyhow::Result<Settings> {
             .map(|ms| Duration::from_millis(ms.max(10)))
             .unwrap_or(d.limits_sync_interval),
         max_body_bytes: f.max_body_bytes.unwrap_or(d.max_body_bytes),
+        password_hash_concurrency,
         session_idle_timeout: secs(
             at_least_1("session_idle_timeout_secs", f.session_idle_timeout_secs)?,
             d.session_idle_timeout,
@@ -668,6 +672,7 @@ mod tests {
             ("trusted_proxies = [\"10.0.0.0/33\"]\n", "from 0 to 32"),
             ("trusted_proxies = [\"proxy.local\"]\n", "not an IP address"),
             ("max_connections_per_peer = 0\n", "at least 1"),
+            ("password_hash_concurrency = 0\n", "password_hash_concurrency must be at least 1"),
             ("header_read_timeout_secs = 0\n", "at least 1"),
             // Found by the property test below: zero stopped the usage flusher (a panic in its task, usage never
             // written), and huge values overflow time arithmetic.
@@ -810,6 +815,7 @@ mod props {
             "change_poll_ms",
             "change_feed_max_lag_ms",
             "max_body_bytes",
+            "password_hash_concurrency",
             "session_idle_timeout_secs",
             "session_absolute_timeout_secs",
         ];

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::auth::{hash_password, verify_password, CsrfOnly};
 use super::pages::{render, Chrome, DashForm, DashQuery, DashResult};
 use super::session::{self, set_cookie, SignedIn};
+use super::slots::Lane;
 use super::throttle;
 use super::timefmt::absolute;
 use super::DashState;
@@ -98,7 +99,8 @@ pub async fn change_password(
     if let Err(w) = throttle::begin_password_check(&*s.app.store, si.user.id).await? {
         return wait(format!("Too many wrong current passwords; try again in {}.", throttle::wait_text(w)), w);
     }
-    if !verify_password(Some(si.user.password_hash.clone()), Password::attempt(f.current.clone())).await {
+    let current = Password::attempt(f.current.clone());
+    if !verify_password(&s, Lane::Known, Some(si.user.password_hash.clone()), current).await {
         return refuse("Your current password is not right.");
     }
     throttle::password_check_succeeded(&*s.app.store, si.user.id).await?;
@@ -109,7 +111,7 @@ pub async fn change_password(
         Ok(p) => p,
         Err(e) => return refuse(&e.to_string()),
     };
-    let hash = hash_password(new).await?;
+    let hash = hash_password(&s, new).await?;
     s.app.store.set_password(si.user.id, &hash).await?;
     let ended = s.app.store.delete_user_sessions(si.user.id).await?;
     let who = origin.who(Actor::User(si.user.id));

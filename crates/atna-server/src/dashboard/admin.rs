@@ -128,7 +128,7 @@ pub async fn create(
                 .await
         }
     };
-    let password_hash = hash_password(password).await?;
+    let password_hash = hash_password(&s, password).await?;
     match s.app.store.create_user(NewUser { email, password_hash, is_admin: admin, created_at: clock::now() }).await {
         Ok(u) => {
             let detail = Some(serde_json::json!({ "email": u.email.as_str(), "admin": u.is_admin }));

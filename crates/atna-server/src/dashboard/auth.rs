@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::csrf::{tokens_match, LOGIN_COOKIE};
 use super::pages::{render, Chrome, DashError, DashForm, DashQuery, DashResult};
 use super::session::{self, cookie, set_cookie, ClientAddr, Https, SignedIn};
+use super::slots::Lane;
 use super::{device, random_token, throttle, DashState};
 use crate::audit::{self, Origin};
 use crate::clock;
@@ -19,29 +20,37 @@ use atna_store::{audit_kind, Actor, NO_USER};
 /// How long the pre-session CSRF cookie lives.
 const LOGIN_CSRF_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
 
-/// At most this many argon2 computations run at once (each takes 19 MiB and tens of milliseconds of CPU), so a flood
-/// of sign-ins queues up instead of exhausting memory and threads.
-static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-
-/// Runs argon2 off the async threads: it takes tens of milliseconds of CPU on purpose. Without a hash (unknown
-/// account) it checks against a dummy one, so the answer takes as long and is always false.
-pub async fn verify_password(hash: Option<PasswordHash>, attempt: Password) -> bool {
-    let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
-    tokio::task::spawn_blocking(move || match hash {
-        Some(h) => h.verify(&attempt),
-        None => {
-            let _ = PasswordHash::dummy().verify(&attempt);
-            false
+/// Runs argon2 off the async threads, in one of the node's slots (waiting in `lane`'s queue): it takes tens of
+/// milliseconds of CPU on purpose. Without a hash (unknown account) it checks against a dummy one, so the answer
+/// takes as long and is always false.
+pub async fn verify_password(s: &DashState, lane: Lane, hash: Option<PasswordHash>, attempt: Password) -> bool {
+    let slot = s.slots.acquire(lane).await;
+    // The slot goes with the work: a request that times out meanwhile stops waiting, but its argon2 run goes on to the
+    // end on its blocking thread, and must count against the slots until then.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        match hash {
+            Some(h) => h.verify(&attempt),
+            None => {
+                let _ = PasswordHash::dummy().verify(&attempt);
+                false
+            }
         }
     })
     .await
     .unwrap_or(false)
 }
 
-/// Hashes a new password off the async threads.
-pub async fn hash_password(p: Password) -> DashResult<PasswordHash> {
-    let _slot = ARGON2_SLOTS.acquire().await.map_err(|_| DashError::internal())?;
-    tokio::task::spawn_blocking(move || PasswordHash::hash(&p)).await.map_err(|_| DashError::internal())
+/// Hashes a new password off the async threads. Only people the node knows do (a signed-in user, the holder of a
+/// valid setup link), so it waits in the first queue.
+pub async fn hash_password(s: &DashState, p: Password) -> DashResult<PasswordHash> {
+    let slot = s.slots.acquire(Lane::Known).await;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        PasswordHash::hash(&p)
+    })
+    .await
+    .map_err(|_| DashError::internal())
 }
 
 /// The pre-session CSRF token: the one in the browser's cookie, or a new one (and the cookie to set).
@@ -154,6 +163,13 @@ pub async fn login(
         };
         Ok(render(status, &page))
     };
+    // Anonymous sign-ins wait for their turn before they touch the database (see `slots.rs`): a browser that presents
+    // no device cookie is one, and so is one whose cookie turns out not to be the account's.
+    let presented = device::presented(&headers);
+    let early = match presented {
+        None => Some(s.slots.enter_anonymous().await),
+        Some(_) => None,
+    };
     // The throttling key: the address as typed, normalised like `Email`, and bounded (no address is longer).
     let account: String = f.email.trim().to_lowercase().chars().take(254).collect();
     let user: Option<User> = match Email::parse(&f.email) {
@@ -162,8 +178,14 @@ pub async fn login(
     };
     // A browser holding this account's device cookie is counted on its own (see `throttle.rs`).
     let device = match &user {
-        Some(u) => device::belongs_to(&*s.app.store, device::presented(&headers), u.id).await?,
+        Some(u) => device::belongs_to(&*s.app.store, presented, u.id).await?,
         None => None,
+    };
+    // Held until the answer.
+    let _anonymous = match (early, &device) {
+        (Some(a), _) => Some(a),
+        (None, Some(_)) => None,
+        (None, None) => Some(s.slots.enter_anonymous().await),
     };
     let attempt = throttle::SignIn::new(&account, ip, device.as_ref());
     if let Err(wait) = attempt.begin(&*s.app.store).await? {
@@ -175,8 +197,10 @@ pub async fn login(
         return Ok(res);
     }
     // Always run argon2, against a dummy hash for unknown accounts, so timing does not tell who has an account.
-    let ok =
-        verify_password(user.as_ref().map(|u| u.password_hash.clone()), Password::attempt(f.password.clone())).await;
+    // A browser holding the account's device cookie waits in the first queue, ahead of any flood of strangers.
+    let lane = if device.is_some() { Lane::Known } else { Lane::Anonymous };
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = verify_password(&s, lane, hash, Password::attempt(f.password.clone())).await;
     let user = match user {
         Some(u) if ok => u,
         // The attempt was already counted as a failure by `begin`.
@@ -335,7 +359,7 @@ pub async fn setup(
         Ok(p) => p,
         Err(e) => return again(e.to_string()),
     };
-    let hash = hash_password(password).await?;
+    let hash = hash_password(&s, password).await?;
     // Atomic across nodes: two people sending the form at once cannot both become "the first" administrator.
     let first = NewUser { email, password_hash: hash, is_admin: true, created_at: clock::now() };
     let Some(user) = s.app.store.create_first_admin(first, &session::hash_token(&f.token)).await? else {

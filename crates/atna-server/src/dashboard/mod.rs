@@ -14,6 +14,7 @@ mod lifecycle;
 mod pages;
 mod reminders;
 pub(crate) mod session;
+mod slots;
 mod throttle;
 mod timefmt;
 mod usage;
@@ -37,6 +38,8 @@ form-action 'self'; base-uri 'none'; object-src 'none'";
 /// sign-in throttling, form nonces, setup tokens) lives in the database, none of it here.
 pub struct Dash {
     pub app: AppState,
+    /// This node's argon2 slots (`password_hash_concurrency`), with their queues.
+    pub slots: Arc<slots::PasswordSlots>,
 }
 
 /// The dashboard handlers' state.
@@ -60,7 +63,8 @@ pub fn random_token() -> String {
 
 /// The dashboard routes, with their state applied.
 pub fn router(app: AppState) -> Router {
-    let state = DashState(Arc::new(Dash { app }));
+    let slots = slots::PasswordSlots::new(app.settings.password_hash_concurrency);
+    let state = DashState(Arc::new(Dash { app, slots }));
     let pages = Router::new()
         .route("/", get(root))
         .route("/login", get(auth::login_page).post(auth::login))
