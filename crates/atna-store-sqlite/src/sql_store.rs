@@ -493,6 +493,19 @@ macro_rules! sql_store {
                 .map_err(db)
             }
 
+            async fn count_keys_upto(&self, owner: UserId, search: Option<&str>, cap: i64) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
+                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\') LIMIT $3) AS capped",
+                )
+                .bind(owner.0)
+                .bind(search.map(rows::contains_pattern))
+                .bind(cap.max(0))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+            }
+
             async fn revoke_key(
                 &self,
                 owner: Option<UserId>,
