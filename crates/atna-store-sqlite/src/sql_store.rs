@@ -21,7 +21,7 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
 /// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
 /// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
 /// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
-/// row, while the row comparison is a range on the `api_keys_live_newest` index on both backends.
+/// row, while the row comparison is a range on the `api_keys_live_search` index on both backends.
 pub fn list_keys_sql(after: bool) -> String {
     let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
     let columns = crate::rows::KEY_COLUMNS;
