@@ -38,7 +38,7 @@ fits() { # fits NAME DIR BYTES_PER_KEY
 run_sqlite() {
   fits SQLite "$SCALE_DIR" 300 || return 0
   env -u ATNA_BENCH_POSTGRES_URL ATNA_LOG=warn KEYS="$KEYS" "$bin"
-  [ -n "${KEEP:-}" ] || rm -f "$SCALE_DIR/atna-scale-$KEYS.db"* "$SCALE_DIR/atna-scale-1000.db"*
+  [ -n "${KEEP:-}" ] || rm -f "$SCALE_DIR"/atna-scale-*.db*
 }
 
 run_postgres() {
