@@ -25,7 +25,7 @@ async fn a_deep_page_is_an_index_range_on_live_keys() {
     sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();
     // The statement as the store prepares it, planned for any parameters (as PostgreSQL does once a prepared
     // statement has run a few times), then run for the cursor of a late page: most rows come before it.
-    let prepare = format!("PREPARE page (BIGINT, TEXT, BIGINT, BIGINT, TEXT) AS {}", list_keys_sql(true, false));
+    let prepare = format!("PREPARE page (BIGINT, TEXT, BIGINT, BIGINT, TEXT) AS {}", list_keys_sql(true));
     sqlx::raw_sql(&prepare).execute(&mut *conn).await.unwrap();
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE page (1, NULL, 26, 1700000001000, '0000000000000004')",

@@ -19,30 +19,18 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
 }
 
 /// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
-/// last key shown), `search` the name filter (`$2`, a `LIKE` pattern). Each is in a query of its own, never
-/// `$n IS NULL OR …`: a plan made for any parameters (PostgreSQL's generic plan of a prepared statement) must work
-/// without them, so the cursor became a filter (a late page read and dropped every earlier row) and the search hid
-/// that it needs only the names (the generic plan read every key's row from the heap: 90–116 ms at 100,000 keys).
-/// As they are, the cursor is a range on the `api_keys_live_search` index on both backends and a search reads the
-/// names from that index. Without a search, `$2` is still bound (always NULL) and only checked once per query.
-pub fn list_keys_sql(after: bool, search: bool) -> String {
+/// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
+/// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
+/// row, while the row comparison is a range on the `api_keys_live_search` index on both backends.
+pub fn list_keys_sql(after: bool) -> String {
     let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
-    let search = search_filter(search);
     let columns = crate::rows::KEY_COLUMNS;
     format!(
         "SELECT {columns} FROM api_keys
-         WHERE owner_id = $1 AND status <> 'revoked' {cursor} {search}
+         WHERE owner_id = $1 AND status <> 'revoked' {cursor}
+           AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')
          ORDER BY created_at DESC, id DESC LIMIT $3"
     )
-}
-
-/// The name filter of a key listing or count: a search (`$2`, a `LIKE` pattern) or none (`$2` bound as NULL).
-pub fn search_filter(search: bool) -> &'static str {
-    if search {
-        "AND lower(name) LIKE lower($2) ESCAPE '\\'"
-    } else {
-        "AND CAST($2 AS TEXT) IS NULL"
-    }
 }
 
 /// A quota's due refill (an interval began since the last fill: `$2` is the start of today, `$3` of this month, UTC).
@@ -477,7 +465,7 @@ macro_rules! sql_store {
 
             async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
                 let search = q.search.as_deref().map(rows::contains_pattern);
-                let sql = sql_store::list_keys_sql(q.after.is_some(), search.is_some());
+                let sql = sql_store::list_keys_sql(q.after.is_some());
                 let rows = match &q.after {
                     Some((t, id)) => sqlx::query(&sql)
                         .bind(owner.0)
@@ -506,12 +494,10 @@ macro_rules! sql_store {
             }
 
             async fn count_keys_upto(&self, owner: UserId, search: Option<&str>, cap: i64) -> StoreResult<i64> {
-                // The filter in the statement, not `$2 IS NULL OR …`: a generic plan must not hide which it is.
-                let filter = sql_store::search_filter(search.is_some());
-                sqlx::query_scalar(&format!(
+                sqlx::query_scalar(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
-                     {filter} LIMIT $3) AS capped",
-                ))
+                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\') LIMIT $3) AS capped",
+                )
                 .bind(owner.0)
                 .bind(search.map(rows::contains_pattern))
                 .bind(cap.max(0))
