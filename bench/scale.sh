@@ -13,7 +13,7 @@
 #
 # The loaded data is deterministic (key i's ID and secret derive from i), so a kept database is valid for a rerun.
 # Before loading, the free disk space is checked against an estimate of the bytes per key measured here (SQLite
-# ~300, PostgreSQL ~400, with room for the WAL while loading): the run is skipped, with a message, when it is short.
+# ~325, PostgreSQL ~445, with room for the WAL while loading): the run is skipped, with a message, when it is short.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${MODE:-short}
@@ -36,7 +36,7 @@ fits() { # fits NAME DIR BYTES_PER_KEY
 }
 
 run_sqlite() {
-  fits SQLite "$SCALE_DIR" 300 || return 0
+  fits SQLite "$SCALE_DIR" 325 || return 0
   env -u ATNA_BENCH_POSTGRES_URL ATNA_LOG=warn KEYS="$KEYS" "$bin"
   [ -n "${KEEP:-}" ] || rm -f "$SCALE_DIR"/atna-scale-*.db*
 }
@@ -45,7 +45,7 @@ run_postgres() {
   local datadir
   datadir=$(psql "$PG_SERVER" -Atc "SHOW data_directory" 2>/dev/null || echo /)
   [ -d "$datadir" ] || datadir=/
-  fits PostgreSQL "$datadir" 400 || return 0
+  fits PostgreSQL "$datadir" 450 || return 0
   if [ -z "$(psql "$PG_SERVER" -Atc "SELECT 1 FROM pg_database WHERE datname = 'atna_bench_scale'")" ]; then
     psql "$PG_SERVER" -q -c "CREATE DATABASE atna_bench_scale"
   fi
