@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use atna_domain::lifecycle::decide;
@@ -18,26 +18,26 @@ use crate::clock;
 use crate::metrics::Metrics;
 use crate::usage::UsageBuffer;
 
-/// A key record as the verifier keeps it in memory.
+/// A key record as the verifier keeps it in memory. What only some entry points need (the whoami body, the identity
+/// headers) is built on first use and kept, so a key only ever checked through `/v1/keys/verify` costs no more than
+/// its record: at millions of cached keys, that is most of the memory.
 #[derive(Debug)]
 pub struct KeyEntry {
     pub record: KeyRecord,
     pub hash: SecretHash,
     pub owner_email: Email,
     pub owner_disabled: bool,
-    /// The `/v1/whoami` body for this key, serialised once when the record is loaded.
-    pub whoami_json: bytes::Bytes,
-    /// The identity headers forward-auth gives a gateway for this key, built once when the record is loaded.
-    pub identity: crate::gate::Identity,
+    /// The `/v1/whoami` body for this key, serialised on first use.
+    whoami_json: OnceLock<bytes::Bytes>,
+    /// The identity headers forward-auth and the proxy give a gateway for this key, built on first use.
+    /// Boxed: five header values inline would add 200 bytes to every cached key, used or not.
+    identity: OnceLock<Box<crate::gate::Identity>>,
     /// `RateLimit-Policy` for a key with a rate limit, built once when the record is loaded.
     pub rate_policy: Option<axum::http::HeaderValue>,
 }
 
 impl KeyEntry {
     fn new(a: AuthRecord) -> Self {
-        let whoami = WhoAmI::new(&a.key, Owner { id: a.key.owner, email: a.owner_email.to_string() });
-        let whoami_json = serde_json::to_vec(&whoami).unwrap_or_default().into();
-        let identity = crate::gate::Identity::new(&a.key, &a.owner_email);
         let rate_policy = a.key.rules.rate_limit.map(crate::limits::policy_value);
         Self {
             rate_policy,
@@ -45,9 +45,22 @@ impl KeyEntry {
             hash: a.hash,
             owner_email: a.owner_email,
             owner_disabled: a.owner_disabled,
-            whoami_json,
-            identity,
+            whoami_json: OnceLock::new(),
+            identity: OnceLock::new(),
         }
+    }
+
+    /// The `/v1/whoami` body for this key (serialised on the first call, shared after that).
+    pub fn whoami_json(&self) -> &bytes::Bytes {
+        self.whoami_json.get_or_init(|| {
+            let owner = Owner { id: self.record.owner, email: self.owner_email.to_string() };
+            serde_json::to_vec(&WhoAmI::new(&self.record, owner)).unwrap_or_default().into()
+        })
+    }
+
+    /// The identity headers for a gateway (built on the first call, shared after that).
+    pub fn identity(&self) -> &crate::gate::Identity {
+        self.identity.get_or_init(|| Box::new(crate::gate::Identity::new(&self.record, &self.owner_email)))
     }
 
     /// An entry for a made-up key with these rules (unit tests of the rules).

@@ -34,7 +34,7 @@ async fn a_deep_page_is_an_index_range_on_live_keys() {
     .await
     .unwrap();
     let plan = plan.join("\n");
-    assert!(plan.contains("api_keys_live_newest"), "{plan}");
+    assert!(plan.contains("api_keys_live_search"), "{plan}");
     assert!(plan.contains("Index Cond: ((owner_id = $1) AND (ROW(created_at, id) < ROW($4, $5)))"), "{plan}");
     assert!(!plan.contains("Rows Removed by Filter"), "no row is read only to be dropped:\n{plan}");
 }

@@ -21,7 +21,7 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
 /// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
 /// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
 /// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
-/// row, while the row comparison is a range on the `api_keys_live_newest` index on both backends.
+/// row, while the row comparison is a range on the `api_keys_live_search` index on both backends.
 pub fn list_keys_sql(after: bool) -> String {
     let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
     let columns = crate::rows::KEY_COLUMNS;
@@ -488,6 +488,19 @@ macro_rules! sql_store {
                 )
                 .bind(owner.0)
                 .bind(search.map(rows::contains_pattern))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+            }
+
+            async fn count_keys_upto(&self, owner: UserId, search: Option<&str>, cap: i64) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
+                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\') LIMIT $3) AS capped",
+                )
+                .bind(owner.0)
+                .bind(search.map(rows::contains_pattern))
+                .bind(cap.max(0))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)

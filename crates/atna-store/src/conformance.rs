@@ -223,6 +223,11 @@ pub async fn listing_pages_newest_first(s: &dyn Store) {
     assert_eq!(s.count_keys(a.id, Some("%")).await.unwrap(), 0, "search is literal, not a LIKE pattern");
     assert_eq!(s.count_keys(a.id, Some("svc_3")).await.unwrap(), 0, "`_` is not a wildcard either");
     assert_eq!(s.count_keys(a.id, Some("c\\")).await.unwrap(), 0, "nor is a backslash an escape");
+    assert_eq!(s.count_keys_upto(a.id, None, 1000).await.unwrap(), 7, "under the cap: the exact count");
+    assert_eq!(s.count_keys_upto(a.id, None, 5).await.unwrap(), 5, "over it: the cap");
+    assert_eq!(s.count_keys_upto(a.id, Some("VC-3"), 5).await.unwrap(), 1);
+    assert_eq!(s.count_keys_upto(a.id, Some("%"), 5).await.unwrap(), 0, "search is literal here too");
+    assert_eq!(s.count_keys_upto(a.id, None, 0).await.unwrap(), 0);
 }
 
 pub async fn revocation_is_durable_and_published(s: &dyn Store) {

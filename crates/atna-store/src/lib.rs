@@ -99,6 +99,9 @@ pub trait Store: NotifyStore + Send + Sync + 'static {
     async fn list_keys(&self, owner: UserId, query: &KeyQuery) -> StoreResult<Vec<KeyRecord>>;
     /// How many live keys an owner has (optionally only those whose name contains `search`).
     async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64>;
+    /// Like [`count_keys`](Self::count_keys), but stops counting at `cap`: the answer is `min(count, cap)`. Its cost
+    /// is bounded by `cap` index entries however many keys the owner has (pages show "10,000+ keys").
+    async fn count_keys_upto(&self, owner: UserId, search: Option<&str>, cap: i64) -> StoreResult<i64>;
     /// Deletes (revokes) a live key, records who did it, and publishes the revocation on the change feed, all in one
     /// transaction. `owner: None` is an operator acting on any user's key. Returns the revoked key, or `None` when
     /// there was no such live key (of that owner).

@@ -60,8 +60,8 @@ pub async fn whoami_direct(state: &AppState, headers: &HeaderMap, peer: IpAddr, 
 }
 
 fn whoami_response(entry: &KeyEntry, admitted: &Admitted) -> Response {
-    // Serialised once when the key was loaded into the cache.
-    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json.clone())
+    // Serialised once, on the key's first whoami since it was loaded into the cache.
+    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], entry.whoami_json().clone())
         .into_response();
     admitted.write_headers(entry, res.headers_mut());
     res

@@ -137,8 +137,12 @@ fn allowlist_entries(text: &str) -> Vec<String> {
 struct ListPage {
     c: Chrome,
     rows: Vec<KeyRow>,
-    total: i64,
-    total_all: i64,
+    /// How many keys match ("10,000+" past [`COUNT_CAP`]).
+    total: String,
+    /// Exactly one does.
+    one: bool,
+    /// The person has any key at all (else the page explains how to make the first).
+    any: bool,
     search: String,
     next: String,
     is_first_page: bool,
@@ -214,6 +218,18 @@ fn encode_query(v: &str) -> String {
         .collect()
 }
 
+/// My API Keys counts the keys (matching a search) up to this many; past it the page says "10,000+ keys".
+const COUNT_CAP: i64 = 10_000;
+
+/// A count from `count_keys_upto(…, COUNT_CAP + 1)` as shown: "1030", or "10,000+" past the cap.
+fn count_label(n: i64) -> String {
+    if n > COUNT_CAP {
+        "10,000+".to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
 /// `GET /keys`: the signed-in person's keys, newest first, 25 a page, searchable by name.
 pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQuery<ListQuery>) -> DashResult {
     let owner = si.user.id;
@@ -223,8 +239,16 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
     let mut recs = s.app.store.list_keys(owner, &query).await?;
     let more = recs.len() as i64 > PAGE;
     recs.truncate(PAGE as usize);
-    let total = s.app.store.count_keys(owner, query.search.as_deref()).await?;
-    let total_all = if search.is_empty() { total } else { s.app.store.count_keys(owner, None).await? };
+    // Counted up to a cap: an exact count reads every one of the owner's keys (at 100,000 keys, most of the page's
+    // time), and nobody needs to know whether it is 10,001 or 98,765.
+    let store = s.app.store.as_ref();
+    let total = if after.is_none() && !more {
+        // The whole list fits on this page: its rows are the count (a search matching few keys is counted free).
+        recs.len() as i64
+    } else {
+        store.count_keys_upto(owner, query.search.as_deref(), COUNT_CAP + 1).await?
+    };
+    let any = if search.is_empty() { total > 0 } else { store.count_keys_upto(owner, None, 1).await? > 0 };
     let next = match recs.last() {
         Some(r) if more => format!("/keys?q={}&after={}.{}", encode_query(&search), r.created_at, r.id),
         _ => String::new(),
@@ -259,8 +283,9 @@ pub async fn list(State(s): State<DashState>, si: SignedIn, DashQuery(q): DashQu
     let page = ListPage {
         c: Chrome::signed_in(&si, "keys", "My API Keys"),
         rows,
-        total,
-        total_all,
+        total: count_label(total),
+        one: total == 1,
+        any,
         search,
         next,
         is_first_page: after.is_none(),
@@ -653,5 +678,18 @@ pub async fn delete(
             )),
             service::NotDeleted::NoSuchKey => Err(DashError::no_such_key()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_past_the_cap_are_shown_as_the_cap_and_more() {
+        assert_eq!(count_label(0), "0");
+        assert_eq!(count_label(1030), "1030");
+        assert_eq!(count_label(COUNT_CAP), "10000");
+        assert_eq!(count_label(COUNT_CAP + 1), "10,000+");
     }
 }

@@ -210,7 +210,7 @@ impl Proxy {
             key_headers: &self.state.settings.api_key_headers,
         };
         let upgrade_value = client_upgrade.as_ref().and_then(|_| parts.headers.get(header::UPGRADE).cloned());
-        headers::to_upstream(&mut parts.headers, &hop, &entry.identity, upgrade_value);
+        headers::to_upstream(&mut parts.headers, &hop, entry.identity(), upgrade_value);
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.settings.upstream.0.clone())
