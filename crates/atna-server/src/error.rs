@@ -152,8 +152,9 @@ impl ApiError {
         }
     }
 
+    /// A 500: one code, `internal_error`, whether a handler gave up or a panic was caught (`serve::guard`).
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Something went wrong on our side; try again.")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side; try again.")
     }
 
     pub fn unavailable() -> Self {
@@ -226,3 +227,14 @@ impl IntoResponse for ApiError {
 
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod internal_code_tests {
+    use super::*;
+
+    #[test]
+    fn every_500_has_one_code() {
+        let e = ApiError::internal();
+        assert_eq!((e.status, e.code), (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"));
+    }
+}
