@@ -128,7 +128,7 @@ fn full_allowlist(a: &IpAllowlist) -> String {
 }
 
 /// The form's "Allowed IP addresses" text as entries: one per line, or separated by commas or spaces.
-fn allowlist_entries(text: &str) -> Vec<String> {
+pub(super) fn allowlist_entries(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace()).filter(|e| !e.is_empty()).map(str::to_owned).collect()
 }
 

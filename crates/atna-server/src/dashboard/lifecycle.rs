@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::keys::{already_created, no_store, own_key, whoami_url, CreatedPage, LimitFields};
+use super::keys::{allowlist_entries, already_created, no_store, own_key, whoami_url, CreatedPage, LimitFields};
 use super::pages::{render, Chrome, DashError, DashForm, DashResult};
 use super::session::{Forwarded, SignedIn};
 use super::timefmt::{absolute, relative};
@@ -296,12 +296,7 @@ pub async fn edit(
         "365" => Some(Some(now + 365 * day)),
         _ => None,
     };
-    let entries: Vec<String> = f
-        .ip_allowlist
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let entries = allowlist_entries(&f.ip_allowlist);
     let (rate_limit, quota) = f.limits.rules();
     let changes = KeyChanges {
         name: Some(f.name.clone()),
