@@ -294,6 +294,15 @@ notify_store!(PgStore, sqlx::Postgres, "FOR UPDATE SKIP LOCKED", "id COLLATE \"C
 const EXPORT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 /// Byte order, like SQLite's, whatever the database's collation.
 const KEY_ORDER: &str = "id COLLATE \"C\"";
+/// A search's test on a key's name (`$2`: [`rows::contains_pattern`], ASCII lower-cased). `lower()` under the "C"
+/// collation folds ASCII letters only, as SQLite's `LIKE` does (the documented search), whatever the database's
+/// collation; it is also cheaper than a locale's `lower()`, and it is the expression migration 0017's trigram index
+/// (`api_keys_live_name_trgm`) holds, so a search can be answered from that index.
+const NAME_MATCH: &str = "lower(name COLLATE \"C\") LIKE $2 ESCAPE '\\'";
+/// Search statements are not kept prepared: each is planned for its own pattern (an unnamed statement always gets a
+/// custom plan). A kept one switches to a generic plan after five runs, which cannot know whether the pattern is
+/// rare (the trigram index is best) or common (walking the owner's keys newest first finds a page soonest).
+const SEARCH_PERSISTENT: bool = false;
 
 /// Locks the tables, so no other writer can slip in between the emptiness check and the inserts.
 async fn begin_import(pool: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {

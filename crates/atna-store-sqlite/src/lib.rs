@@ -151,6 +151,11 @@ async fn publish(
 const EXPORT_BEGIN: &str = "BEGIN";
 /// Credential IDs are ASCII: SQLite's default (binary) order is byte order.
 const KEY_ORDER: &str = "id";
+/// A search's test on a key's name (`$2`: [`rows::contains_pattern`], ASCII lower-cased). SQLite's `LIKE` ignores the
+/// case of ASCII letters, and only theirs: the documented search, with no `lower()` (and its copy of the name) a row.
+const NAME_MATCH: &str = "name LIKE $2 ESCAPE '\\'";
+/// Search statements are prepared once and kept, like the others: SQLite plans no differently for the pattern.
+const SEARCH_PERSISTENT: bool = true;
 
 /// IMMEDIATE takes the write lock before looking, so no other writer can slip in between the emptiness check and the
 /// inserts.

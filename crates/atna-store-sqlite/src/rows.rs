@@ -236,7 +236,8 @@ pub fn leak_from_row(r: &DbRow) -> StoreResult<LeakRecord> {
 }
 
 /// A `LIKE` pattern (with a backslash as its `ESCAPE` character) matching names that contain `text` literally: `%`,
-/// `_` and backslashes in it are not wildcards.
+/// `_` and backslashes in it are not wildcards. ASCII letters are lower-cased: the backends' `NAME_MATCH` compares it
+/// with the name with ASCII case folded (search is case-insensitive for ASCII only, on both backends).
 pub fn contains_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
     p.push('%');
@@ -244,7 +245,7 @@ pub fn contains_pattern(text: &str) -> String {
         if matches!(c, '%' | '_' | '\\') {
             p.push('\\');
         }
-        p.push(c);
+        p.push(c.to_ascii_lowercase());
     }
     p.push('%');
     p

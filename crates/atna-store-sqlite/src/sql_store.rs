@@ -18,19 +18,38 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
     }
 }
 
-/// A page of an owner's live keys, newest first; `after` adds the keyset cursor (`$4`, `$5`: created_at and ID of the
-/// last key shown). The cursor is a row comparison in a query of its own, never `$n IS NULL OR …`: that is only a
-/// filter (a plan made for any parameters must work without a cursor), so a late page read and dropped every earlier
-/// row, while the row comparison is a range on the `api_keys_live_search` index on both backends.
-pub fn list_keys_sql(after: bool) -> String {
-    let cursor = if after { "AND (created_at, id) < ($4, $5)" } else { "" };
+/// A page of an owner's live keys, newest first. Parameters: `$1` the owner; with `search`, `$2` the name pattern
+/// ([`contains_pattern`](crate::rows::contains_pattern)); then the limit; with `after`, the keyset cursor (created_at
+/// and ID of the last key shown). A search and a cursor each make a statement of their own, never `$n IS NULL OR …`:
+/// that is only a filter (a plan made for any parameters must work without it), so a late page read and dropped every
+/// earlier row, and PostgreSQL could not use its trigram index for a search. The row comparison is a range on the
+/// `api_keys_live_search` index on both backends; the name test is the backend's [`NAME_MATCH`](crate::NAME_MATCH).
+pub fn list_keys_sql(after: bool, search: bool) -> String {
     let columns = crate::rows::KEY_COLUMNS;
+    let (name, limit) = if search { (format!("AND {}", crate::NAME_MATCH), 3) } else { (String::new(), 2) };
+    let cursor = if after { format!("AND (created_at, id) < (${}, ${})", limit + 1, limit + 2) } else { String::new() };
     format!(
         "SELECT {columns} FROM api_keys
-         WHERE owner_id = $1 AND status <> 'revoked' {cursor}
-           AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')
-         ORDER BY created_at DESC, id DESC LIMIT $3"
+         WHERE owner_id = $1 AND status <> 'revoked' {name} {cursor}
+         ORDER BY created_at DESC, id DESC LIMIT ${limit}"
     )
+}
+
+/// An owner's live keys (`$1`), those whose names match `$2` with `search` (as in [`list_keys_sql`]).
+fn owner_keys_where(search: bool) -> String {
+    let name = if search { format!("AND {}", crate::NAME_MATCH) } else { String::new() };
+    format!("WHERE owner_id = $1 AND status <> 'revoked' {name}")
+}
+
+/// How many of an owner's live keys there are (or match a search): [`owner_keys_where`].
+pub(crate) fn count_keys_sql(search: bool) -> String {
+    format!("SELECT COUNT(*) FROM api_keys {}", owner_keys_where(search))
+}
+
+/// The same, stopping at a cap (the next parameter after the search's).
+pub(crate) fn count_keys_upto_sql(search: bool) -> String {
+    let cap = if search { 3 } else { 2 };
+    format!("SELECT COUNT(*) FROM (SELECT 1 FROM api_keys {} LIMIT ${cap}) AS capped", owner_keys_where(search))
 }
 
 /// A quota's due refill (an interval began since the last fill: `$2` is the start of today, `$3` of this month, UTC).
@@ -465,45 +484,37 @@ macro_rules! sql_store {
 
             async fn list_keys(&self, owner: UserId, q: &KeyQuery) -> StoreResult<Vec<KeyRecord>> {
                 let search = q.search.as_deref().map(rows::contains_pattern);
-                let sql = sql_store::list_keys_sql(q.after.is_some());
-                let rows = match &q.after {
-                    Some((t, id)) => sqlx::query(&sql)
-                        .bind(owner.0)
-                        .bind(search)
-                        .bind(q.limit)
-                        .bind(*t)
-                        .bind(id.as_str()),
-                    None => sqlx::query(&sql).bind(owner.0).bind(search).bind(q.limit),
+                let sql = sql_store::list_keys_sql(q.after.is_some(), search.is_some());
+                let mut query = sqlx::query(&sql).bind(owner.0);
+                if let Some(pattern) = search.as_ref() {
+                    query = query.bind(pattern).persistent(SEARCH_PERSISTENT);
                 }
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+                query = query.bind(q.limit);
+                if let Some((t, id)) = &q.after {
+                    query = query.bind(*t).bind(id.as_str());
+                }
+                let rows = query.fetch_all(&self.pool).await.map_err(db)?;
                 rows.iter().map(key_from_row).collect()
             }
 
             async fn count_keys(&self, owner: UserId, search: Option<&str>) -> StoreResult<i64> {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
-                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\')",
-                )
-                .bind(owner.0)
-                .bind(search.map(rows::contains_pattern))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)
+                let search = search.map(rows::contains_pattern);
+                let sql = sql_store::count_keys_sql(search.is_some());
+                let mut query = sqlx::query_scalar(&sql).bind(owner.0);
+                if let Some(pattern) = search.as_ref() {
+                    query = query.bind(pattern).persistent(SEARCH_PERSISTENT);
+                }
+                query.fetch_one(&self.pool).await.map_err(db)
             }
 
             async fn count_keys_upto(&self, owner: UserId, search: Option<&str>, cap: i64) -> StoreResult<i64> {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM api_keys WHERE owner_id = $1 AND status <> 'revoked'
-                     AND (CAST($2 AS TEXT) IS NULL OR lower(name) LIKE lower($2) ESCAPE '\\') LIMIT $3) AS capped",
-                )
-                .bind(owner.0)
-                .bind(search.map(rows::contains_pattern))
-                .bind(cap.max(0))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)
+                let search = search.map(rows::contains_pattern);
+                let sql = sql_store::count_keys_upto_sql(search.is_some());
+                let mut query = sqlx::query_scalar(&sql).bind(owner.0);
+                if let Some(pattern) = search.as_ref() {
+                    query = query.bind(pattern).persistent(SEARCH_PERSISTENT);
+                }
+                query.bind(cap.max(0)).fetch_one(&self.pool).await.map_err(db)
             }
 
             async fn revoke_key(

@@ -9,10 +9,9 @@ async fn a_deep_page_is_an_index_range_on_live_keys() {
     let path = dir.path().join("atna.db");
     atna_store_sqlite::SqliteStore::open_file(&path).await.unwrap();
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let sql = format!("EXPLAIN QUERY PLAN {}", atna_store_sqlite::list_keys_sql(true));
+    let sql = format!("EXPLAIN QUERY PLAN {}", atna_store_sqlite::list_keys_sql(true, false));
     let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
         .bind(1_i64)
-        .bind(None::<String>)
         .bind(26_i64)
         .bind(1_i64)
         .bind("0000000000000004")
@@ -31,7 +30,7 @@ async fn a_search_reads_names_from_the_live_keys_index() {
     let path = dir.path().join("atna.db");
     atna_store_sqlite::SqliteStore::open_file(&path).await.unwrap();
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let sql = format!("EXPLAIN QUERY PLAN {}", atna_store_sqlite::list_keys_sql(false));
+    let sql = format!("EXPLAIN QUERY PLAN {}", atna_store_sqlite::list_keys_sql(false, true));
     let rows: Vec<(i64, i64, i64, String)> =
         sqlx::query_as(&sql).bind(1_i64).bind(Some("%svc%")).bind(26_i64).fetch_all(&mut conn).await.unwrap();
     let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();

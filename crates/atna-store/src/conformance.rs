@@ -19,6 +19,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
+            searching_by_name_is_literal_substring_and_ascii_case_blind, a_search_pages_through_matches_deep_in_the_list,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             usage_buckets_add_up_by_hour_and_day, usage_buckets_are_pruned_by_age,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
@@ -228,6 +229,76 @@ pub async fn listing_pages_newest_first(s: &dyn Store) {
     assert_eq!(s.count_keys_upto(a.id, Some("VC-3"), 5).await.unwrap(), 1);
     assert_eq!(s.count_keys_upto(a.id, Some("%"), 5).await.unwrap(), 0, "search is literal here too");
     assert_eq!(s.count_keys_upto(a.id, None, 0).await.unwrap(), 0);
+}
+
+/// The names a search finds, in listing order.
+async fn found(s: &dyn Store, owner: UserId, search: &str) -> Vec<String> {
+    let q = KeyQuery { limit: 100, search: Some(search.into()), ..Default::default() };
+    s.list_keys(owner, &q).await.unwrap().into_iter().map(|k| k.name.as_str().to_owned()).collect()
+}
+
+/// Search semantics, the same on every backend: a substring, literal (`%`, `_`, `\` are characters), case-blind for
+/// ASCII letters only; searches of one or two characters (shorter than any trigram) work too.
+pub async fn searching_by_name_is_literal_substring_and_ascii_case_blind(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let names = ["Clé-Prod", "ÉTÉ-key", "straße", "100%-off", "a_b", "axb", "back\\slash", "Zed"];
+    for (i, name) in names.iter().enumerate() {
+        s.insert_key(new_key(a.id, name, T0 + i as i64).0).await.unwrap();
+    }
+    assert_eq!(found(s, a.id, "clé-prod").await, ["Clé-Prod"], "ASCII letters of either case");
+    assert_eq!(found(s, a.id, "tÉ-K").await, ["ÉTÉ-key"], "non-ASCII letters as written");
+    assert!(found(s, a.id, "été").await.is_empty(), "non-ASCII letters are not case-folded (on no backend)");
+    assert_eq!(found(s, a.id, "STRASSE").await, Vec::<String>::new(), "no Unicode folding either");
+    assert_eq!(found(s, a.id, "raße").await, ["straße"]);
+    assert_eq!(found(s, a.id, "0%").await, ["100%-off"], "`%` is literal");
+    assert_eq!(found(s, a.id, "a_b").await, ["a_b"], "`_` is literal");
+    assert_eq!(found(s, a.id, "_").await, ["a_b"]);
+    assert_eq!(found(s, a.id, "%").await, ["100%-off"]);
+    assert_eq!(found(s, a.id, "k\\s").await, ["back\\slash"], "a backslash is literal");
+    assert_eq!(found(s, a.id, "z").await, ["Zed"], "one character");
+    assert_eq!(found(s, a.id, "é").await, ["Clé-Prod"], "one non-ASCII character (`É` is another letter)");
+    assert_eq!(found(s, a.id, "AX").await, ["axb"], "two characters");
+    assert_eq!(found(s, a.id, "-").await, ["100%-off", "ÉTÉ-key", "Clé-Prod"]);
+    assert!(found(s, a.id, "nomatch").await.is_empty());
+    assert_eq!(s.count_keys(a.id, Some("É")).await.unwrap(), 1);
+    assert_eq!(s.count_keys_upto(a.id, Some("B"), 10).await.unwrap(), 3, "a_b, axb, back\\slash");
+}
+
+/// A search matching a few keys among many older and newer ones: newest first, paged by the cursor, only the owner's
+/// live keys (a revoked match and another owner's match are never listed).
+pub async fn a_search_pages_through_matches_deep_in_the_list(s: &dyn Store) {
+    let a = user(s, "alice@example.com").await;
+    let b = user(s, "bob@example.com").await;
+    let mut needles = Vec::new();
+    for i in 0..400_i64 {
+        let name = if i % 97 == 13 { format!("svc-Needle-{i}") } else { format!("svc-{i:04}") };
+        let (k, _) = new_key(a.id, &name, T0 + i / 2);
+        if name.contains("Needle") {
+            needles.push((k.created_at, k.id, name));
+        }
+        s.insert_key(k).await.unwrap();
+    }
+    let (gone, _) = new_key(a.id, "svc-needle-revoked", T0 + 1000);
+    s.insert_key(gone.clone()).await.unwrap();
+    s.revoke_key(Some(a.id), &gone.id, &Actor::User(a.id).into(), T0 + 1001).await.unwrap().unwrap();
+    s.insert_key(new_key(b.id, "svc-needle-of-bob", T0 + 1000).0).await.unwrap();
+    needles.sort();
+    needles.reverse();
+    assert_eq!(needles.len(), 4);
+    let mut seen = Vec::new();
+    let mut q = KeyQuery { limit: 3, search: Some("NEEDLE".into()), ..Default::default() };
+    loop {
+        let page = s.list_keys(a.id, &q).await.unwrap();
+        seen.extend(page.iter().map(|k| (k.created_at, k.id, k.name.as_str().to_owned())));
+        match page.last() {
+            Some(last) if page.len() == 3 => q.after = Some((last.created_at, last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, needles);
+    assert_eq!(s.count_keys(a.id, Some("needle")).await.unwrap(), 4);
+    assert_eq!(s.count_keys_upto(a.id, Some("needle"), 2).await.unwrap(), 2);
+    assert_eq!(found(s, b.id, "needle").await, ["svc-needle-of-bob"]);
 }
 
 pub async fn revocation_is_durable_and_published(s: &dyn Store) {
