@@ -162,7 +162,8 @@ pub struct KeyQuery {
     pub after: Option<(Millis, CredentialId)>,
     /// Most keys to return.
     pub limit: i64,
-    /// Only keys whose name contains this (case-insensitive for ASCII).
+    /// Only keys whose name contains this, literally (`%` and `_` are characters), ignoring the case of ASCII letters
+    /// only (`É` and `é` differ), on every backend.
     pub search: Option<String>,
 }
 
