@@ -296,12 +296,11 @@ const EXPORT_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 const KEY_ORDER: &str = "id COLLATE \"C\"";
 /// A search's test on a key's name (`$2`: [`rows::contains_pattern`], ASCII lower-cased). `lower()` under the "C"
 /// collation folds ASCII letters only, as SQLite's `LIKE` does (the documented search), whatever the database's
-/// collation; it is also cheaper than a locale's `lower()`, and it is the expression migration 0017's trigram index
-/// (`api_keys_live_name_trgm`) holds, so a search can be answered from that index.
+/// collation; it is also cheaper than a locale's `lower()` (a search reads every name of the owner's it walks past).
 const NAME_MATCH: &str = "lower(name COLLATE \"C\") LIKE $2 ESCAPE '\\'";
 /// Search statements are not kept prepared: each is planned for its own pattern (an unnamed statement always gets a
-/// custom plan). A kept one switches to a generic plan after five runs, which cannot know whether the pattern is
-/// rare (the trigram index is best) or common (walking the owner's keys newest first finds a page soonest).
+/// custom plan). A kept one switched to a generic plan after five runs: a scan of `api_keys_owner_newest` reading
+/// every row of the owner's from the table, where the custom plan reads the names from `api_keys_live_search` alone.
 const SEARCH_PERSISTENT: bool = false;
 
 /// Locks the tables, so no other writer can slip in between the emptiness check and the inserts.

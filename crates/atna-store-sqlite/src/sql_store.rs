@@ -22,7 +22,7 @@ pub(crate) fn check_schema(applied: Option<i64>, migrator: &sqlx::migrate::Migra
 /// ([`contains_pattern`](crate::rows::contains_pattern)); then the limit; with `after`, the keyset cursor (created_at
 /// and ID of the last key shown). A search and a cursor each make a statement of their own, never `$n IS NULL OR …`:
 /// that is only a filter (a plan made for any parameters must work without it), so a late page read and dropped every
-/// earlier row, and PostgreSQL could not use its trigram index for a search. The row comparison is a range on the
+/// earlier row, and the planner could not tell whether there was a search at all. The row comparison is a range on the
 /// `api_keys_live_search` index on both backends; the name test is the backend's [`NAME_MATCH`](crate::NAME_MATCH).
 pub fn list_keys_sql(after: bool, search: bool) -> String {
     let columns = crate::rows::KEY_COLUMNS;

@@ -19,7 +19,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             users_are_unique_by_email, disabling_a_user_is_published, keys_round_trip,
             names_are_unique_among_live_keys, owners_never_see_each_others_keys, listing_pages_newest_first,
-            searching_by_name_is_literal_substring_and_ascii_case_blind, a_search_pages_through_matches_deep_in_the_list,
+            searching_by_name_is_literal_substring_and_ascii_case_blind,
+            a_search_pages_through_matches_deep_in_the_list,
             revocation_is_durable_and_published, usage_adds_up_and_latest_wins, sessions_expire_and_end,
             usage_buckets_add_up_by_hour_and_day, usage_buckets_are_pruned_by_age,
             audit_survives_the_key, pruning_drops_old_changes_and_expired_sessions,
