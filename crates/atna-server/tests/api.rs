@@ -397,6 +397,11 @@ async fn health_and_openapi() {
         ("/readyz", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} documented");
+        // Every operation may get hyper's refusals of a head, worded by atna (serve::bare).
+        for status in ["400", "414", "431"] {
+            let answer = &doc["paths"][path][method]["responses"][status]["content"]["application/problem+json"];
+            assert!(answer.is_object(), "{method} {path} documents {status}");
+        }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     app.stop().await;

@@ -198,3 +198,54 @@ async fn the_client_address_comes_from_x_forwarded_for_only_through_trusted_prox
         app.stop().await;
     }
 }
+
+/// Sends `req` on `s` and reads until the server closes; the answer's status line, headers and body.
+async fn answer_of(s: &mut TcpStream, req: &[u8]) -> (String, String, serde_json::Value) {
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("answered in time").unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no complete head: {text}"));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status.to_owned(), headers.to_ascii_lowercase(), body)
+}
+
+#[tokio::test]
+async fn heads_hyper_refuses_are_answered_with_problem_documents() {
+    let app = TestApp::spawn().await;
+    let to = addr(&app);
+    let mut many = String::from("GET /v1/whoami HTTP/1.1\r\nHost: atna\r\n");
+    for i in 0..1000 {
+        many.push_str(&format!("X-Header-{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let long_url = format!("GET /v1/whoami?q={} HTTP/1.1\r\nHost: atna\r\n\r\n", "a".repeat(70_000));
+    let cases = [
+        (many.as_str(), "HTTP/1.1 431 Request Header Fields Too Large", "request_header_fields_too_large"),
+        (long_url.as_str(), "HTTP/1.1 414 URI Too Long", "uri_too_long"),
+        ("GET /v1/whoami HTTP/1.1\r\nHost atna\r\n\r\n", "HTTP/1.1 400 Bad Request", "malformed_request"),
+    ];
+    for (req, status, code) in cases {
+        // On a fresh connection, and after an answered request on a kept-alive one (whose own answer is untouched).
+        let (line, headers, body) = answer_of(&mut connect_from("127.0.0.1", to).await, req.as_bytes()).await;
+        assert_eq!(line, status);
+        assert!(headers.contains("content-type: application/problem+json"), "{headers}");
+        assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some(code), line[9..12].parse().ok()));
+
+        let mut s = connect_from("127.0.0.1", to).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: atna\r\n\r\n").await.unwrap();
+        let mut first = Vec::new();
+        while !first.ends_with(b"}") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
+            first.extend_from_slice(&buf[..n]);
+        }
+        assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&first));
+        let (line, headers, body) = answer_of(&mut s, req.as_bytes()).await;
+        assert_eq!(line, status);
+        assert!(headers.contains("content-type: application/problem+json"), "{headers}");
+        assert_eq!(body["code"], code);
+    }
+}

@@ -567,3 +567,22 @@ async fn websockets_pass_through_with_the_identity_and_outlive_the_idle_timeout(
     assert_eq!(ws.next().await.unwrap().unwrap(), Ws::Binary(vec![1u8, 2, 3].into()));
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn heads_too_large_for_hyper_get_problem_documents_on_the_proxy_listener() {
+    let (up, seen) = upstream().await;
+    let p = start(&format!("http://{up}"), "").await;
+    let mut many = format!("GET /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {}", p.api_key);
+    for i in 0..1000 {
+        many.push_str(&format!("\r\nX-Header-{i}: {i}"));
+    }
+    let long_url =
+        format!("GET /x?q={} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {}", "a".repeat(70_000), p.api_key);
+    for (head, status, code) in [(many, 431, "request_header_fields_too_large"), (long_url, 414, "uri_too_long")] {
+        let (got, headers, body) = raw(p.addr, &head, b"").await;
+        assert_eq!(got, status, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!(json_of(&body)["code"], code);
+    }
+    assert_eq!(seen.requests.load(Relaxed), 0, "nothing reached the upstream");
+}

@@ -4,6 +4,8 @@
 //! deleted and refused), memory and descriptors flat after the warm-up, and `use_count` equal to the uses sent.
 //!
 //! `ATNA_SOAK_SECS` sets the length: default 60 s when `CI=true`, else 20 s; `ATNA_ATTACK_LONG=1` runs 600 s.
+//! `ATNA_SOAK_STEADY=1` holds the key count steady: once [`STEADY_KEYS`] kept keys are live, each new kept key
+//! deletes the oldest one (through the API), so memory that still grows is not the database's keys.
 
 mod common;
 #[path = "common/pressure.rs"]
@@ -23,6 +25,13 @@ use pressure::{fds, long_mode, rss};
 
 const USER: &str = "alice@example.com";
 const PASSWORD: &str = "correct horse battery";
+/// The kept keys (neither deleted at once nor handed to the CLI) live at most, with `ATNA_SOAK_STEADY=1`.
+const STEADY_KEYS: usize = 500;
+
+fn steady() -> bool {
+    std::env::var("ATNA_SOAK_STEADY").is_ok_and(|v| v == "1")
+}
+
 /// Keys used only for whoami and verify, so their `use_count` is exactly what this test sent.
 const WORKERS: usize = 4;
 
@@ -73,6 +82,8 @@ struct Keys {
     deleted_by_cli: HashSet<String>,
     /// Created keys waiting for the CLI to delete them.
     for_cli: Vec<String>,
+    /// Kept keys, oldest first (only with `ATNA_SOAK_STEADY=1`).
+    kept: std::collections::VecDeque<String>,
 }
 
 struct Run {
@@ -134,25 +145,40 @@ async fn api_churn(run: Arc<Run>, tag: char) {
         let (id, secret) = (body["id"].as_str().unwrap().to_owned(), body["secret"].as_str().unwrap().to_owned());
         run.keys.lock().unwrap().created.insert(id.clone(), secret.clone());
         match n % 3 {
-            0 => {
-                let res =
-                    http.delete(format!("{}/v1/keys/{id}", run.base)).bearer_auth(&run.admin).send().await.unwrap();
-                let status = res.status().as_u16();
-                run.tally.note("delete", status, &[204], || id.clone());
-                if status == 204 {
-                    run.keys.lock().unwrap().deleted_by_api.insert(id.clone());
-                    // A deleted key is refused at once: the expected 4xx of the run.
-                    let res = http.get(format!("{}/v1/whoami", run.base)).bearer_auth(&secret).send().await.unwrap();
-                    run.tally.note("whoami (deleted key)", res.status().as_u16(), &[401], || id.clone());
+            0 => delete_through_api(&run, &http, &id, &secret).await,
+            1 => run.keys.lock().unwrap().for_cli.push(id),
+            _ if steady() => {
+                let oldest = {
+                    let mut keys = run.keys.lock().unwrap();
+                    keys.kept.push_back(id);
+                    if keys.kept.len() > STEADY_KEYS {
+                        keys.kept.pop_front().map(|old| (keys.created[&old].clone(), old))
+                    } else {
+                        None
+                    }
+                };
+                if let Some((secret, old)) = oldest {
+                    delete_through_api(&run, &http, &old, &secret).await;
                 }
             }
-            1 => run.keys.lock().unwrap().for_cli.push(id),
             _ => {}
         }
         if n.is_multiple_of(10) {
             let res = http.get(format!("{}/v1/keys?limit=100", run.base)).bearer_auth(&run.admin).send().await.unwrap();
             run.tally.note("list", res.status().as_u16(), &[200], String::new);
         }
+    }
+}
+
+/// Deletes a key through the API, then checks that it is refused at once (the expected 4xx of the run).
+async fn delete_through_api(run: &Run, http: &Client, id: &str, secret: &str) {
+    let res = http.delete(format!("{}/v1/keys/{id}", run.base)).bearer_auth(&run.admin).send().await.unwrap();
+    let status = res.status().as_u16();
+    run.tally.note("delete", status, &[204], || id.to_owned());
+    if status == 204 {
+        run.keys.lock().unwrap().deleted_by_api.insert(id.to_owned());
+        let res = http.get(format!("{}/v1/whoami", run.base)).bearer_auth(secret).send().await.unwrap();
+        run.tally.note("whoami (deleted key)", res.status().as_u16(), &[401], || id.to_owned());
     }
 }
 
@@ -280,6 +306,10 @@ async fn mixed_traffic_leaves_no_errors_no_lost_keys_no_leaks_and_exact_usage() 
     while t0.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         samples.push((t0.elapsed(), rss(pid), fds(pid)));
+        if samples.len().is_multiple_of(60) {
+            let live = run.keys.lock().unwrap().kept.len();
+            eprintln!("soak: {} s, RSS {} MB ({live} kept keys in steady mode)", samples.len(), rss(pid) >> 20);
+        }
     }
     run.stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -288,6 +318,9 @@ async fn mixed_traffic_leaves_no_errors_no_lost_keys_no_leaks_and_exact_usage() 
 
     let counts = run.tally.counts.lock().unwrap().clone();
     let total: u64 = counts.values().sum();
+    if steady() {
+        eprintln!("soak: steady mode, at most {STEADY_KEYS} kept keys live");
+    }
     eprintln!("soak: {secs} s, {total} requests ({:.0}/s): {counts:?}", total as f64 / secs as f64);
     let unexpected = run.tally.unexpected.lock().unwrap().clone();
     assert!(

@@ -50,6 +50,8 @@ fn main() {
                 scopes: &req.scopes,
                 expires_at: req.expires_at.map(|t| t.timestamp_millis()),
                 ip_allowlist: &allow,
+                rate_limit: req.rate_limit,
+                quota: req.quota.as_ref(),
                 by_key: None,
             };
             let made = w.rt.block_on(service::create_key(&w.store, w.owner, Actor::Operator, spec, 0));

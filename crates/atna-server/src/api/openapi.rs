@@ -23,7 +23,7 @@ use crate::leaks;
         credentials::CredentialStatus, credentials::CredentialStatuses, Problem, leaks::GithubToken, leaks::GitlabToken,
         leaks::RevokeToken, leaks::Feedback, leaks::RevocableTokenTypes
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &HeadRefusals),
     tags((name = "keys", description = "Manage your API keys (needs the `keys:manage` scope)"),
          (name = "audit", description = "Your audit trail (needs the `keys:manage` scope)"),
          (name = "auth", description = "Check API keys"),
@@ -39,6 +39,49 @@ impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(c) = openapi.components.as_mut() {
             c.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+/// The answers any operation may get before atna reads the request: a head hyper refuses to parse
+/// (`serve::bare`), added to every operation that does not document that status already.
+struct HeadRefusals;
+
+impl Modify for HeadRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusals = [
+            ("400", "The request is not valid HTTP/1.1 (`malformed_request`)"),
+            ("414", "The URL is longer than 65,534 bytes (`uri_too_long`)"),
+            (
+                "431",
+                "The request head is too large: more than 100 header fields, or over 400 KB with its URL \
+                 (`request_header_fields_too_large`)",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                for (status, description) in refusals {
+                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+                        let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content("application/problem+json", problem)
+                            .build()
+                            .into()
+                    });
+                }
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! upgrades), the per-connection timers of [`watchdog`], and a graceful stop. It replaces `axum::serve`, which has
 //! no header or idle timeout, no connection cap, and retries a failing `accept` once a second with a log line each.
 
+mod bare;
 mod fd;
 pub mod guard;
 mod limits;

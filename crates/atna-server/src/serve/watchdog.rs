@@ -17,8 +17,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::ready;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use super::bare::Heads;
 
 /// One connection's phase and deadline.
 pub struct Tracker {
@@ -30,6 +33,8 @@ pub struct Tracker {
     /// No byte of a next request read yet (the idle phase).
     awaiting: AtomicBool,
     in_flight: AtomicU32,
+    /// Requests handed to the service so far.
+    started: AtomicU64,
     /// Upgraded or streaming: no timer applies any more.
     exempt: AtomicBool,
 }
@@ -44,6 +49,7 @@ impl Tracker {
             deadline_ms: AtomicU64::new(0),
             awaiting: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            started: AtomicU64::new(0),
             exempt: AtomicBool::new(false),
         };
         t.due_in(header);
@@ -65,6 +71,7 @@ impl Tracker {
     /// A request was handed to the service.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Relaxed);
+        self.started.fetch_add(1, Relaxed);
     }
 
     /// Its answer is ready. `open_ended`: a `101 Switching Protocols` or a body of unknown length, after which the
@@ -105,17 +112,42 @@ impl Tracker {
 }
 
 /// A connection's socket with its [`Tracker`] and whatever must live as long as the socket (its
-/// [`Admission`](super::limits::Admission)), also after an upgrade hands the socket to a handler.
+/// [`Admission`](super::limits::Admission)), also after an upgrade hands the socket to a handler. It also turns
+/// hyper's bare answers to heads it refuses into problem documents ([`bare`](super::bare)).
 pub struct Tracked<S, G> {
     io: S,
     tracker: Arc<Tracker>,
+    heads: Heads,
+    /// The problem answer written instead of hyper's bare one, and how much of it is written.
+    replacing: Option<(&'static [u8], usize)>,
     _guard: G,
 }
 
 impl<S, G> Tracked<S, G> {
     /// Wraps `io`.
     pub fn new(io: S, tracker: Arc<Tracker>, guard: G) -> Self {
-        Self { io, tracker, _guard: guard }
+        Self { io, tracker, heads: Heads::default(), replacing: None, _guard: guard }
+    }
+
+    /// Whether writes are still HTTP/1 answers of this connection's own (not an upgraded protocol's bytes).
+    fn inspected(&self) -> bool {
+        !self.tracker.exempt.load(Relaxed)
+    }
+}
+
+impl<S: AsyncWrite + Unpin, G: Unpin> Tracked<S, G> {
+    /// Writes the problem answer in place of hyper's `buf`; reports `buf` written once the answer is. Anything
+    /// hyper writes after it (nothing, as it closes the connection) is dropped.
+    fn poll_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let Some((answer, done)) = &mut self.replacing else { unreachable!("called while replacing") };
+        while *done < answer.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &answer[*done..]))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            *done += n;
+        }
+        Poll::Ready(Ok(buf.len()))
     }
 }
 
@@ -132,7 +164,20 @@ impl<S: AsyncRead + Unpin, G: Unpin> AsyncRead for Tracked<S, G> {
 
 impl<S: AsyncWrite + Unpin, G: Unpin> AsyncWrite for Tracked<S, G> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        if this.replacing.is_none() && this.inspected() {
+            this.replacing = this.heads.replacement(buf, this.tracker.started.load(Relaxed)).map(|a| (a, 0));
+        }
+        if this.replacing.is_some() {
+            return this.poll_replace(cx, buf);
+        }
+        let res = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            if this.inspected() {
+                this.heads.wrote(buf, n, this.tracker.started.load(Relaxed));
+            }
+        }
+        res
     }
 
     fn poll_write_vectored(
@@ -140,7 +185,21 @@ impl<S: AsyncWrite + Unpin, G: Unpin> AsyncWrite for Tracked<S, G> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+        if this.replacing.is_none() && this.inspected() && bufs.iter().filter(|b| !b.is_empty()).count() == 1 {
+            this.replacing = this.heads.replacement(first, this.tracker.started.load(Relaxed)).map(|a| (a, 0));
+        }
+        if this.replacing.is_some() {
+            return this.poll_replace(cx, first);
+        }
+        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            if this.inspected() {
+                this.heads.wrote(first, n, this.tracker.started.load(Relaxed));
+            }
+        }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
