@@ -175,7 +175,7 @@ async fn the_openapi_document_describes_forward_auth() {
     let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     let op = &doc["paths"]["/v1/forward-auth"]["get"];
     let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
-    assert_eq!(statuses, ["200", "400", "401", "403", "429", "503"]);
+    assert_eq!(statuses, ["200", "400", "401", "403", "414", "429", "431", "503"]);
     app.stop().await;
 }
 
