@@ -44,9 +44,17 @@ pub struct Admitted {
 impl Admitted {
     /// Adds `RateLimit-Policy` and `RateLimit` when the key has a rate limit.
     pub fn write_headers(&self, entry: &KeyEntry, headers: &mut HeaderMap) {
-        if let (Some((_, remaining, reset)), Some(policy)) = (self.rate, &entry.rate_policy) {
-            headers.insert(POLICY_HEADER, policy.clone());
-            headers.insert(STATE_HEADER, state_value(remaining, reset));
+        if let Some([policy, state]) = self.rate_values(entry) {
+            headers.insert(POLICY_HEADER, policy);
+            headers.insert(STATE_HEADER, state);
+        }
+    }
+
+    /// The values of `RateLimit-Policy` and `RateLimit` when the key has a rate limit.
+    pub fn rate_values(&self, entry: &KeyEntry) -> Option<[HeaderValue; 2]> {
+        match (self.rate, &entry.rate_policy) {
+            (Some((_, remaining, reset)), Some(policy)) => Some([policy.clone(), state_value(remaining, reset)]),
+            _ => None,
         }
     }
 }

@@ -94,8 +94,7 @@ async fn decide(
     let (entry, admitted) = authorize(state, key, &requirements, &gate::Context::read(headers, ip)).await?;
     // Every identity header on every 200, even empty: a proxy that copies them always overwrites a client's copy.
     let mut res = Response::new(axum::body::Body::empty());
-    *res.headers_mut() = entry.identity().allowed();
-    admitted.write_headers(&entry, res.headers_mut());
+    *res.headers_mut() = entry.identity().allowed(admitted.rate_values(&entry));
     Ok(res)
 }
 
