@@ -184,6 +184,15 @@ fn is_base62(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
+/// Whether every byte is a base62 digit: without a branch per byte (the compiler vectorises it), as every presented
+/// key passes here.
+fn all_base62(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| {
+        let lower = b | 0x20;
+        ok & ((b.wrapping_sub(b'0') < 10) | (lower.wrapping_sub(b'a') < 26))
+    })
+}
+
 fn checksum_chars(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut n = crc32fast::hash(body) as u64;
     let mut out = [b'0'; CHECKSUM_LEN];
@@ -428,7 +437,7 @@ impl<'a> ParsedKey<'a> {
             return Err(MalformedKey::BadCharacter);
         }
         let parts = [&rest[ID_START..ID_END], &rest[SECRET_START..SECRET_END], &rest[CHECKSUM_START..]];
-        if !parts.iter().all(|p| p.iter().copied().all(is_base62)) {
+        if !parts.iter().all(|p| all_base62(p)) {
             return Err(MalformedKey::BadCharacter);
         }
         if checksum_chars(&b[..p + SECRET_END]) != rest[CHECKSUM_START..] {

@@ -260,17 +260,26 @@ impl Verifier {
     }
 
     async fn lookup(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        if self.cache_trusted(now) {
+            if let Some(slot) = self.cache.get(&id) {
+                let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
+                if now.saturating_sub(slot.loaded) < ttl {
+                    self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(slot.entry);
+                }
+                self.cache.remove(&id);
+            }
+        }
+        // Boxed: the store's futures are large, and every request would otherwise carry (and move) their space
+        // through each future that awaits this one, hit or not.
+        Box::pin(self.load(id, now)).await
+    }
+
+    /// A cache miss (or a cache that may not be trusted right now): the store's record, cached when it may be.
+    async fn load(&self, id: CredentialId, now: Millis) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         if !self.cache_trusted(now) {
             // Read through, and keep nothing: the follower cannot tell us what to forget right now.
             return Ok(self.read(&id).await?.map(|a| Arc::new(KeyEntry::new(a))));
-        }
-        if let Some(slot) = self.cache.get(&id) {
-            let ttl = if slot.entry.is_some() { self.ttl } else { self.negative_ttl };
-            if now.saturating_sub(slot.loaded) < ttl {
-                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(slot.entry);
-            }
-            self.cache.remove(&id);
         }
         match self.cache.get_value_or_guard_async(&id).await {
             Ok(slot) => {
