@@ -63,7 +63,7 @@ CONF
 
 wait_up() { # poll with a deadline, no fixed sleep
   for _ in $(seq 1 300); do [ "$(curl -s -o /dev/null -w '%{http_code}' "${@:3}" "$1" || true)" = "$2" ] && return 0; sleep 0.05; done
-  echo "server at $1 did not answer $2" >&2; exit 1
+  echo "server at $1 did not answer $2: $(curl -s -i "${@:3}" "$1" 2>&1 | head -20)" >&2; cat "$work/atna.log" >&2; exit 1
 }
 taskset -c 0 "$nginx_bin" -p "$work" -c "$work/up.conf" -e "$work/up-error.log" &
 taskset -c 0 "$nginx_bin" -p "$work" -c "$work/px.conf" -e "$work/px-error.log" &

@@ -586,3 +586,72 @@ async fn heads_too_large_for_hyper_get_problem_documents_on_the_proxy_listener()
     }
     assert_eq!(seen.requests.load(Relaxed), 0, "nothing reached the upstream");
 }
+
+/// A raw upstream that answers `200 ok` to each request head; with `close`, it closes each connection after its first
+/// answer without saying so (no `Connection: close`), as an upstream whose keep-alive timeout passed does. Reports each
+/// closed connection on the channel; counts the connections it accepted.
+async fn counting_upstream(close: bool) -> (SocketAddr, Arc<AtomicU64>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Relaxed);
+            let closed = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                        if close {
+                            drop(s);
+                            let _ = closed.send(());
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, closed_rx)
+}
+
+#[tokio::test]
+async fn a_client_connection_keeps_one_upstream_connection_and_replaces_it_when_the_upstream_closes_it() {
+    let client = reqwest::Client::new(); // one keep-alive connection to the proxy
+    let get = |p: &Proxy, path: &str| client.get(format!("{}{path}", p.base)).bearer_auth(&p.api_key).send();
+
+    // An upstream that keeps its connections: ten requests of one client connection use one upstream connection.
+    let (up, accepted, _) = counting_upstream(false).await;
+    let p = start(&format!("http://{up}"), "").await;
+    for i in 0..10 {
+        let res = get(&p, &format!("/r{i}")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+    assert_eq!(accepted.load(Relaxed), 1, "one upstream connection for one client connection");
+
+    // An upstream that closes each connection after one answer: each next request finds its kept connection closed
+    // and gets a new one, without an error for the client.
+    let (up, accepted, mut closed) = counting_upstream(true).await;
+    let p = start(&format!("http://{up}"), "").await;
+    for i in 0..5 {
+        let res = get(&p, &format!("/c{i}")).await.unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+        assert_eq!(res.text().await.unwrap(), "ok");
+        tokio::time::timeout(Duration::from_secs(10), closed.recv()).await.expect("the upstream closed").unwrap();
+    }
+    assert_eq!(accepted.load(Relaxed), 5);
+    let log = p.server.stop();
+    assert!(!log.contains("upstream request failed"), "{log}");
+}
