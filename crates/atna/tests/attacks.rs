@@ -12,13 +12,12 @@ mod common;
 mod pressure;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{atna_env, ok, Server};
+use common::{atna_env, database, ok, Server};
 use pressure::{connect_from, fds, fds_back_to, long_mode, raw, read_until_closed, rss, status_of, NormalClient};
 
 const USER: &str = "alice@example.com";
@@ -31,18 +30,6 @@ fn bootstrap(env: &[(&str, &str)]) -> String {
     let args = ["key", "create", "--user", USER, "--name", "normal-client", "--scope", "keys:manage", "--json"];
     let v: Value = serde_json::from_str(&ok(atna_env(env, &args, None))).unwrap();
     v["secret"].as_str().unwrap().to_owned()
-}
-
-/// The database variables of a test's atna: SQLite in `data`, or with `ATNA_TEST_BACKEND=postgres` (and
-/// `ATNA_TEST_POSTGRES_URL`) a fresh PostgreSQL schema.
-async fn database(data: &Path) -> Vec<(&'static str, String)> {
-    let mut env = vec![("ATNA_DATA_DIR", data.to_str().unwrap().to_owned())];
-    if std::env::var("ATNA_TEST_BACKEND").as_deref() == Ok("postgres") {
-        let server =
-            atna_store_postgres::testdb::server_url().expect("ATNA_TEST_BACKEND=postgres needs ATNA_TEST_POSTGRES_URL");
-        env.push(("ATNA_DATABASE_URL", atna_store_postgres::testdb::fresh_schema_url(&server).await));
-    }
-    env
 }
 
 /// The sizes of one run.

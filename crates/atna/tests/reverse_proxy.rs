@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use common::{atna_env, free_port, ok, Server, BIN};
+use common::{atna_env, database, free_port, ok, Server, BIN};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,18 +113,6 @@ fn create_key(env: &[(&str, &str)], name: &str, scopes: &[&str]) -> Value {
         args.extend(["--scope", s]);
     }
     serde_json::from_str(&ok(atna_env(env, &args, None))).unwrap()
-}
-
-/// The database of a test's atna: SQLite in `data`, or with `ATNA_TEST_BACKEND=postgres` (and
-/// `ATNA_TEST_POSTGRES_URL`) a fresh PostgreSQL schema.
-async fn database(data: &Path) -> Vec<(&'static str, String)> {
-    let mut env = vec![("ATNA_DATA_DIR", data.to_str().unwrap().to_owned())];
-    if std::env::var("ATNA_TEST_BACKEND").as_deref() == Ok("postgres") {
-        let server =
-            atna_store_postgres::testdb::server_url().expect("ATNA_TEST_BACKEND=postgres needs ATNA_TEST_POSTGRES_URL");
-        env.push(("ATNA_DATABASE_URL", atna_store_postgres::testdb::fresh_schema_url(&server).await));
-    }
-    env
 }
 
 /// Starts atna with the proxy in front of `upstream`, with `extra` TOML lines, on the backend `ATNA_TEST_BACKEND`

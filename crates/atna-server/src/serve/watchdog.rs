@@ -136,6 +136,24 @@ impl<S, G> Tracked<S, G> {
 }
 
 impl<S: AsyncWrite + Unpin, G: Unpin> Tracked<S, G> {
+    /// Whether hyper's bare refusal is going out and is (being) replaced: decided on a write that starts with
+    /// `first` and is `whole` (the answer in one buffer).
+    fn replaces(&mut self, first: &[u8], whole: bool) -> bool {
+        if self.replacing.is_none() && whole && self.inspected() {
+            self.replacing = self.heads.replacement(first, self.tracker.started.load(Relaxed)).map(|a| (a, 0));
+        }
+        self.replacing.is_some()
+    }
+
+    /// Counts a response head among what a write starting with `first` put out.
+    fn count_head(&mut self, first: &[u8], res: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = res {
+            if self.inspected() {
+                self.heads.wrote(first, *n, self.tracker.started.load(Relaxed));
+            }
+        }
+    }
+
     /// Writes the problem answer in place of hyper's `buf`; reports `buf` written once the answer is. Anything
     /// hyper writes after it (nothing, as it closes the connection) is dropped.
     fn poll_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -165,18 +183,11 @@ impl<S: AsyncRead + Unpin, G: Unpin> AsyncRead for Tracked<S, G> {
 impl<S: AsyncWrite + Unpin, G: Unpin> AsyncWrite for Tracked<S, G> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.replacing.is_none() && this.inspected() {
-            this.replacing = this.heads.replacement(buf, this.tracker.started.load(Relaxed)).map(|a| (a, 0));
-        }
-        if this.replacing.is_some() {
+        if this.replaces(buf, true) {
             return this.poll_replace(cx, buf);
         }
         let res = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            if this.inspected() {
-                this.heads.wrote(buf, n, this.tracker.started.load(Relaxed));
-            }
-        }
+        this.count_head(buf, &res);
         res
     }
 
@@ -187,18 +198,12 @@ impl<S: AsyncWrite + Unpin, G: Unpin> AsyncWrite for Tracked<S, G> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
-        if this.replacing.is_none() && this.inspected() && bufs.iter().filter(|b| !b.is_empty()).count() == 1 {
-            this.replacing = this.heads.replacement(first, this.tracker.started.load(Relaxed)).map(|a| (a, 0));
-        }
-        if this.replacing.is_some() {
+        let whole = bufs.iter().filter(|b| !b.is_empty()).count() == 1;
+        if this.replaces(first, whole) {
             return this.poll_replace(cx, first);
         }
         let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            if this.inspected() {
-                this.heads.wrote(first, n, this.tracker.started.load(Relaxed));
-            }
-        }
+        this.count_head(first, &res);
         res
     }
 

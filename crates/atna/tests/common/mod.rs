@@ -15,6 +15,18 @@ pub fn atna(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     atna_env(&[("ATNA_DATA_DIR", data.to_str().unwrap())], args, stdin)
 }
 
+/// The database variables of a test's atna: SQLite in `data`, or with `ATNA_TEST_BACKEND=postgres` (and
+/// `ATNA_TEST_POSTGRES_URL`) a fresh PostgreSQL schema.
+pub async fn database(data: &Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![("ATNA_DATA_DIR", data.to_str().unwrap().to_owned())];
+    if std::env::var("ATNA_TEST_BACKEND").as_deref() == Ok("postgres") {
+        let server =
+            atna_store_postgres::testdb::server_url().expect("ATNA_TEST_BACKEND=postgres needs ATNA_TEST_POSTGRES_URL");
+        env.push(("ATNA_DATABASE_URL", atna_store_postgres::testdb::fresh_schema_url(&server).await));
+    }
+    env
+}
+
 /// Runs `atna ARGS` with these variables (and no `ATNA_DATABASE_URL` unless given).
 pub fn atna_env(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
